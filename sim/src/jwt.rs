@@ -1,0 +1,117 @@
+//! Access tokens: JWTs signed by the simulator (HS256 with its per-process key).
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::state::Sim;
+
+/// Claims of a simulator access token (the ones Entra puts in Defender tokens).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// Audience: the Defender resource.
+    pub aud: String,
+    /// Issuer: `https://sts.windows.net/{tid}/` (v1) or `{login}/{tid}/v2.0` (v2).
+    pub iss: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Object id of the app's service principal (or the signed-in user).
+    pub oid: String,
+    /// Client id (v1 tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub appid: Option<String>,
+    /// Client id (v2 tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub azp: Option<String>,
+    /// Token version: "1.0" or "2.0".
+    pub ver: String,
+    /// Issued at (unix seconds).
+    pub iat: i64,
+    /// Not before (unix seconds).
+    pub nbf: i64,
+    /// Expires (unix seconds).
+    pub exp: i64,
+    /// Application permissions (client credentials tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub roles: Option<Vec<String>>,
+    /// Delegated permissions, space separated (interactive tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scp: Option<String>,
+    /// Unique token id.
+    pub jti: String,
+    /// Issue sequence number inside this simulator (lets the control API expire earlier tokens).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl Claims {
+    /// The client id, whichever claim carries it.
+    pub fn client_id(&self) -> &str {
+        self.appid
+            .as_deref()
+            .or(self.azp.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Whether the token grants `permission` (in `roles` or `scp`).
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.roles
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|p| p == permission))
+            || self
+                .scp
+                .as_deref()
+                .is_some_and(|s| s.split(' ').any(|p| p == permission))
+    }
+}
+
+/// Signs claims into a compact JWT.
+pub fn sign(sim: &Sim, claims: &Claims) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("defender-sim".to_string());
+    // Encoding an owned, well-formed struct with an HMAC key cannot fail.
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&sim.signing_key))
+        .unwrap_or_default()
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token this simulator signed (or malformed).
+    Invalid,
+    /// Past `exp` (simulated clock) or expired by the control API.
+    Expired,
+}
+
+/// Verifies a token's signature and lifetime against the simulated clock.
+pub fn verify(sim: &Sim, token: &str) -> Result<Claims, TokenError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(&sim.signing_key),
+        &validation,
+    )
+    .map_err(|_| TokenError::Invalid)?;
+    let claims = data.claims;
+    let now = sim.clock.unix();
+    if now >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    let w = sim.world();
+    let key = format!("{}/{}", claims.tid, claims.client_id()).to_ascii_lowercase();
+    let cutoff = [
+        w.tokens_expired_below.get(&key),
+        w.tokens_expired_below.get("*"),
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .max();
+    if cutoff.is_some_and(|c| claims.seq < c) {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
