@@ -1,4 +1,4 @@
-//! The Defender for Endpoint API under `/api`.
+//! The Defender for Endpoint API under `/api` (paths arrive lower-cased, see `faults`).
 
 use std::sync::Arc;
 
@@ -6,7 +6,35 @@ use axum::Router;
 
 use crate::state::Sim;
 
-/// Routes of the API (bearer-checked, rate limited).
-pub fn routes(_sim: Arc<Sim>) -> Router<Arc<Sim>> {
-    Router::new()
+pub mod auth;
+pub mod download;
+pub mod library;
+pub mod live_response;
+pub mod machine_actions;
+pub mod machines;
+pub mod odata;
+
+/// Routes of the API, all behind [`auth::guard`], plus the unauthenticated download links.
+pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
+    let guarded = Router::new()
+        .merge(machines::routes())
+        .merge(machine_actions::routes())
+        .merge(live_response::routes())
+        .merge(library::routes())
+        .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
+    guarded.merge(download::routes())
+}
+
+/// `@odata.context` base for answers: `http://{host}/api/$metadata#...`.
+pub fn odata_context(headers: &axum::http::HeaderMap, fragment: &str) -> String {
+    format!("{}/api/$metadata#{fragment}", base_url(headers))
+}
+
+/// `http://{Host}` of the request, for absolute links (nextLink, download links).
+pub fn base_url(headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
 }

@@ -1,0 +1,263 @@
+//! The API guard: bearer token check (401), the per-endpoint role table (403) and the
+//! per-(tenant, app, endpoint family) rate limits (429 + Retry-After).
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::jwt::{self, Claims, TokenError};
+use crate::scenario::Limit;
+use crate::state::Sim;
+
+/// Rate limit families (each has its own budget per tenant and app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Most endpoints: 100/min, 1500/h.
+    Default,
+    /// POST runliveresponse: 10/min.
+    LiveResponse,
+    /// GET getPackageUri: 2/min, 120/h.
+    PackageUri,
+    /// POST advancedqueries/run: 45/min, 1500/h.
+    AdvancedQueries,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Default => "default",
+            Family::LiveResponse => "liveresponse",
+            Family::PackageUri => "packageuri",
+            Family::AdvancedQueries => "advancedqueries",
+        }
+    }
+}
+
+const READ_MACHINES: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
+const ANY_MACHINE_ACTION: &[&str] = &[
+    "Machine.Isolate",
+    "Machine.RestrictExecution",
+    "Machine.Scan",
+    "Machine.StopAndQuarantine",
+    "Machine.CollectForensics",
+    "Machine.Offboard",
+    "Machine.LiveResponse",
+    "Machine.ReadWrite.All",
+];
+
+/// The role table: (method, route template) → any one of these roles, and the rate family.
+/// Templates are lower-case: `/api` paths are normalised before routing.
+pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
+    ("GET", "/api/machines", READ_MACHINES, Family::Default),
+    ("GET", "/api/machines/{id}", READ_MACHINES, Family::Default),
+    (
+        "POST",
+        "/api/machines/{id}/tags",
+        &["Machine.ReadWrite.All"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/isolate",
+        &["Machine.Isolate"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/unisolate",
+        &["Machine.Isolate"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/stopandquarantinefile",
+        &["Machine.StopAndQuarantine"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/runantivirusscan",
+        &["Machine.Scan"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/restrictcodeexecution",
+        &["Machine.RestrictExecution"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/unrestrictcodeexecution",
+        &["Machine.RestrictExecution"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/collectinvestigationpackage",
+        &["Machine.CollectForensics"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/offboard",
+        &["Machine.Offboard"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/runliveresponse",
+        &["Machine.LiveResponse"],
+        Family::LiveResponse,
+    ),
+    ("GET", "/api/machineactions", READ_MACHINES, Family::Default),
+    (
+        "GET",
+        "/api/machineactions/{id}",
+        READ_MACHINES,
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machineactions/{id}/cancel",
+        ANY_MACHINE_ACTION,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machineactions/{id}/getpackageuri",
+        &[
+            "Machine.CollectForensics",
+            "Machine.Read.All",
+            "Machine.ReadWrite.All",
+        ],
+        Family::PackageUri,
+    ),
+    (
+        "GET",
+        "/api/machineactions/{id}/{function}",
+        &["Machine.LiveResponse"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/libraryfiles",
+        &["Library.Manage"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/libraryfiles",
+        &["Library.Manage"],
+        Family::Default,
+    ),
+    (
+        "DELETE",
+        "/api/libraryfiles/{name}",
+        &["Library.Manage"],
+        Family::Default,
+    ),
+];
+
+/// Roles and family for a route; unknown routes need any machine read role.
+pub fn lookup(method: &Method, route: &str) -> (&'static [&'static str], Family) {
+    ROLE_TABLE
+        .iter()
+        .find(|(m, r, _, _)| *m == method.as_str() && *r == route)
+        .map(|(_, _, roles, fam)| (*roles, *fam))
+        .unwrap_or((READ_MACHINES, Family::Default))
+}
+
+/// Route-layer middleware over every `/api` route: puts the verified [`Claims`] into the
+/// request extensions for handlers (`Extension<Claims>`).
+pub async fn guard(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
+    let Some(token) = bearer else {
+        return ApiError::unauthorized("Authorization header is missing or is not a Bearer token")
+            .into_response();
+    };
+    let claims = match jwt::verify(&sim, &token) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => {
+            return ApiError::unauthorized("The access token has expired").into_response();
+        }
+        Err(TokenError::Invalid) => {
+            return ApiError::unauthorized("The access token is invalid").into_response();
+        }
+    };
+    let (roles, family) = lookup(req.method(), &route);
+    if !roles.iter().any(|r| claims.has_permission(r)) {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "The application does not have any of the required application roles: {}",
+                roles.join(", ")
+            ),
+        )
+        .into_response();
+    }
+    if let Err(e) = check_rate(&sim, &claims, family) {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(claims);
+    next.run(req).await
+}
+
+/// Counts one call against the caller's budget for `family`; 429 with Retry-After when spent.
+pub fn check_rate(sim: &Sim, claims: &Claims, family: Family) -> Result<(), ApiError> {
+    let now = sim.clock.now_ms();
+    let mut w = sim.world();
+    let limits = &w.scenario.rate_limits;
+    if limits.disabled {
+        return Ok(());
+    }
+    let limit: Limit = match family {
+        Family::Default => limits.default,
+        Family::LiveResponse => limits.live_response,
+        Family::PackageUri => limits.package_uri,
+        Family::AdvancedQueries => limits.advanced_queries,
+    };
+    let key =
+        format!("{}/{}/{}", claims.tid, claims.client_id(), family.name()).to_ascii_lowercase();
+    let window = w.rate_windows.entry(key).or_default();
+    while window.front().is_some_and(|t| *t <= now - 3_600_000) {
+        window.pop_front();
+    }
+    let in_minute = window.iter().filter(|t| **t > now - 60_000).count();
+    if in_minute >= limit.per_minute as usize {
+        // The oldest call inside the minute leaves the window at +60 s.
+        let oldest = window
+            .iter()
+            .find(|t| **t > now - 60_000)
+            .copied()
+            .unwrap_or(now);
+        let wait_ms = (oldest + 60_000 - now).max(0);
+        return Err(ApiError::too_many(((wait_ms + 999) / 1000) as u64));
+    }
+    if window.len() >= limit.per_hour as usize {
+        let oldest = window.front().copied().unwrap_or(now);
+        let wait_ms = (oldest + 3_600_000 - now).max(0);
+        return Err(ApiError::too_many(((wait_ms + 999) / 1000) as u64));
+    }
+    window.push_back(now);
+    Ok(())
+}

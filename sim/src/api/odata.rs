@@ -1,0 +1,1 @@
+//! OData query subset: $top, $skip, $filter (eq, ne, and, or, startswith), nextLink.
