@@ -115,3 +115,83 @@ pub fn verify(sim: &Sim, token: &str) -> Result<Claims, TokenError> {
     }
     Ok(claims)
 }
+
+/// What an access token is issued for.
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    /// Tenant id.
+    pub tenant_id: &'a str,
+    /// Client id.
+    pub client_id: &'a str,
+    /// Audience (the Defender resource).
+    pub audience: &'a str,
+    /// Application roles (client credentials); None for delegated tokens.
+    pub roles: Option<Vec<String>>,
+    /// Delegated scopes (interactive); None for app tokens.
+    pub scopes: Option<Vec<String>>,
+    /// v1 (`"1.0"`) or v2 (`"2.0"`) token.
+    pub v2: bool,
+    /// Issuer base (login authority as the client reached it).
+    pub login_base: &'a str,
+}
+
+/// Issues a signed access token; returns (token, issued_at, expires_at).
+pub fn issue(sim: &Sim, req: &TokenRequest<'_>) -> (String, i64, i64) {
+    let now = sim.clock.unix();
+    let (lifetime, seq) = {
+        let mut w = sim.world();
+        let seq = w.next_token_seq;
+        w.next_token_seq += 1;
+        (w.scenario.token_lifetime_secs as i64, seq)
+    };
+    let claims = Claims {
+        aud: req.audience.to_string(),
+        iss: if req.v2 {
+            format!(
+                "{}/{}/v2.0",
+                req.login_base.trim_end_matches('/'),
+                req.tenant_id
+            )
+        } else {
+            format!("https://sts.windows.net/{}/", req.tenant_id)
+        },
+        tid: req.tenant_id.to_string(),
+        oid: uuid::Uuid::new_v4().to_string(),
+        appid: (!req.v2).then(|| req.client_id.to_string()),
+        azp: req.v2.then(|| req.client_id.to_string()),
+        ver: if req.v2 { "2.0" } else { "1.0" }.to_string(),
+        iat: now,
+        nbf: now,
+        exp: now + lifetime,
+        roles: req.roles.clone(),
+        scp: req.scopes.as_ref().map(|s| s.join(" ")),
+        jti: uuid::Uuid::new_v4().to_string(),
+        seq,
+    };
+    (sign(sim, &claims), now, now + lifetime)
+}
+
+/// A token for the scenario's first app of the first tenant with all its roles (for tests).
+pub fn test_token(sim: &Sim) -> Option<String> {
+    let (tenant, app) = {
+        let w = sim.world();
+        let t = w.scenario.first_tenant()?.clone();
+        let a = t.apps.first()?.clone();
+        (t, a)
+    };
+    Some(
+        issue(
+            sim,
+            &TokenRequest {
+                tenant_id: &tenant.id,
+                client_id: &app.client_id,
+                audience: "https://api.securitycenter.microsoft.com",
+                roles: Some(app.roles.clone()),
+                scopes: None,
+                v2: true,
+                login_base: "https://login.microsoftonline.com",
+            },
+        )
+        .0,
+    )
+}
