@@ -1,1 +1,30 @@
+//! defender-soar: a SOAR plugin for Microsoft Defender for Endpoint.
+//!
+//! Module map and data flow:
+//! - [`config`]: TOML + environment configuration, validated at start-up (assets, secrets,
+//!   environments and their hosts).
+//! - [`http`]: the axum host: API-key auth, request ids, tracing, limits, the result envelope,
+//!   health, metrics, manifest, OpenAPI, and `POST /assets/{asset}/actions/{action}`.
+//! - [`actions`]: action definitions (`actions/*.json`, embedded at build time), generic
+//!   parameter validation, the registry binding each definition to its handler, the manifest.
+//! - [`auth`]: tokens from Entra ID (client credentials, v1/v2), cached per asset with one
+//!   fetch in flight; Entra errors turned into clear messages.
+//! - [`defender`]: the typed MDE client: base URL per environment, timeouts, retries of
+//!   idempotent calls, Microsoft error bodies, OData paging.
+//! - [`envelope`]: the result envelope every action answers with, and the error → HTTP status map.
+//! - [`app`]: the shared application state (config, assets with their clients, registry).
+//!
+//! A request enters [`http`], is authenticated, its parameters are validated against the
+//! action's definition, the handler runs with an [`actions::ActionContext`] (the asset's
+//! [`defender::DefenderClient`], which gets tokens from [`auth`]), and its outcome becomes an
+//! [`envelope::Envelope`].
 
+pub mod actions;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod defender;
+pub mod envelope;
+pub mod http;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! `defender-soar`: CLI entry point (see `cli` for the commands).
+
+fn main() -> std::process::ExitCode {
+    defender_soar::cli::main()
+}

@@ -21,6 +21,12 @@ pub struct Scenario {
     /// Files present on devices, for live response GetFile, keyed by machine id.
     #[serde(default)]
     pub device_files: BTreeMap<String, Vec<DeviceFile>>,
+    /// Machines that communicated with a domain (`/api/domains/{domain}/machines`), by domain.
+    #[serde(default)]
+    pub domain_machines: BTreeMap<String, Vec<String>>,
+    /// Machines that saw a file (`/api/files/{sha}/machines`), by SHA1 or SHA256.
+    #[serde(default)]
+    pub file_machines: BTreeMap<String, Vec<String>>,
     /// The tenant's live response library.
     #[serde(default)]
     pub library: Vec<LibraryFile>,
@@ -149,6 +155,15 @@ pub struct LibraryFile {
     /// Who uploaded it.
     #[serde(default)]
     pub created_by: Option<String>,
+    /// Base64 content for binary files (takes precedence over `content`).
+    #[serde(default)]
+    pub content_base64: Option<String>,
+    /// Upload time (RFC 3339); a fixed date when absent.
+    #[serde(default)]
+    pub creation_time: Option<String>,
+    /// Last replacement time (RFC 3339); the creation time when absent.
+    #[serde(default)]
+    pub last_updated_time: Option<String>,
 }
 
 /// How long a machine action stays in each non-final state, in milliseconds.

@@ -23,6 +23,8 @@ pub struct Sim {
     pub faults: Mutex<Vec<Fault>>,
     /// Key signing access tokens and download links.
     pub signing_key: [u8; 32],
+    /// The scenario as last loaded (start or `load_scenario`), for [`Sim::reset`].
+    pub loaded: Mutex<Scenario>,
 }
 
 /// The mutable part of the simulator.
@@ -98,6 +100,7 @@ impl Sim {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         Sim {
+            loaded: Mutex::new(scenario.clone()),
             world: Mutex::new(World::new(scenario)),
             clock: Clock::default(),
             counters: Mutex::new(Counters::default()),
@@ -113,6 +116,7 @@ impl Sim {
 
     /// Replaces the scenario and resets everything that was derived from the old one.
     pub fn load_scenario(&self, scenario: Scenario) {
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = scenario.clone();
         *self.world() = World::new(scenario);
         self.reset_counters();
         self.clear_faults();
@@ -190,6 +194,71 @@ impl Sim {
             }
         }
     }
+
+    /// Starts over from the scenario as last loaded: actions, codes, refresh tokens, rate
+    /// windows, counters and faults are cleared; the clock and signing key are kept.
+    pub fn reset(&self) {
+        let scenario = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.load_scenario(scenario);
+    }
+
+    /// Live response sessions not yet final, all tenants.
+    pub fn live_sessions(&self) -> u64 {
+        let now = self.clock.now_ms();
+        self.world().actions.live_sessions_total(now) as u64
+    }
+
+    /// Moves a machine action one stage along (Pending → InProgress → final) and answers its
+    /// JSON (without `@odata.context`).
+    pub fn advance_action(
+        &self,
+        id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ActionControlError> {
+        let now = self.clock.now_ms();
+        let mut w = self.world();
+        let action = w
+            .actions
+            .get_mut(id)
+            .ok_or_else(|| ActionControlError::NotFound(id.to_string()))?;
+        action.advance(now);
+        Ok(action.to_json(now))
+    }
+
+    /// Forces a machine action's final status (`Succeeded`, `Failed`, `TimeOut` or
+    /// `Cancelled`) and answers its JSON (without `@odata.context`).
+    pub fn complete_action(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<String>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ActionControlError> {
+        if !crate::actions::is_final(status) {
+            return Err(ActionControlError::NotFinal(status.to_string()));
+        }
+        let now = self.clock.now_ms();
+        let mut w = self.world();
+        let action = w
+            .actions
+            .get_mut(id)
+            .ok_or_else(|| ActionControlError::NotFound(id.to_string()))?;
+        action.complete(status, error, now);
+        Ok(action.to_json(now))
+    }
+}
+
+/// Why a control call on a machine action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionControlError {
+    /// No action has this id.
+    #[error("machine action {0} was not found")]
+    NotFound(String),
+    /// The requested status is not a final one.
+    #[error("status `{0}` is not one of Succeeded, Failed, TimeOut, Cancelled")]
+    NotFinal(String),
 }
 
 /// Simulated time: the wall clock plus an offset that tests can advance.
@@ -289,8 +358,8 @@ impl Counters {
 }
 
 /// A fault to inject on the next matching requests.
+// No `deny_unknown_fields` here: serde refuses every field of a flattened enum with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Fault {
     /// HTTP method to match (any when absent).
     #[serde(default)]

@@ -13,6 +13,7 @@ pub mod live_response;
 pub mod machine_actions;
 pub mod machines;
 pub mod odata;
+pub mod related;
 
 /// Routes of the API, all behind [`auth::guard`], plus the unauthenticated download links.
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
@@ -21,6 +22,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(machine_actions::routes())
         .merge(live_response::routes())
         .merge(library::routes())
+        .merge(related::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded.merge(download::routes())
 }

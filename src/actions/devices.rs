@@ -1,0 +1,149 @@
+//! `list_devices`: machines of the tenant, of a domain, or that saw a file.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Action, ActionContext};
+use crate::defender::ListQuery;
+use crate::envelope::{ActionError, Outcome};
+
+/// Lists devices.
+pub struct ListDevices;
+
+/// Parameters of `list_devices`.
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    /// `All`, `Domain` or `File Hash`.
+    pub input_type: String,
+    /// The domain or the file hash.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Extra OData `$filter`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Maximum devices returned.
+    pub limit: u64,
+}
+
+/// Where to list from, decided from the parameters.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `/api/machines`.
+    All,
+    /// `/api/domains/{domain}/machines`.
+    Domain(String),
+    /// `/api/files/{sha}/machines`.
+    File(String),
+}
+
+/// Checks `input` against `input_type`.
+pub fn source(p: &Params) -> Result<Source, ActionError> {
+    let input = p.input.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    match p.input_type.as_str() {
+        "All" => Ok(Source::All),
+        "Domain" => {
+            let d = input.ok_or_else(|| {
+                ActionError::InvalidParameter(
+                    "parameter 'input' is required when input_type is Domain (a domain name such as contoso.com)".into(),
+                )
+            })?;
+            let ok = d.len() <= 253
+                && d.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(ActionError::InvalidParameter(format!(
+                    "parameter 'input': '{}' is not a domain name (letters, digits, '-' and dots)",
+                    super::truncate(d, 64)
+                )));
+            }
+            Ok(Source::Domain(d.to_ascii_lowercase()))
+        }
+        "File Hash" => {
+            let h = input.ok_or_else(|| {
+                ActionError::InvalidParameter(
+                    "parameter 'input' is required when input_type is File Hash (a SHA1 or SHA256)".into(),
+                )
+            })?;
+            let hex = h.chars().all(|c| c.is_ascii_hexdigit());
+            match (hex, h.len()) {
+                (true, 40) | (true, 64) => Ok(Source::File(h.to_ascii_lowercase())),
+                (true, 32) => Err(ActionError::InvalidParameter(
+                    "parameter 'input': Defender looks devices up by SHA1 or SHA256; an MD5 is not supported".into(),
+                )),
+                _ => Err(ActionError::InvalidParameter(format!(
+                    "parameter 'input': '{}' is not a SHA1 (40 hex) or SHA256 (64 hex)",
+                    super::truncate(h, 64)
+                ))),
+            }
+        }
+        other => Err(ActionError::InvalidParameter(format!(
+            "parameter 'input_type': must be one of All, Domain, File Hash (got '{}')",
+            super::truncate(other, 64)
+        ))),
+    }
+}
+
+impl Action for ListDevices {
+    const ID: &'static str = "list_devices";
+    type Params = Params;
+
+    async fn run(ctx: ActionContext, p: Params) -> Result<Outcome, ActionError> {
+        let source = source(&p)?;
+        let path = match &source {
+            Source::All => "/api/machines".to_string(),
+            Source::Domain(d) => format!("/api/domains/{d}/machines"),
+            Source::File(h) => format!("/api/files/{h}/machines"),
+        };
+        let query = ListQuery {
+            filter: p.query.clone().filter(|q| !q.trim().is_empty()),
+            ..ListQuery::default()
+        };
+        let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
+        let devices = match ctx.asset.defender.list(&path, &query, limit).await {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() && source != Source::All => Vec::new(),
+            Err(e) => return Ok(Outcome::failed(format!("listing devices failed: {e}"))),
+        };
+        let total = devices.len();
+        let mut outcome = Outcome::success(match total {
+            0 => "No devices found".to_string(),
+            1 => "Found 1 device".to_string(),
+            n => format!("Found {n} devices"),
+        })
+        .with_summary("total_devices", total);
+        outcome.data = devices.into_iter().filter(Value::is_object).collect();
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(t: &str, input: Option<&str>) -> Params {
+        Params {
+            input_type: t.into(),
+            input: input.map(str::to_string),
+            query: None,
+            limit: 10,
+        }
+    }
+
+    #[test]
+    fn input_checked_per_type() {
+        assert_eq!(source(&p("All", None)).unwrap(), Source::All);
+        assert_eq!(
+            source(&p("Domain", Some("Contoso.com"))).unwrap(),
+            Source::Domain("contoso.com".into())
+        );
+        assert!(source(&p("Domain", None)).is_err());
+        assert!(source(&p("Domain", Some("a/../b"))).is_err());
+        assert!(source(&p("File Hash", Some(&"a".repeat(40)))).is_ok());
+        let md5 = source(&p("File Hash", Some(&"a".repeat(32)))).unwrap_err();
+        assert!(md5.to_string().contains("MD5"));
+        assert!(source(&p("File Hash", Some("xyz"))).is_err());
+    }
+}

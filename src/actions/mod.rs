@@ -1,0 +1,201 @@
+//! Actions: definitions (`actions/*.json`), generic validation, and the registry binding each
+//! definition to its handler. [`invoke`] is the one code path used by the HTTP host and by
+//! `defender-soar invoke`.
+
+pub mod connectivity;
+pub mod definition;
+pub mod devices;
+pub mod manifest;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::app::{App, Asset};
+use crate::envelope::{ActionError, Envelope, EnvelopeResponse, Outcome};
+pub use definition::{Definition, definition, definitions};
+
+/// Where progress lines go while an action waits (stderr for `invoke`, logs for HTTP).
+pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What a handler gets besides its typed parameters.
+#[derive(Clone)]
+pub struct ActionContext {
+    /// The application.
+    pub app: Arc<App>,
+    /// The asset the action runs against.
+    pub asset: Arc<Asset>,
+    /// The action's definition.
+    pub definition: &'static Definition,
+    /// The caller's `Idempotency-Key`, when given.
+    pub idempotency_key: Option<String>,
+    progress: Option<ProgressSink>,
+}
+
+impl ActionContext {
+    /// Reports progress (logged; also printed by `invoke`).
+    pub fn progress(&self, line: &str) {
+        tracing::info!(progress = line);
+        if let Some(sink) = &self.progress {
+            sink(line);
+        }
+    }
+}
+
+/// An action handler: typed parameters in, outcome out.
+pub trait Action {
+    /// The definition id (`actions/<ID>.json`).
+    const ID: &'static str;
+    /// Typed parameters, deserialised from the validated map.
+    type Params: DeserializeOwned + Send + 'static;
+    /// Runs the action.
+    fn run(
+        ctx: ActionContext,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Outcome, ActionError>> + Send + 'static;
+}
+
+/// A type-erased handler.
+pub type HandlerFn = fn(ActionContext, Map<String, Value>) -> BoxFuture<'static, Result<Outcome, ActionError>>;
+
+fn erase<A: Action>() -> (&'static str, HandlerFn) {
+    fn call<A: Action>(
+        ctx: ActionContext,
+        params: Map<String, Value>,
+    ) -> BoxFuture<'static, Result<Outcome, ActionError>> {
+        Box::pin(async move {
+            let typed: A::Params = serde_json::from_value(Value::Object(params)).map_err(|e| {
+                ActionError::InvalidParameter(format!("parameters do not fit the action: {e}"))
+            })?;
+            A::run(ctx, typed).await
+        })
+    }
+    (A::ID, call::<A>)
+}
+
+/// Every handler, by action id. Adding an action: a definition file and one line here.
+pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
+    static HANDLERS: OnceLock<BTreeMap<&'static str, HandlerFn>> = OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        [
+            erase::<connectivity::TestConnectivity>(),
+            erase::<devices::ListDevices>(),
+        ]
+        .into_iter()
+        .collect()
+    })
+}
+
+/// One invocation request.
+pub struct Invocation<'a> {
+    /// Asset id.
+    pub asset_id: &'a str,
+    /// Action id.
+    pub action_id: &'a str,
+    /// Raw parameters.
+    pub parameters: Map<String, Value>,
+    /// `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// Progress sink (for `invoke`).
+    pub progress: Option<ProgressSink>,
+}
+
+/// Runs an action: asset and action lookup, disabled check, validation, handler, envelope.
+pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
+    let action_id = inv.action_id;
+    let asset_id = inv.asset_id;
+    let fail = |params: Map<String, Value>, e: ActionError| {
+        EnvelopeResponse::error(action_id, asset_id, params, &e)
+    };
+    let Some(definition) = definition(action_id) else {
+        return fail(
+            Map::new(),
+            ActionError::NotFound(format!("unknown action '{action_id}' (GET /actions lists them)")),
+        );
+    };
+    let Some(handler) = handlers().get(definition.id.as_str()).copied() else {
+        return fail(
+            Map::new(),
+            ActionError::Internal(format!("action '{action_id}' has no handler")),
+        );
+    };
+    let Some(asset) = app.asset(asset_id) else {
+        return fail(
+            Map::new(),
+            ActionError::NotFound(format!("unknown asset '{}'", truncate(asset_id, 64))),
+        );
+    };
+    if asset.is_disabled(action_id) {
+        return fail(
+            Map::new(),
+            ActionError::Disabled(format!(
+                "action '{action_id}' is disabled for asset '{asset_id}' (assets.{asset_id}.disabled_actions)"
+            )),
+        );
+    }
+    let params = match validate::validate(definition, &inv.parameters) {
+        Ok(p) => p,
+        Err(e) => return fail(Map::new(), e),
+    };
+    let ctx = ActionContext {
+        app: app.clone(),
+        asset,
+        definition,
+        idempotency_key: inv.idempotency_key,
+        progress: inv.progress,
+    };
+    let span = tracing::info_span!("action", asset = %asset_id, action = %action_id, event_id = tracing::field::Empty);
+    let started = Instant::now();
+    let result = handler(ctx, params.clone()).instrument(span).await;
+    let status = match &result {
+        Ok(o) if o.failed => "failed",
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    metrics::counter!("defender_actions_total", "action" => action_id.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("defender_action_duration_seconds", "action" => action_id.to_string())
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcome) => {
+            EnvelopeResponse::ok(Envelope::from_outcome(action_id, asset_id, params, outcome))
+        }
+        Err(e) => {
+            tracing::warn!(asset = %asset_id, action = %action_id, error = %e, "action error");
+            fail(params, e)
+        }
+    }
+}
+
+/// Cuts a caller-controlled string for echoing in messages.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_definition_has_a_handler_and_every_handler_a_definition() {
+        let defs: Vec<&str> = definitions().iter().map(|d| d.id.as_str()).collect();
+        let hands: Vec<&str> = handlers().keys().copied().collect();
+        for d in &defs {
+            assert!(hands.contains(d), "definition {d} has no handler");
+        }
+        for h in &hands {
+            assert!(defs.contains(h), "handler {h} has no definition");
+        }
+    }
+}

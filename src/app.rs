@@ -1,0 +1,87 @@
+//! Shared application state: configuration, the assets with their clients, the API key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::actions;
+use crate::auth::AssetTokens;
+use crate::config::{AssetConfig, Config};
+use crate::defender::DefenderClient;
+
+/// One configured tenant with its token manager and API client.
+pub struct Asset {
+    /// Its configuration.
+    pub config: AssetConfig,
+    /// Token manager.
+    pub tokens: Arc<AssetTokens>,
+    /// Defender API client using those tokens.
+    pub defender: DefenderClient,
+}
+
+impl Asset {
+    /// Builds an asset's clients from its configuration.
+    pub fn build(config: AssetConfig) -> Result<Asset, String> {
+        let http = DefenderClient::http_client(
+            Duration::from_secs(config.connect_timeout_secs),
+            Duration::from_secs(config.http_timeout_secs),
+        );
+        let tokens = Arc::new(AssetTokens::new(&config, http.clone()).map_err(|e| e.to_string())?);
+        let defender = DefenderClient::new(http, &config.api_url, tokens.clone());
+        Ok(Asset {
+            config,
+            tokens,
+            defender,
+        })
+    }
+
+    /// Whether the asset refuses this action.
+    pub fn is_disabled(&self, action: &str) -> bool {
+        self.config.disabled_actions.contains(action)
+    }
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The loaded configuration.
+    pub config: Config,
+    /// Assets by id.
+    pub assets: BTreeMap<String, Arc<Asset>>,
+    /// The API key callers must present.
+    pub api_key: SecretString,
+}
+
+impl App {
+    /// Builds the application; fails with a clear message on a configuration the host cannot
+    /// use (an unknown action in `disabled_actions`, an unusable token URL).
+    pub fn build(config: Config, api_key: SecretString) -> Result<Arc<App>, String> {
+        let mut assets = BTreeMap::new();
+        for (id, asset) in &config.assets {
+            for action in &asset.disabled_actions {
+                if actions::definition::definition(action).is_none() {
+                    let known: Vec<&str> = actions::definition::definitions()
+                        .iter()
+                        .map(|d| d.id.as_str())
+                        .collect();
+                    return Err(format!(
+                        "configuration: assets.{id}.disabled_actions: unknown action '{action}' (known: {})",
+                        known.join(", ")
+                    ));
+                }
+            }
+            assets.insert(id.clone(), Arc::new(Asset::build(asset.clone())?));
+        }
+        Ok(Arc::new(App {
+            config,
+            assets,
+            api_key,
+        }))
+    }
+
+    /// An asset by id.
+    pub fn asset(&self, id: &str) -> Option<Arc<Asset>> {
+        self.assets.get(id).cloned()
+    }
+}

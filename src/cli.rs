@@ -1,0 +1,384 @@
+//! The command line: `serve`, `demo`, `invoke`, `actions`, `manifest` (design §2).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use base64::Engine;
+use clap::{Parser, Subcommand, ValueEnum};
+use rand::RngCore;
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::actions::{self, Invocation};
+use crate::app::App;
+use crate::config::{AssetConfig, AuthKind, Config, Environment, LogFormat, TokenEndpoint};
+
+/// SOAR actions for Microsoft Defender for Endpoint over one REST host.
+#[derive(Parser)]
+#[command(name = "defender-soar", version)]
+struct Cli {
+    /// Log format (overrides server.log_format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host (production).
+    Serve {
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the host and the embedded simulator with a `demo` asset.
+    Demo {
+        /// Address of the host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run one action in-process and print its envelope.
+    Invoke {
+        /// Asset id (`demo` runs against the embedded simulator when no config is given).
+        asset: String,
+        /// Action id.
+        action: String,
+        /// A parameter as key=value (repeatable; numbers and booleans are recognised).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// A JSON file holding the parameters object.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List actions.
+    Actions,
+    /// Print the manifest generated from actions/.
+    Manifest,
+}
+
+/// Runs the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_override = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    match cli.command {
+        Command::Actions => {
+            for d in actions::definitions() {
+                println!("{:<32} {:<12} {}", d.id, d.action_type, d.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Manifest => {
+            print!("{}", actions::manifest::manifest_pretty());
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config } => run_async(async move {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("defender-soar: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            crate::telemetry::init_logging(log_override.unwrap_or(config.server.log_format));
+            serve(config).await
+        }),
+        Command::Demo { listen } => run_async(async move {
+            crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
+            demo(listen).await
+        }),
+        Command::Invoke {
+            asset,
+            action,
+            params,
+            json,
+            config,
+        } => run_async(async move {
+            crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
+            invoke(asset, action, params, json, config).await
+        }),
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("defender-soar: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listen = config.server.listen;
+    let Some(key) = config.server.api_key.clone() else {
+        eprintln!(
+            "defender-soar: configuration: server.api_key_env: no API key (set DEFENDER_SOAR_API_KEY or server.api_key_file)"
+        );
+        return ExitCode::from(2);
+    };
+    let app = match App::build(config, key) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("defender-soar: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = crate::telemetry::metrics();
+    tracing::info!(%listen, assets = app.assets.len(), "defender-soar serving");
+    match crate::http::serve(app, listener, crate::http::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("defender-soar: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo asset's configuration, wired to a simulator at `sim_base`.
+pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetConfig> {
+    let tenant = sim.first_tenant()?;
+    let app = tenant.apps.first()?;
+    let env = Environment::Public;
+    Some(AssetConfig {
+        id: "demo".to_string(),
+        tenant_id: tenant.id.clone(),
+        client_id: app.client_id.clone(),
+        client_secret: SecretString::from(app.secret.clone()),
+        auth: AuthKind::ClientCredentials,
+        environment: env,
+        token_endpoint: TokenEndpoint::V2,
+        login_url: sim_base.to_string(),
+        api_url: sim_base.to_string(),
+        resource: env.resource().to_string(),
+        disabled_actions: BTreeSet::new(),
+        connect_timeout_secs: 10,
+        http_timeout_secs: 60,
+    })
+}
+
+/// A configuration with the demo asset on a simulator (defaults for everything else).
+pub fn demo_config(listen: SocketAddr, sim_base: &str) -> Result<Config, String> {
+    let mut config = Config::from_toml_str("").map_err(|e| e.to_string())?;
+    config.server.listen = listen;
+    config.server.public_url = format!("http://{listen}")
+        .parse()
+        .map_err(|e| format!("public url: {e}"))?;
+    let scenario = defender_sim::Scenario::default_scenario();
+    let asset = demo_asset(&scenario, sim_base).ok_or("the default scenario has no app")?;
+    config.assets.insert(asset.id.clone(), asset);
+    Ok(config)
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn demo(listen: SocketAddr) -> ExitCode {
+    let sim = match defender_sim::start(
+        "127.0.0.1:0".parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        defender_sim::Scenario::default_scenario(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("defender-soar: cannot start the simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match demo_config(listen, &sim.base_url()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = std::env::var("DEFENDER_SOAR_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(random_key);
+    let app = match App::build(config, SecretString::from(key.clone())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("defender-soar: cannot listen on {listen}: {e} (try --listen 127.0.0.1:0)");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    let _ = crate::telemetry::metrics();
+    println!("{}", demo_banner(addr, &key, &sim.base_url()));
+    let result = crate::http::serve(app, listener, crate::http::shutdown_signal()).await;
+    sim.stop().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("defender-soar: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `demo` prints: where it listens, the key, and curl examples that work when pasted.
+pub fn demo_banner(addr: SocketAddr, key: &str, sim: &str) -> String {
+    let base = format!("http://{addr}");
+    format!(
+        "defender-soar demo\n\
+         \n  host:      {base}\n  simulator: {sim} (Entra ID + Defender for Endpoint, default scenario)\n  asset:     demo\n  API key:   {key}\n\
+         \nTry:\n\
+         \n  export KEY='{key}'\n\
+         \n  # check credentials and API access\n  curl -s -X POST {base}/assets/demo/actions/test_connectivity \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"parameters\":{{}}}}'\n\
+         \n  # list Windows 11 devices\n  curl -s -X POST {base}/assets/demo/actions/list_devices \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"input_type\":\"All\",\"query\":\"osPlatform eq '\"'\"'Windows11'\"'\"'\",\"limit\":10}}}}'\n\
+         \n  # the actions and the manifest\n  curl -s {base}/actions -H \"Authorization: Bearer $KEY\"\n  curl -s {base}/manifest.json -H \"Authorization: Bearer $KEY\"\n\
+         \nPress ctrl-c to stop.\n"
+    )
+}
+
+fn parse_param(kv: &str) -> Result<(String, Value), String> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--param '{kv}': expected KEY=VALUE"))?;
+    let value = match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(v.to_string())),
+    };
+    Ok((k.to_string(), value))
+}
+
+async fn invoke(
+    asset: String,
+    action: String,
+    params: Vec<String>,
+    json: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    let mut parameters = Map::new();
+    if let Some(path) = json {
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--json {}: {e}", path.display()))
+            .and_then(|t| {
+                serde_json::from_str::<Map<String, Value>>(&t)
+                    .map_err(|e| format!("--json {}: not a JSON object: {e}", path.display()))
+            });
+        match parsed {
+            Ok(m) => parameters = m,
+            Err(e) => {
+                eprintln!("defender-soar: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    for kv in &params {
+        match parse_param(kv) {
+            Ok((k, v)) => {
+                parameters.insert(k, v);
+            }
+            Err(e) => {
+                eprintln!("defender-soar: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Without a configuration, `demo` runs against an embedded simulator.
+    let mut _sim = None;
+    let config = if config.is_none() && asset == "demo" {
+        let sim = match defender_sim::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            defender_sim::Scenario::default_scenario(),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("defender-soar: cannot start the simulator: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let c = demo_config(SocketAddr::from(([127, 0, 0, 1], 0)), &sim.base_url());
+        _sim = Some(sim);
+        c
+    } else {
+        Config::load(config.as_deref()).map_err(|e| e.to_string())
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match App::build(config, SecretString::from(random_key())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress: actions::ProgressSink = Arc::new(|line: &str| eprintln!("… {line}"));
+    let resp = actions::invoke(
+        app,
+        Invocation {
+            asset_id: &asset,
+            action_id: &action,
+            parameters,
+            idempotency_key: None,
+            progress: Some(progress),
+        },
+    )
+    .await;
+    match serde_json::to_string_pretty(&resp.envelope) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("defender-soar: {e}"),
+    }
+    let ok = resp.status.is_success() && resp.envelope.status == crate::envelope::Status::Success;
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse() {
+        assert_eq!(parse_param("limit=5").unwrap().1, Value::from(5));
+        assert_eq!(parse_param("x=true").unwrap().1, Value::Bool(true));
+        assert_eq!(parse_param("q=a=b").unwrap().1, Value::from("a=b"));
+        assert!(parse_param("nokey").is_err());
+    }
+}

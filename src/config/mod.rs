@@ -1,0 +1,583 @@
+//! Configuration: defaults, a TOML file and `DEFENDER_SOAR__SECTION__KEY` environment overrides,
+//! layered with figment, then validated and resolved (secrets read, hosts chosen) at start-up.
+//!
+//! The file shape is design.md §3. Every problem names the key it concerns and stops start-up;
+//! secrets are read from environment variables or files (never inline) and only ever held as
+//! [`SecretString`], which no `Debug` output here reveals.
+//!
+//! Environment overrides split on `__`: `DEFENDER_SOAR__SERVER__LISTEN` sets `server.listen`,
+//! `DEFENDER_SOAR__ASSETS__CONTOSO__TENANT_ID` sets `assets.contoso.tenant_id`. Environment
+//! variable names are case-insensitive, so keys coming from the environment are lower-cased:
+//! an asset defined *only* through the environment gets a lower-case id, while an override
+//! whose id matches (ignoring case) an asset of the file applies to that asset.
+
+mod raw;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "DEFENDER_SOAR__";
+
+/// Environment variable holding the API key when `server.api_key_env` is not set.
+pub const DEFAULT_API_KEY_ENV: &str = "DEFENDER_SOAR_API_KEY";
+
+/// The whole validated configuration: the HTTP host and the configured tenants ("assets").
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The HTTP host.
+    pub server: ServerConfig,
+    /// Assets by id (ids match `[A-Za-z0-9_-]{1,64}`).
+    pub assets: BTreeMap<String, AssetConfig>,
+}
+
+/// Settings of the HTTP host.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address the host listens on; default 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// Public base URL; the OAuth redirect URI is `{public_url}/result`. Default: derived from
+    /// `listen` (`http://127.0.0.1:8080` for the default address).
+    pub public_url: url::Url,
+    /// Directory of per-asset state files and the vault; default `state`.
+    pub state_dir: PathBuf,
+    /// API key callers must present, from `api_key_env` (default `DEFENDER_SOAR_API_KEY`) or
+    /// `api_key_file`; `None` when the default variable is unset and nothing else is configured.
+    pub api_key: Option<SecretString>,
+    /// Whole-request timeout of the HTTP host in seconds; default 3900 (actions may wait 3600 s).
+    pub request_timeout_secs: u64,
+    /// Largest accepted request body in bytes; default 16 MiB.
+    pub body_limit_bytes: usize,
+    /// Log output format; default text.
+    pub log_format: LogFormat,
+}
+
+impl ServerConfig {
+    /// The OAuth redirect URI: `{public_url}/result` (no doubled slash).
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/result", self.public_url.as_str().trim_end_matches('/'))
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        ServerConfig {
+            listen,
+            public_url: resolve::public_url_for(listen),
+            state_dir: PathBuf::from("state"),
+            api_key: None,
+            request_timeout_secs: resolve::DEFAULT_REQUEST_TIMEOUT_SECS,
+            body_limit_bytes: resolve::DEFAULT_BODY_LIMIT_BYTES,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("state_dir", &self.state_dir)
+            .field("api_key", &self.api_key.as_ref().map(|_| Redacted))
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Builds a `FromStr` error that lists the allowed values.
+fn unknown_value(what: &str, value: &str, allowed: &[&str]) -> String {
+    format!(
+        "unknown {what} {value:?}; allowed values: {}",
+        allowed.join(", ")
+    )
+}
+
+/// Log output format of the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The configuration spelling: `text` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(unknown_value("log format", s, &["text", "json"])),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an asset obtains tokens from Entra ID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Application permissions: client id + secret, no user involved.
+    #[default]
+    ClientCredentials,
+    /// Delegated permissions after an interactive admin consent (`/start_oauth`).
+    AuthorizationCode,
+}
+
+impl AuthKind {
+    /// The configuration spelling: `client_credentials` or `authorization_code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::ClientCredentials => "client_credentials",
+            AuthKind::AuthorizationCode => "authorization_code",
+        }
+    }
+}
+
+impl FromStr for AuthKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "client_credentials" => Ok(AuthKind::ClientCredentials),
+            "authorization_code" => Ok(AuthKind::AuthorizationCode),
+            _ => Err(unknown_value(
+                "auth",
+                s,
+                &["client_credentials", "authorization_code"],
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AuthKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Microsoft cloud an asset's tenant lives in; it picks the login and API hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Environment {
+    /// Commercial cloud.
+    #[default]
+    Public,
+    /// US Government Community Cloud.
+    Gcc,
+    /// US Government Community Cloud High.
+    GccHigh,
+    /// US Department of Defense.
+    Dod,
+}
+
+impl Environment {
+    /// Every environment, in documentation order.
+    pub const ALL: [Environment; 4] = [
+        Environment::Public,
+        Environment::Gcc,
+        Environment::GccHigh,
+        Environment::Dod,
+    ];
+
+    /// Entra ID authority base (without tenant).
+    pub fn login_url(self) -> &'static str {
+        match self {
+            Environment::Public | Environment::Gcc => "https://login.microsoftonline.com",
+            Environment::GccHigh | Environment::Dod => "https://login.microsoftonline.us",
+        }
+    }
+
+    /// MDE API base (without `/api`).
+    pub fn api_url(self) -> &'static str {
+        match self {
+            Environment::Public => "https://api.securitycenter.microsoft.com",
+            Environment::Gcc => "https://api-gcc.securitycenter.microsoft.us",
+            Environment::GccHigh | Environment::Dod => {
+                "https://api-gov.securitycenter.microsoft.us"
+            }
+        }
+    }
+
+    /// Token resource (v1 `resource`; v2 scope is `{resource}/.default`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            Environment::Public => "https://api.securitycenter.microsoft.com",
+            other => other.api_url(),
+        }
+    }
+
+    /// The configuration spelling: `Public`, `GCC`, `GCC High` or `DoD`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Public => "Public",
+            Environment::Gcc => "GCC",
+            Environment::GccHigh => "GCC High",
+            Environment::Dod => "DoD",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+
+    /// Case-insensitive; spaces, `_` and `-` are ignored (`GCC High`, `GCCHigh`, `gcc_high`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '_' | '-'))
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match norm.as_str() {
+            "public" => Ok(Environment::Public),
+            "gcc" => Ok(Environment::Gcc),
+            "gcchigh" => Ok(Environment::GccHigh),
+            "dod" => Ok(Environment::Dod),
+            _ => Err(unknown_value(
+                "environment",
+                s,
+                &Environment::ALL.map(Environment::as_str),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Environment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Environment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which Entra token endpoint an asset uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenEndpoint {
+    /// `/oauth2/token` with `resource=...`.
+    V1,
+    /// `/oauth2/v2.0/token` with `scope={resource}/.default`.
+    #[default]
+    V2,
+}
+
+impl TokenEndpoint {
+    /// The configuration spelling: `v1` or `v2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEndpoint::V1 => "v1",
+            TokenEndpoint::V2 => "v2",
+        }
+    }
+}
+
+impl FromStr for TokenEndpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" => Ok(TokenEndpoint::V1),
+            "v2" => Ok(TokenEndpoint::V2),
+            _ => Err(unknown_value("token endpoint", s, &["v1", "v2"])),
+        }
+    }
+}
+
+impl fmt::Display for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One configured tenant + app registration, resolved and validated.
+#[derive(Clone)]
+pub struct AssetConfig {
+    /// Asset id (the key under `[assets]`).
+    pub id: String,
+    /// Entra tenant: a GUID or a domain name.
+    pub tenant_id: String,
+    /// App registration's client id (a GUID).
+    pub client_id: String,
+    /// Client secret, read from `client_secret_env` or `client_secret_file`.
+    pub client_secret: SecretString,
+    /// How tokens are obtained; default client credentials.
+    pub auth: AuthKind,
+    /// Microsoft cloud; default Public.
+    pub environment: Environment,
+    /// Token endpoint version; default v2.
+    pub token_endpoint: TokenEndpoint,
+    /// Authority base without tenant: the override or the environment's; no trailing slash.
+    pub login_url: String,
+    /// API base without `/api`: the override or the environment's; no trailing slash.
+    pub api_url: String,
+    /// Token resource: always the environment's, even when the URLs are overridden.
+    pub resource: String,
+    /// Action ids this asset refuses, as configured.
+    pub disabled_actions: BTreeSet<String>,
+    /// Connect timeout of upstream calls in seconds; default 10.
+    pub connect_timeout_secs: u64,
+    /// Total timeout of one upstream call in seconds; default 60.
+    pub http_timeout_secs: u64,
+}
+
+impl AssetConfig {
+    /// Token endpoint URL for this asset's tenant and endpoint version.
+    pub fn token_url(&self) -> String {
+        match self.token_endpoint {
+            TokenEndpoint::V1 => format!("{}/{}/oauth2/token", self.login_url, self.tenant_id),
+            TokenEndpoint::V2 => {
+                format!("{}/{}/oauth2/v2.0/token", self.login_url, self.tenant_id)
+            }
+        }
+    }
+
+    /// Authorize (consent) endpoint URL for this asset's tenant and endpoint version.
+    pub fn authorize_url(&self) -> String {
+        match self.token_endpoint {
+            TokenEndpoint::V1 => {
+                format!("{}/{}/oauth2/authorize", self.login_url, self.tenant_id)
+            }
+            TokenEndpoint::V2 => {
+                format!(
+                    "{}/{}/oauth2/v2.0/authorize",
+                    self.login_url, self.tenant_id
+                )
+            }
+        }
+    }
+
+    /// v2 scope: `{resource}/.default`.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.resource)
+    }
+}
+
+impl fmt::Debug for AssetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssetConfig")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &Redacted)
+            .field("auth", &self.auth)
+            .field("environment", &self.environment)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("login_url", &self.login_url)
+            .field("api_url", &self.api_url)
+            .field("resource", &self.resource)
+            .field("disabled_actions", &self.disabled_actions)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("http_timeout_secs", &self.http_timeout_secs)
+            .finish()
+    }
+}
+
+/// Why the configuration cannot be used; start-up stops on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// One key (or the file itself) is missing, malformed or unusable.
+    #[error("configuration: {key}: {problem}")]
+    Invalid {
+        /// Dotted key path (`assets.contoso.client_id`), or the file path for file problems.
+        key: String,
+        /// What is wrong and, where useful, what is allowed.
+        problem: String,
+    },
+    /// Several problems, shown one per line.
+    #[error("{}", join_lines(.0))]
+    Multiple(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// An error about one key.
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// One error, or all of them when there are several; `None` when the list is empty.
+    fn from_list(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Multiple(errors)),
+        }
+    }
+
+    /// Every single problem (a [`ConfigError::Multiple`] flattened).
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Multiple(all) => all.iter().flat_map(ConfigError::problems).collect(),
+            single => vec![single],
+        }
+    }
+}
+
+/// Display helper for [`ConfigError::Multiple`].
+fn join_lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Loads defaults → the TOML file at `path` (when given; it must exist) → environment
+    /// overrides `DEFENDER_SOAR__SECTION__KEY`, then validates and resolves secrets.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                check_readable_file(path)?;
+                Figment::from(Toml::file_exact(path))
+            }
+            None => Figment::new(),
+        };
+        Self::resolve_layers(file, ENV_PREFIX, &resolve::process_env)
+    }
+
+    /// Like [`Config::load`] with the file's content given as a string (environment
+    /// overrides still apply).
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        Self::resolve_layers(
+            Figment::from(Toml::string(toml)),
+            ENV_PREFIX,
+            &resolve::process_env,
+        )
+    }
+
+    /// Validates and resolves whatever `f` provides (no layers added).
+    pub fn from_figment(f: Figment) -> Result<Config, ConfigError> {
+        resolve::from_figment_with(&f, &resolve::process_env)
+    }
+
+    /// The asset with this id.
+    pub fn asset(&self, id: &str) -> Option<&AssetConfig> {
+        self.assets.get(id)
+    }
+
+    /// Adds the environment layer (`prefix` + `SECTION__KEY`) on top of `file` and resolves.
+    fn resolve_layers(
+        file: Figment,
+        prefix: &str,
+        env: resolve::EnvLookup<'_>,
+    ) -> Result<Config, ConfigError> {
+        let figment = file.clone().merge(env_provider(&file, prefix));
+        resolve::from_figment_with(&figment, env)
+    }
+}
+
+/// The environment-override provider. Keys are lower-cased, except that an asset id matching
+/// (ignoring case) an asset already defined in `file` takes that asset's spelling.
+fn env_provider(file: &Figment, prefix: &str) -> Env {
+    let known_ids: Vec<String> = match file.find_value("assets") {
+        Ok(figment::value::Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    // `lowercase(false)` must come last: figment resets it with every `map`/`filter`.
+    Env::prefixed(prefix)
+        .split("__")
+        .map(move |key| {
+            let mut parts: Vec<String> = key
+                .as_str()
+                .split('.')
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if parts.len() > 1 && parts[0] == "assets" && !known_ids.contains(&parts[1]) {
+                if let Some(id) = known_ids
+                    .iter()
+                    .find(|id| id.eq_ignore_ascii_case(&parts[1]))
+                {
+                    parts[1] = id.clone();
+                }
+            }
+            parts.join(".").into()
+        })
+        .lowercase(false)
+}
+
+/// Fails with a clear message when the configuration file cannot be read.
+fn check_readable_file(path: &Path) -> Result<(), ConfigError> {
+    let key = path.display().to_string();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => match std::fs::File::open(path) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ConfigError::invalid(
+                key,
+                format!(
+                    "cannot read configuration file: {}",
+                    resolve::io_problem(&e)
+                ),
+            )),
+        },
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            "configuration file is not a regular file",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::invalid(
+            key,
+            "configuration file does not exist",
+        )),
+        Err(e) => Err(ConfigError::invalid(
+            key,
+            format!(
+                "cannot read configuration file: {}",
+                resolve::io_problem(&e)
+            ),
+        )),
+    }
+}

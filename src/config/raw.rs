@@ -1,0 +1,153 @@
+//! The configuration as written (file and environment), before validation: every field
+//! optional, scalars kept as text so each problem can be reported with its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+
+/// Top level of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[assets.<id>]`.
+    pub assets: BTreeMap<String, RawAsset>,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub listen: Option<Text>,
+    pub public_url: Option<Text>,
+    pub state_dir: Option<Text>,
+    pub api_key_env: Option<Text>,
+    pub api_key_file: Option<Text>,
+    /// Present only to refuse inline keys with a helpful message; the value is never kept.
+    pub api_key: Option<IgnoredAny>,
+    pub request_timeout_secs: Option<Text>,
+    pub body_limit_bytes: Option<Text>,
+    pub log_format: Option<Text>,
+}
+
+/// `[assets.<id>]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAsset {
+    pub tenant_id: Option<Text>,
+    pub client_id: Option<Text>,
+    pub client_secret_env: Option<Text>,
+    pub client_secret_file: Option<Text>,
+    /// Present only to refuse inline secrets with a helpful message; the value is never kept.
+    pub client_secret: Option<IgnoredAny>,
+    pub auth: Option<Text>,
+    pub environment: Option<Text>,
+    pub token_endpoint: Option<Text>,
+    pub login_url: Option<Text>,
+    pub api_url: Option<Text>,
+    pub disabled_actions: Option<TextList>,
+    pub connect_timeout_secs: Option<Text>,
+    pub http_timeout_secs: Option<Text>,
+}
+
+/// A scalar as text. Environment values are parsed by figment (`8080` becomes a number,
+/// `true` a boolean), so strings, numbers and booleans are all accepted here and each field
+/// is parsed later with a message naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+/// Visitor behind [`Text`].
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+        Ok(Text(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+        Ok(Text(v))
+    }
+
+    fn visit_char<E: de::Error>(self, v: char) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+        Ok(Text(v.to_string()))
+    }
+}
+
+/// A list of strings: an array, or (handy in environment variables) one comma-separated
+/// string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct TextList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TextList {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextListVisitor)
+    }
+}
+
+/// Visitor behind [`TextList`].
+struct TextListVisitor;
+
+impl<'de> Visitor<'de> for TextListVisitor {
+    type Value = TextList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextList, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Text(item)) = seq.next_element::<Text>()? {
+            items.push(item);
+        }
+        Ok(TextList(items))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<TextList, E> {
+        Ok(TextList(
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}

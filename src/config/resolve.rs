@@ -1,0 +1,587 @@
+//! Turns the raw configuration into [`Config`]: defaults, parsing, validation, secret lookup.
+//! Every problem found is collected (each naming its key) and reported together.
+
+use std::collections::BTreeMap;
+use std::env::VarError;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::Figment;
+use secrecy::SecretString;
+
+use super::raw::{RawAsset, RawConfig, RawServer, Text};
+use super::{
+    AssetConfig, AuthKind, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment, LogFormat,
+    ServerConfig, TokenEndpoint,
+};
+
+/// Default whole-request timeout of the host (actions may wait up to 3600 s).
+pub(super) const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 3900;
+/// Default request body limit: 16 MiB.
+pub(super) const DEFAULT_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Default connect timeout of upstream calls.
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Default total timeout of one upstream call.
+const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 60;
+/// Longest asset id.
+const MAX_ASSET_ID_LEN: usize = 64;
+/// Longest domain name (tenant ids given as domains).
+const MAX_DOMAIN_LEN: usize = 253;
+
+/// Reads an environment variable (the process environment, or a map in tests).
+pub(super) type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
+
+/// [`EnvLookup`] over the process environment.
+pub(super) fn process_env(name: &str) -> Result<String, VarError> {
+    std::env::var(name)
+}
+
+/// Extracts the raw configuration from `figment` and resolves it.
+pub(super) fn from_figment_with(
+    figment: &Figment,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = figment.extract().map_err(figment_error)?;
+    resolve(raw, env)
+}
+
+/// Figment's errors (unknown keys, wrong types, TOML syntax) as [`ConfigError`]s.
+fn figment_error(error: figment::Error) -> ConfigError {
+    let errors = error.into_iter().map(one_figment_error).collect();
+    ConfigError::from_list(errors)
+        .unwrap_or_else(|| ConfigError::invalid("<configuration>", "could not be read"))
+}
+
+/// One figment error: key path (including the offending field name) and problem.
+fn one_figment_error(error: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+
+    let mut path = error.path.clone();
+    let problem = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            push_field(&mut path, field);
+            if expected.is_empty() {
+                "unknown key".to_owned()
+            } else {
+                format!("unknown key; expected one of: {}", expected.join(", "))
+            }
+        }
+        Kind::MissingField(field) => {
+            push_field(&mut path, field);
+            "required".to_owned()
+        }
+        Kind::DuplicateField(field) => {
+            push_field(&mut path, field);
+            "given more than once".to_owned()
+        }
+        Kind::Message(message) => without_source_lines(message),
+        other => other.to_string(),
+    };
+    let source = error.metadata.as_ref().map(|md| match &md.source {
+        Some(source) => format!("{} {source}", md.name),
+        None => md.name.to_string(),
+    });
+    let key = if path.is_empty() {
+        source
+            .clone()
+            .unwrap_or_else(|| "<configuration>".to_owned())
+    } else {
+        path.join(".")
+    };
+    let problem = match source {
+        Some(source) if !path.is_empty() => format!("{problem} (in {source})"),
+        _ => problem,
+    };
+    ConfigError::invalid(key, problem)
+}
+
+/// A parser message without the quoted source lines (`12 | client_secret = "..."`), which
+/// could show a value that must not be printed; line and column numbers stay.
+fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+            let gutter = line.trim_start_matches(|c: char| c.is_ascii_digit());
+            !(gutter.starts_with(" |")
+                || (digits == 0 && line.starts_with('|'))
+                || line.starts_with('^'))
+        })
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Appends `field` to `path` unless figment already put it there.
+fn push_field(path: &mut Vec<String>, field: &str) {
+    if path.last().map(String::as_str) != Some(field) {
+        path.push(field.to_owned());
+    }
+}
+
+/// Collects problems while resolving.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// Records a problem with `key`.
+    fn push(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(ConfigError::invalid(key, problem));
+    }
+
+    /// `Some(value)` on success; records the problem and answers `None` otherwise.
+    fn check<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.push(key, problem);
+                None
+            }
+        }
+    }
+}
+
+/// Validates and resolves the whole configuration.
+fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+    let server = resolve_server(raw.server, env, &mut problems);
+    let mut assets = BTreeMap::new();
+    for (id, raw_asset) in raw.assets {
+        if let Some(asset) = resolve_asset(&id, raw_asset, env, &mut problems) {
+            assets.insert(id, asset);
+        }
+    }
+    match (ConfigError::from_list(problems.0), server) {
+        (Some(error), _) => Err(error),
+        (None, Some(server)) => Ok(Config { server, assets }),
+        (None, None) => Err(ConfigError::invalid("server", "invalid")),
+    }
+}
+
+/// `[server]`: defaults, parsing and the API key.
+fn resolve_server(
+    raw: RawServer,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<ServerConfig> {
+    let defaults = ServerConfig::default();
+    let api_key = resolve_api_key(&raw, env, problems);
+
+    let listen = match raw.listen {
+        Some(Text(v)) => problems.check("server.listen", parse_listen(&v)),
+        None => Some(defaults.listen),
+    };
+    let public_url = match raw.public_url {
+        Some(Text(v)) => problems.check("server.public_url", parse_http_url(&v)),
+        None => Some(public_url_for(listen.unwrap_or(defaults.listen))),
+    };
+    let state_dir = match raw.state_dir {
+        Some(Text(v)) if v.trim().is_empty() => {
+            problems.push("server.state_dir", "must not be empty");
+            None
+        }
+        Some(Text(v)) => Some(PathBuf::from(v)),
+        None => Some(defaults.state_dir),
+    };
+    if raw.api_key.is_some() {
+        problems.push(
+            "server.api_key",
+            "inline API keys are not allowed; use api_key_env (name of an environment \
+             variable) or api_key_file (path of a file holding the key)",
+        );
+    }
+    let request_timeout_secs = positive(
+        problems,
+        "server.request_timeout_secs",
+        raw.request_timeout_secs,
+        DEFAULT_REQUEST_TIMEOUT_SECS,
+    );
+    let body_limit_bytes = positive(
+        problems,
+        "server.body_limit_bytes",
+        raw.body_limit_bytes,
+        DEFAULT_BODY_LIMIT_BYTES,
+    );
+    let log_format = match raw.log_format {
+        Some(Text(v)) => problems.check("server.log_format", LogFormat::from_str(&v)),
+        None => Some(LogFormat::Text),
+    };
+
+    Some(ServerConfig {
+        listen: listen?,
+        public_url: public_url?,
+        state_dir: state_dir?,
+        api_key: api_key?,
+        request_timeout_secs: request_timeout_secs?,
+        body_limit_bytes: body_limit_bytes?,
+        log_format: log_format?,
+    })
+}
+
+/// The API key: `Some(None)` when nothing is configured and the default variable is unset.
+fn resolve_api_key(
+    raw: &RawServer,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<Option<SecretString>> {
+    match (&raw.api_key_env, &raw.api_key_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "server",
+                "api_key_env and api_key_file are both set; set at most one",
+            );
+            None
+        }
+        (Some(Text(name)), None) => problems
+            .check("server.api_key_env", secret_from_env(name, env))
+            .map(Some),
+        (None, Some(Text(path))) => problems
+            .check("server.api_key_file", secret_from_file(Path::new(path)))
+            .map(Some),
+        (None, None) => match env(DEFAULT_API_KEY_ENV) {
+            Ok(value) => Some(non_empty_secret(value)),
+            Err(VarError::NotPresent) => Some(None),
+            Err(VarError::NotUnicode(_)) => {
+                problems.push(
+                    "server.api_key_env",
+                    format!("environment variable {DEFAULT_API_KEY_ENV} is not valid UTF-8"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// An optional secret: `None` when empty after trimming the trailing newline.
+fn non_empty_secret(value: String) -> Option<SecretString> {
+    let value = trim_newline(value);
+    (!value.is_empty()).then(|| SecretString::from(value))
+}
+
+/// `[assets.<id>]`: everything checked; `None` when any problem was found.
+fn resolve_asset(
+    id: &str,
+    raw: RawAsset,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<AssetConfig> {
+    if !is_valid_asset_id(id) {
+        problems.push(
+            format!("assets.{id:?}"),
+            format!(
+                "invalid asset id; ids are 1 to {MAX_ASSET_ID_LEN} characters from A-Z, a-z, \
+                 0-9, '_' and '-'"
+            ),
+        );
+        return None;
+    }
+    let key = |field: &str| format!("assets.{id}.{field}");
+    let before = problems.0.len();
+
+    let tenant_id = match &raw.tenant_id {
+        Some(Text(v)) => problems.check(&key("tenant_id"), check_tenant_id(v)),
+        None => {
+            problems.push(key("tenant_id"), "required");
+            None
+        }
+    };
+    let client_id = match &raw.client_id {
+        Some(Text(v)) => problems.check(&key("client_id"), check_client_id(v)),
+        None => {
+            problems.push(key("client_id"), "required");
+            None
+        }
+    };
+    if raw.client_secret.is_some() {
+        problems.push(
+            key("client_secret"),
+            "inline secrets are not allowed; use client_secret_env (name of an environment \
+             variable) or client_secret_file (path of a file holding the secret)",
+        );
+    }
+    let client_secret = match (&raw.client_secret_env, &raw.client_secret_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                format!("assets.{id}"),
+                "client_secret_env and client_secret_file are both set; set exactly one",
+            );
+            None
+        }
+        (Some(Text(name)), None) => {
+            problems.check(&key("client_secret_env"), secret_from_env(name, env))
+        }
+        (None, Some(Text(path))) => problems.check(
+            &key("client_secret_file"),
+            secret_from_file(Path::new(path)),
+        ),
+        (None, None) if raw.client_secret.is_some() => None,
+        (None, None) => {
+            problems.push(
+                format!("assets.{id}"),
+                "a client secret is required: set client_secret_env or client_secret_file",
+            );
+            None
+        }
+    };
+    let auth = parse_or(problems, &key("auth"), raw.auth, AuthKind::default());
+    let environment = parse_or(
+        problems,
+        &key("environment"),
+        raw.environment,
+        Environment::default(),
+    );
+    let token_endpoint = parse_or(
+        problems,
+        &key("token_endpoint"),
+        raw.token_endpoint,
+        TokenEndpoint::default(),
+    );
+    let login_url = base_url(
+        problems,
+        &key("login_url"),
+        raw.login_url,
+        environment.map(Environment::login_url),
+    );
+    let api_url = base_url(
+        problems,
+        &key("api_url"),
+        raw.api_url,
+        environment.map(Environment::api_url),
+    );
+    let connect_timeout_secs = positive(
+        problems,
+        &key("connect_timeout_secs"),
+        raw.connect_timeout_secs,
+        DEFAULT_CONNECT_TIMEOUT_SECS,
+    );
+    let http_timeout_secs = positive(
+        problems,
+        &key("http_timeout_secs"),
+        raw.http_timeout_secs,
+        DEFAULT_HTTP_TIMEOUT_SECS,
+    );
+    let disabled_actions = raw
+        .disabled_actions
+        .map(|list| list.0.into_iter().collect())
+        .unwrap_or_default();
+
+    if problems.0.len() != before {
+        return None;
+    }
+    let environment = environment?;
+    Some(AssetConfig {
+        id: id.to_owned(),
+        tenant_id: tenant_id?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        auth: auth?,
+        environment,
+        token_endpoint: token_endpoint?,
+        login_url: login_url?,
+        api_url: api_url?,
+        resource: environment.resource().to_owned(),
+        disabled_actions,
+        connect_timeout_secs: connect_timeout_secs?,
+        http_timeout_secs: http_timeout_secs?,
+    })
+}
+
+/// Parses an enum-like value with its `FromStr` (whose error lists the allowed values).
+fn parse_or<T: FromStr<Err = String>>(
+    problems: &mut Problems,
+    key: &str,
+    value: Option<Text>,
+    default: T,
+) -> Option<T> {
+    match value {
+        Some(Text(v)) => problems.check(key, v.parse()),
+        None => Some(default),
+    }
+}
+
+/// A positive integer with a default.
+fn positive<T>(problems: &mut Problems, key: &str, value: Option<Text>, default: T) -> Option<T>
+where
+    T: FromStr + PartialOrd + From<u8>,
+{
+    let Some(Text(v)) = value else {
+        return Some(default);
+    };
+    match v.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Some(n),
+        _ => {
+            problems.push(key, format!("{v:?} is not a positive whole number"));
+            None
+        }
+    }
+}
+
+/// An override URL checked and stripped of its trailing slash, or the environment's default.
+fn base_url(
+    problems: &mut Problems,
+    key: &str,
+    value: Option<Text>,
+    default: Option<&'static str>,
+) -> Option<String> {
+    match value {
+        Some(Text(v)) => problems
+            .check(key, parse_http_url(&v))
+            .map(|url| url.as_str().trim_end_matches('/').to_owned()),
+        None => default.map(str::to_owned),
+    }
+}
+
+/// `ip:port`.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value.trim().parse().map_err(|_| {
+        format!("{value:?} is not a socket address; expected an IP address and port such as 127.0.0.1:8080")
+    })
+}
+
+/// An absolute http(s) URL with a host and neither credentials, query nor fragment.
+fn parse_http_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value.trim()).map_err(|e| {
+        format!("{value:?} is not a valid URL ({e}); expected http(s)://host[:port][/path]")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{value:?} is not an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{value:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("URL must not contain credentials".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{value:?} must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// The default public URL for a listen address (unspecified addresses become loopback).
+pub(super) fn public_url_for(listen: SocketAddr) -> url::Url {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let text = format!("http://{}", SocketAddr::new(ip, listen.port()));
+    // A socket address always forms a valid URL authority; the fallback is never used.
+    url::Url::parse(&text).unwrap_or_else(|_| default_public_url())
+}
+
+/// `http://127.0.0.1:8080`.
+fn default_public_url() -> url::Url {
+    url::Url::parse("http://127.0.0.1:8080").expect("literal URL is valid")
+}
+
+/// `[A-Za-z0-9_-]{1,64}`.
+fn is_valid_asset_id(id: &str) -> bool {
+    (1..=MAX_ASSET_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Hyphenated GUID: 8-4-4-4-12 hex digits.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Domain name: labels of letters, digits and '-', separated by '.'.
+fn is_domain(value: &str) -> bool {
+    value.len() <= MAX_DOMAIN_LEN
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Tenant: a GUID or a domain name.
+fn check_tenant_id(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if is_guid(value) || is_domain(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is neither a GUID nor a domain name (letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+/// Client id: a GUID.
+fn check_client_id(value: &str) -> Result<String, String> {
+    if is_guid(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        ))
+    }
+}
+
+/// Removes trailing `\n` / `\r\n` (files usually end with one).
+fn trim_newline(mut value: String) -> String {
+    let len = value.trim_end_matches(['\n', '\r']).len();
+    value.truncate(len);
+    value
+}
+
+/// A secret from the environment variable `name` (non-empty).
+fn secret_from_env(name: &str, env: EnvLookup<'_>) -> Result<SecretString, String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(format!("{name:?} is not a valid environment variable name"));
+    }
+    match env(name) {
+        Ok(value) => {
+            non_empty_secret(value).ok_or_else(|| format!("environment variable {name} is empty"))
+        }
+        Err(VarError::NotPresent) => Err(format!("environment variable {name} is not set")),
+        Err(VarError::NotUnicode(_)) => {
+            Err(format!("environment variable {name} is not valid UTF-8"))
+        }
+    }
+}
+
+/// A secret from the file at `path` (trailing newline removed, non-empty). Errors mention the
+/// path, never the content.
+fn secret_from_file(path: &Path) -> Result<SecretString, String> {
+    if path.as_os_str().is_empty() {
+        return Err("must be a file path".to_owned());
+    }
+    let shown = path.display();
+    match std::fs::read_to_string(path) {
+        Ok(value) => non_empty_secret(value).ok_or_else(|| format!("file {shown} is empty")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("file {shown} does not exist"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(format!("file {shown} is not valid UTF-8"))
+        }
+        Err(e) => Err(format!("cannot read file {shown}: {}", io_problem(&e))),
+    }
+}
+
+/// An I/O error's kind in words (no content, no OS noise beyond the kind).
+pub(super) fn io_problem(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => error.to_string(),
+    }
+}

@@ -1,0 +1,811 @@
+//! Unit tests of configuration layering, validation and secret handling.
+
+use std::collections::HashMap;
+use std::env::VarError;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::ExposeSecret;
+
+use super::resolve::from_figment_with;
+use super::*;
+
+const TENANT: &str = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7";
+const CLIENT: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+const SECRET: &str = "s3cr3t-Value~xyz";
+
+/// Serialises the tests that change the process environment.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// An environment made of `vars` only.
+fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Result<String, VarError> + use<> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name: &str| map.get(name).cloned().ok_or(VarError::NotPresent)
+}
+
+/// Resolves `toml` alone (no environment layer) with `vars` as the environment.
+fn parse(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    from_figment_with(&Figment::from(Toml::string(toml)), &env_of(vars))
+}
+
+/// Resolves `toml` and expects exactly one error; answers its message.
+fn error_of(toml: &str, vars: &[(&str, &str)]) -> String {
+    match parse(toml, vars) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => {
+            assert_eq!(e.problems().len(), 1, "expected one problem: {e}");
+            e.to_string()
+        }
+    }
+}
+
+/// A minimal valid asset `contoso` reading its secret from `CONTOSO_SECRET`, plus `extra`.
+fn asset_toml(extra: &str) -> String {
+    format!(
+        "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret_env = \"CONTOSO_SECRET\"\n{extra}\n"
+    )
+}
+
+/// The environment [`asset_toml`] needs.
+const SECRET_ENV: &[(&str, &str)] = &[("CONTOSO_SECRET", SECRET)];
+
+/// Sets environment variables for the duration of a test and removes them afterwards.
+struct EnvGuard {
+    names: Vec<String>,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl EnvGuard {
+    fn set(vars: &[(&str, &str)]) -> EnvGuard {
+        let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in vars {
+            // SAFETY: test-only; the names are unique to these tests and changes are
+            // serialised by ENV_LOCK.
+            unsafe { std::env::set_var(k, v) };
+        }
+        EnvGuard {
+            names: vars.iter().map(|(k, _)| (*k).to_owned()).collect(),
+            _lock: lock,
+        }
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for k in &self.names {
+            // SAFETY: as in `EnvGuard::set`.
+            unsafe { std::env::remove_var(k) };
+        }
+    }
+}
+
+#[test]
+fn defaults_apply_to_an_empty_file() {
+    let config = parse("", &[]).unwrap();
+    let server = &config.server;
+    assert_eq!(
+        server.listen,
+        "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(server.public_url.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(server.redirect_uri(), "http://127.0.0.1:8080/result");
+    assert_eq!(server.state_dir, PathBuf::from("state"));
+    assert!(server.api_key.is_none());
+    assert_eq!(server.request_timeout_secs, 3900);
+    assert_eq!(server.body_limit_bytes, 16 * 1024 * 1024);
+    assert_eq!(server.log_format, LogFormat::Text);
+    assert!(config.assets.is_empty());
+}
+
+#[test]
+fn default_api_key_comes_from_the_default_variable() {
+    let config = parse("", &[(DEFAULT_API_KEY_ENV, "key-123\n")]).unwrap();
+    assert_eq!(config.server.api_key.unwrap().expose_secret(), "key-123");
+}
+
+#[test]
+fn asset_defaults() {
+    let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    let asset = config.asset("contoso").unwrap();
+    assert_eq!(asset.id, "contoso");
+    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+    assert_eq!(asset.auth, AuthKind::ClientCredentials);
+    assert_eq!(asset.environment, Environment::Public);
+    assert_eq!(asset.token_endpoint, TokenEndpoint::V2);
+    assert_eq!(asset.login_url, "https://login.microsoftonline.com");
+    assert_eq!(asset.api_url, "https://api.securitycenter.microsoft.com");
+    assert_eq!(asset.resource, "https://api.securitycenter.microsoft.com");
+    assert!(asset.disabled_actions.is_empty());
+    assert_eq!(asset.connect_timeout_secs, 10);
+    assert_eq!(asset.http_timeout_secs, 60);
+    assert!(config.asset("other").is_none());
+}
+
+#[test]
+fn full_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api_key");
+    std::fs::write(&key_file, "the-api-key\n").unwrap();
+    let secret_file = dir.path().join("fabrikam_secret");
+    std::fs::write(&secret_file, "fabrikam-secret\r\n").unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = "0.0.0.0:9443"
+public_url = "https://plugin.example.com/soar/"
+state_dir = "/var/lib/defender-soar"
+api_key_file = "{key}"
+request_timeout_secs = 4000
+body_limit_bytes = 1048576
+log_format = "json"
+
+[assets.contoso]
+tenant_id = "{TENANT}"
+client_id = "{CLIENT}"
+client_secret_env = "CONTOSO_SECRET"
+auth = "authorization_code"
+environment = "GCC High"
+token_endpoint = "v1"
+login_url = "http://127.0.0.1:9000/"
+api_url = "http://127.0.0.1:9000/mde/"
+disabled_actions = ["unquarantine_device", "run_script"]
+connect_timeout_secs = 5
+http_timeout_secs = 120
+
+[assets.Fabrikam_2]
+tenant_id = "fabrikam.onmicrosoft.com"
+client_id = "{CLIENT}"
+client_secret_file = "{secret}"
+environment = "dod"
+"#,
+        key = key_file.display(),
+        secret = secret_file.display(),
+    );
+    let config = parse(&toml, SECRET_ENV).unwrap();
+
+    let server = &config.server;
+    assert_eq!(server.listen, "0.0.0.0:9443".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        server.public_url.as_str(),
+        "https://plugin.example.com/soar/"
+    );
+    assert_eq!(
+        server.redirect_uri(),
+        "https://plugin.example.com/soar/result"
+    );
+    assert_eq!(server.state_dir, PathBuf::from("/var/lib/defender-soar"));
+    assert_eq!(
+        server.api_key.as_ref().unwrap().expose_secret(),
+        "the-api-key"
+    );
+    assert_eq!(server.request_timeout_secs, 4000);
+    assert_eq!(server.body_limit_bytes, 1_048_576);
+    assert_eq!(server.log_format, LogFormat::Json);
+
+    let contoso = config.asset("contoso").unwrap();
+    assert_eq!(contoso.tenant_id, TENANT);
+    assert_eq!(contoso.client_id, CLIENT);
+    assert_eq!(contoso.auth, AuthKind::AuthorizationCode);
+    assert_eq!(contoso.environment, Environment::GccHigh);
+    assert_eq!(contoso.token_endpoint, TokenEndpoint::V1);
+    assert_eq!(contoso.login_url, "http://127.0.0.1:9000");
+    assert_eq!(contoso.api_url, "http://127.0.0.1:9000/mde");
+    // The resource stays the environment's even with overridden hosts.
+    assert_eq!(
+        contoso.resource,
+        "https://api-gov.securitycenter.microsoft.us"
+    );
+    assert_eq!(
+        contoso.disabled_actions.iter().collect::<Vec<_>>(),
+        ["run_script", "unquarantine_device"]
+    );
+    assert_eq!(contoso.connect_timeout_secs, 5);
+    assert_eq!(contoso.http_timeout_secs, 120);
+
+    let fabrikam = config.asset("Fabrikam_2").unwrap();
+    assert_eq!(fabrikam.tenant_id, "fabrikam.onmicrosoft.com");
+    assert_eq!(fabrikam.client_secret.expose_secret(), "fabrikam-secret");
+    assert_eq!(fabrikam.environment, Environment::Dod);
+    assert_eq!(fabrikam.login_url, "https://login.microsoftonline.us");
+    assert_eq!(
+        fabrikam.api_url,
+        "https://api-gov.securitycenter.microsoft.us"
+    );
+}
+
+#[test]
+fn unspecified_listen_address_gives_a_loopback_public_url() {
+    let config = parse("[server]\nlisten = \"0.0.0.0:9000\"", &[]).unwrap();
+    assert_eq!(config.server.public_url.as_str(), "http://127.0.0.1:9000/");
+    let config = parse("[server]\nlisten = \"[::]:9000\"", &[]).unwrap();
+    assert_eq!(config.server.public_url.as_str(), "http://[::1]:9000/");
+}
+
+#[test]
+fn environment_overrides_server_and_asset_fields() {
+    let prefix = "DSCFGTEST_OVERRIDE__";
+    let _env = EnvGuard::set(&[
+        ("DSCFGTEST_OVERRIDE__SERVER__LISTEN", "127.0.0.1:9999"),
+        ("DSCFGTEST_OVERRIDE__SERVER__LOG_FORMAT", "json"),
+        ("DSCFGTEST_OVERRIDE__ASSETS__CONTOSO__ENVIRONMENT", "GCC"),
+        (
+            "DSCFGTEST_OVERRIDE__ASSETS__CONTOSO__DISABLED_ACTIONS",
+            "run_script, get_file",
+        ),
+        (
+            "DSCFGTEST_OVERRIDE__ASSETS__CONTOSO__HTTP_TIMEOUT_SECS",
+            "90",
+        ),
+        // The file spells this asset `Mixed`; the override still applies to it.
+        ("DSCFGTEST_OVERRIDE__ASSETS__MIXED__TOKEN_ENDPOINT", "v1"),
+    ]);
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:1234\"\n{}\n[assets.Mixed]\ntenant_id = \"{TENANT}\"\n\
+         client_id = \"{CLIENT}\"\nclient_secret_env = \"CONTOSO_SECRET\"\n",
+        asset_toml("environment = \"Public\"")
+    );
+    let config = Config::resolve_layers(
+        Figment::from(Toml::string(&toml)),
+        prefix,
+        &env_of(SECRET_ENV),
+    )
+    .unwrap();
+    assert_eq!(
+        config.server.listen,
+        "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.server.log_format, LogFormat::Json);
+    let contoso = config.asset("contoso").unwrap();
+    assert_eq!(contoso.environment, Environment::Gcc);
+    assert_eq!(
+        contoso.api_url,
+        "https://api-gcc.securitycenter.microsoft.us"
+    );
+    assert_eq!(contoso.http_timeout_secs, 90);
+    assert_eq!(
+        contoso.disabled_actions.iter().collect::<Vec<_>>(),
+        ["get_file", "run_script"]
+    );
+    assert_eq!(config.assets.len(), 2);
+    assert_eq!(
+        config.asset("Mixed").unwrap().token_endpoint,
+        TokenEndpoint::V1
+    );
+}
+
+#[test]
+fn asset_defined_only_in_the_environment_gets_a_lower_case_id() {
+    let prefix = "DSCFGTEST_ENVONLY__";
+    let _env = EnvGuard::set(&[
+        ("DSCFGTEST_ENVONLY__ASSETS__ENVCORP__TENANT_ID", TENANT),
+        ("DSCFGTEST_ENVONLY__ASSETS__ENVCORP__CLIENT_ID", CLIENT),
+        (
+            "DSCFGTEST_ENVONLY__ASSETS__ENVCORP__CLIENT_SECRET_ENV",
+            "CONTOSO_SECRET",
+        ),
+    ]);
+    let config = Config::resolve_layers(Figment::new(), prefix, &env_of(SECRET_ENV)).unwrap();
+    let asset = config.asset("envcorp").unwrap();
+    assert_eq!(asset.tenant_id, TENANT);
+    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+}
+
+#[test]
+fn unknown_key_from_the_environment_is_rejected() {
+    let prefix = "DSCFGTEST_UNKNOWN__";
+    let _env = EnvGuard::set(&[("DSCFGTEST_UNKNOWN__SERVER__LISTN", "127.0.0.1:1")]);
+    let err = Config::resolve_layers(Figment::new(), prefix, &env_of(&[])).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("configuration: server.listn: unknown key"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn load_reads_a_file_and_refuses_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let path = dir.path().join("config.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    write!(
+        file,
+        "[server]\nstate_dir = \"st\"\n[assets.demo]\ntenant_id = \"{TENANT}\"\n\
+         client_id = \"{CLIENT}\"\nclient_secret_file = \"{}\"\n",
+        secret_file.display()
+    )
+    .unwrap();
+    drop(file);
+
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.server.state_dir, PathBuf::from("st"));
+    assert_eq!(
+        config.asset("demo").unwrap().client_secret.expose_secret(),
+        SECRET
+    );
+
+    let missing = dir.path().join("nope.toml");
+    let msg = Config::load(Some(&missing)).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "configuration: {}: configuration file does not exist",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn from_toml_str_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let toml = format!(
+        "[assets.a]\ntenant_id = \"contoso.com\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret_file = \"{}\"\n",
+        secret_file.display()
+    );
+    let config = Config::from_toml_str(&toml).unwrap();
+    assert_eq!(config.asset("a").unwrap().tenant_id, "contoso.com");
+}
+
+#[test]
+fn toml_syntax_error_is_reported_without_the_source_line() {
+    let msg = error_of("[server\nlisten = 1", &[]);
+    assert!(
+        msg.starts_with("configuration: TOML source string: TOML parse error at line 1"),
+        "{msg}"
+    );
+    let toml = format!("[assets.a]\nclient_secret = \"{SECRET}");
+    let msg = error_of(&toml, &[]);
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(!msg.contains(SECRET), "{msg}");
+}
+
+#[test]
+fn bad_asset_id_is_rejected() {
+    let toml = format!(
+        "[assets.\"../x\"]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret_env = \"CONTOSO_SECRET\"\n"
+    );
+    let msg = error_of(&toml, SECRET_ENV);
+    assert_eq!(
+        msg,
+        "configuration: assets.\"../x\": invalid asset id; ids are 1 to 64 characters from \
+         A-Z, a-z, 0-9, '_' and '-'"
+    );
+    let long = "a".repeat(65);
+    let toml = format!(
+        "[assets.{long}]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret_env = \"CONTOSO_SECRET\"\n"
+    );
+    assert!(error_of(&toml, SECRET_ENV).contains("invalid asset id"));
+    let toml = asset_toml("").replace("contoso", "a-Z_09");
+    assert!(parse(&toml, SECRET_ENV).is_ok());
+}
+
+#[test]
+fn missing_secret_variable_is_named() {
+    let msg = error_of(&asset_toml(""), &[]);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.client_secret_env: environment variable CONTOSO_SECRET \
+         is not set"
+    );
+    let msg = error_of(&asset_toml(""), &[("CONTOSO_SECRET", "\n")]);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.client_secret_env: environment variable CONTOSO_SECRET \
+         is empty"
+    );
+}
+
+#[test]
+fn both_secret_sources_are_refused() {
+    let msg = error_of(&asset_toml("client_secret_file = \"/x\""), SECRET_ENV);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso: client_secret_env and client_secret_file are both set; \
+         set exactly one"
+    );
+}
+
+#[test]
+fn a_secret_source_is_required() {
+    let toml = format!("[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n");
+    let msg = error_of(&toml, &[]);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso: a client secret is required: set client_secret_env or \
+         client_secret_file"
+    );
+}
+
+#[test]
+fn inline_secret_is_refused_without_echoing_it() {
+    let toml = format!(
+        "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret = \"{SECRET}\"\n"
+    );
+    let msg = error_of(&toml, &[]);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.client_secret: inline secrets are not allowed; use \
+         client_secret_env (name of an environment variable) or client_secret_file (path of a \
+         file holding the secret)"
+    );
+    assert!(!msg.contains(SECRET));
+
+    let msg = error_of(&format!("[server]\napi_key = \"{SECRET}\""), &[]);
+    assert!(
+        msg.starts_with("configuration: server.api_key: inline API keys are not allowed"),
+        "{msg}"
+    );
+    assert!(!msg.contains(SECRET));
+}
+
+#[test]
+fn secret_file_problems_name_the_path_not_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let msg = error_of(
+        &asset_toml("").replace(
+            "client_secret_env = \"CONTOSO_SECRET\"",
+            &format!("client_secret_file = \"{}\"", missing.display()),
+        ),
+        &[],
+    );
+    assert_eq!(
+        msg,
+        format!(
+            "configuration: assets.contoso.client_secret_file: file {} does not exist",
+            missing.display()
+        )
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let msg = error_of(
+        &asset_toml("").replace(
+            "client_secret_env = \"CONTOSO_SECRET\"",
+            &format!("client_secret_file = \"{}\"", empty.display()),
+        ),
+        &[],
+    );
+    assert!(msg.ends_with("is empty"), "{msg}");
+
+    let msg = error_of(
+        &asset_toml("").replace(
+            "client_secret_env = \"CONTOSO_SECRET\"",
+            &format!("client_secret_file = \"{}\"", dir.path().display()),
+        ),
+        &[],
+    );
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn bad_environment_lists_allowed_values() {
+    let msg = error_of(&asset_toml("environment = \"Moon\""), SECRET_ENV);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.environment: unknown environment \"Moon\"; allowed \
+         values: Public, GCC, GCC High, DoD"
+    );
+}
+
+#[test]
+fn bad_token_endpoint_lists_allowed_values() {
+    let msg = error_of(&asset_toml("token_endpoint = \"v3\""), SECRET_ENV);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.token_endpoint: unknown token endpoint \"v3\"; allowed \
+         values: v1, v2"
+    );
+    let msg = error_of(&asset_toml("auth = \"password\""), SECRET_ENV);
+    assert!(
+        msg.ends_with("allowed values: client_credentials, authorization_code"),
+        "{msg}"
+    );
+    let msg = error_of("[server]\nlog_format = \"xml\"", &[]);
+    assert!(msg.ends_with("allowed values: text, json"), "{msg}");
+}
+
+#[test]
+fn bad_urls_are_rejected() {
+    let msg = error_of(
+        &asset_toml("login_url = \"ftp://login.example\""),
+        SECRET_ENV,
+    );
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.login_url: \"ftp://login.example\" is not an http or \
+         https URL"
+    );
+    let msg = error_of(&asset_toml("api_url = \"not a url\""), SECRET_ENV);
+    assert!(
+        msg.starts_with("configuration: assets.contoso.api_url: \"not a url\" is not a valid URL"),
+        "{msg}"
+    );
+    let msg = error_of(
+        &asset_toml("api_url = \"https://x.example/?a=b\""),
+        SECRET_ENV,
+    );
+    assert!(msg.ends_with("must not have a query or fragment"), "{msg}");
+    let msg = error_of("[server]\npublic_url = \"plugin.example.com\"", &[]);
+    assert!(
+        msg.starts_with("configuration: server.public_url: "),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_listen_address_is_rejected() {
+    let msg = error_of("[server]\nlisten = \"localhost:8080\"", &[]);
+    assert_eq!(
+        msg,
+        "configuration: server.listen: \"localhost:8080\" is not a socket address; expected an \
+         IP address and port such as 127.0.0.1:8080"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let msg = error_of(&asset_toml("tenant = \"x\""), SECRET_ENV);
+    assert!(
+        msg.starts_with("configuration: assets.contoso.tenant: unknown key; expected one of: "),
+        "{msg}"
+    );
+    let msg = error_of("[serverr]\nlisten = \"127.0.0.1:1\"", &[]);
+    assert!(
+        msg.starts_with("configuration: serverr: unknown key"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn tenant_and_client_ids_are_checked() {
+    let bad_tenant = asset_toml("").replace(TENANT, "contoso/../x");
+    let msg = error_of(&bad_tenant, SECRET_ENV);
+    assert!(
+        msg.starts_with("configuration: assets.contoso.tenant_id: \"contoso/../x\" is neither"),
+        "{msg}"
+    );
+    let empty_tenant = asset_toml("").replace(TENANT, "");
+    assert_eq!(
+        error_of(&empty_tenant, SECRET_ENV),
+        "configuration: assets.contoso.tenant_id: must not be empty"
+    );
+    let bad_client = asset_toml("").replace(CLIENT, "my-app");
+    let msg = error_of(&bad_client, SECRET_ENV);
+    assert!(
+        msg.starts_with("configuration: assets.contoso.client_id: \"my-app\" is not a GUID"),
+        "{msg}"
+    );
+    let missing = "[assets.contoso]\nclient_secret_env = \"CONTOSO_SECRET\"\n";
+    let err = parse(missing, SECRET_ENV).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.problems().len(), 2);
+    assert!(msg.contains("configuration: assets.contoso.tenant_id: required"));
+    assert!(msg.contains("configuration: assets.contoso.client_id: required"));
+}
+
+#[test]
+fn zero_and_non_numeric_timeouts_are_rejected() {
+    let msg = error_of(&asset_toml("http_timeout_secs = 0"), SECRET_ENV);
+    assert_eq!(
+        msg,
+        "configuration: assets.contoso.http_timeout_secs: \"0\" is not a positive whole number"
+    );
+    let msg = error_of("[server]\nbody_limit_bytes = -1", &[]);
+    assert!(
+        msg.starts_with("configuration: server.body_limit_bytes: "),
+        "{msg}"
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let toml = format!(
+        "[server]\nlisten = \"nowhere\"\n{}",
+        asset_toml("environment = \"Moon\"")
+    );
+    let err = parse(&toml, &[]).unwrap_err();
+    let keys: Vec<String> = err
+        .problems()
+        .iter()
+        .map(|p| match p {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            ConfigError::Multiple(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "server.listen",
+            "assets.contoso.client_secret_env",
+            "assets.contoso.environment"
+        ]
+    );
+    assert_eq!(err.to_string().lines().count(), 3);
+}
+
+#[test]
+fn api_key_sources() {
+    let msg = error_of("[server]\napi_key_env = \"MY_KEY\"", &[]);
+    assert_eq!(
+        msg,
+        "configuration: server.api_key_env: environment variable MY_KEY is not set"
+    );
+    let config = parse("[server]\napi_key_env = \"MY_KEY\"", &[("MY_KEY", "k")]).unwrap();
+    assert_eq!(config.server.api_key.unwrap().expose_secret(), "k");
+    let msg = error_of(
+        "[server]\napi_key_env = \"MY_KEY\"\napi_key_file = \"/k\"",
+        &[("MY_KEY", "k")],
+    );
+    assert!(
+        msg.contains("api_key_env and api_key_file are both set"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn environment_hosts() {
+    let cases = [
+        (
+            Environment::Public,
+            "https://login.microsoftonline.com",
+            "https://api.securitycenter.microsoft.com",
+            "https://api.securitycenter.microsoft.com",
+        ),
+        (
+            Environment::Gcc,
+            "https://login.microsoftonline.com",
+            "https://api-gcc.securitycenter.microsoft.us",
+            "https://api-gcc.securitycenter.microsoft.us",
+        ),
+        (
+            Environment::GccHigh,
+            "https://login.microsoftonline.us",
+            "https://api-gov.securitycenter.microsoft.us",
+            "https://api-gov.securitycenter.microsoft.us",
+        ),
+        (
+            Environment::Dod,
+            "https://login.microsoftonline.us",
+            "https://api-gov.securitycenter.microsoft.us",
+            "https://api-gov.securitycenter.microsoft.us",
+        ),
+    ];
+    for (env, login, api, resource) in cases {
+        assert_eq!(env.login_url(), login, "{env}");
+        assert_eq!(env.api_url(), api, "{env}");
+        assert_eq!(env.resource(), resource, "{env}");
+        assert_eq!(env.as_str().parse::<Environment>().unwrap(), env);
+    }
+}
+
+#[test]
+fn environment_spellings() {
+    for s in ["GCC High", "GCCHigh", "gcc_high", "gcc-high", "gcchigh"] {
+        assert_eq!(
+            s.parse::<Environment>().unwrap(),
+            Environment::GccHigh,
+            "{s}"
+        );
+    }
+    for (s, env) in [
+        ("public", Environment::Public),
+        ("PUBLIC", Environment::Public),
+        ("gcc", Environment::Gcc),
+        ("DOD", Environment::Dod),
+        ("dod", Environment::Dod),
+    ] {
+        assert_eq!(s.parse::<Environment>().unwrap(), env, "{s}");
+    }
+    assert_eq!(
+        serde_json_like(Environment::GccHigh),
+        "GCC High",
+        "serialises with its configuration spelling"
+    );
+}
+
+/// Environment's serde spelling, through figment's own serializer.
+fn serde_json_like(env: Environment) -> String {
+    let value = figment::value::Value::serialize(env).unwrap();
+    value.into_string().unwrap()
+}
+
+/// An asset built directly (for URL helpers).
+fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
+    AssetConfig {
+        id: "contoso".into(),
+        tenant_id: TENANT.into(),
+        client_id: CLIENT.into(),
+        client_secret: SecretString::from(SECRET.to_owned()),
+        auth: AuthKind::ClientCredentials,
+        environment: Environment::Public,
+        token_endpoint,
+        login_url: "https://login.microsoftonline.com".into(),
+        api_url: "https://api.securitycenter.microsoft.com".into(),
+        resource: "https://api.securitycenter.microsoft.com".into(),
+        disabled_actions: BTreeSet::new(),
+        connect_timeout_secs: 10,
+        http_timeout_secs: 60,
+    }
+}
+
+#[test]
+fn token_and_authorize_urls() {
+    let v2 = asset(TokenEndpoint::V2);
+    assert_eq!(
+        v2.token_url(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        v2.authorize_url(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/authorize")
+    );
+    assert_eq!(
+        v2.scope(),
+        "https://api.securitycenter.microsoft.com/.default"
+    );
+    let v1 = asset(TokenEndpoint::V1);
+    assert_eq!(
+        v1.token_url(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/token")
+    );
+    assert_eq!(
+        v1.authorize_url(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/authorize")
+    );
+    assert_eq!(
+        v1.scope(),
+        "https://api.securitycenter.microsoft.com/.default"
+    );
+}
+
+#[test]
+fn overridden_login_url_is_used_in_token_url() {
+    let config = parse(
+        &asset_toml("login_url = \"http://127.0.0.1:7000/\"\ntoken_endpoint = \"V1\""),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let asset = config.asset("contoso").unwrap();
+    assert_eq!(
+        asset.token_url(),
+        format!("http://127.0.0.1:7000/{TENANT}/oauth2/token")
+    );
+    assert_eq!(
+        asset.scope(),
+        "https://api.securitycenter.microsoft.com/.default"
+    );
+}
+
+#[test]
+fn debug_never_shows_secrets() {
+    let config = parse(
+        &asset_toml(""),
+        &[
+            ("CONTOSO_SECRET", SECRET),
+            (DEFAULT_API_KEY_ENV, "api-key-value-42"),
+        ],
+    )
+    .unwrap();
+    assert!(config.server.api_key.is_some());
+    for text in [format!("{config:?}"), format!("{config:#?}")] {
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(!text.contains("api-key-value-42"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        assert!(text.contains(TENANT), "{text}");
+    }
+}

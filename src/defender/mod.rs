@@ -1,0 +1,891 @@
+//! The Microsoft Defender for Endpoint API client.
+//!
+//! [`DefenderClient`] sends every call to the asset's configured API host with a bearer token
+//! from a [`TokenSource`]. On a 401 it drops the token, fetches a new one and repeats the call
+//! once. GET and DELETE are repeated on 500/502/503/504 and on connection failures or timeouts
+//! with jittered exponential backoff ([`RetryPolicy`]); POST and PATCH never are (the action may
+//! have been created). A 429 becomes [`DefenderError::Throttled`] without waiting, so callers
+//! with deadlines decide. Microsoft error bodies become [`DefenderError`]s keeping the code and
+//! the correlation id. [`DefenderClient::list`] follows OData paging ([`paging`]) without ever
+//! sending the token to a host other than the configured one.
+//!
+//! Every call counts `defender_upstream_requests_total{endpoint,status}` (endpoint is the path
+//! template, ids replaced by `{id}`) and `defender_upstream_retries_total{endpoint,reason}`,
+//! and runs in a debug span with the method and the path template.
+
+mod error;
+pub mod paging;
+mod retry;
+mod urls;
+
+#[cfg(test)]
+mod testing;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tracing::Instrument;
+use url::Url;
+
+pub use error::DefenderError;
+pub use paging::{ListQuery, MAX_TOP};
+pub use retry::RetryPolicy;
+pub use urls::{encode_query, path_with_query};
+
+/// Largest response body read into memory (hunting results reach 124 MB).
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Supplies bearer tokens for one asset.
+pub trait TokenSource: Send + Sync + 'static {
+    /// A valid access token (cached or freshly fetched).
+    fn token(&self) -> BoxFuture<'_, Result<SecretString, DefenderError>>;
+    /// The API answered 401 with this token: drop it so the next token() fetches a new one.
+    fn invalidate(&self, rejected: &SecretString);
+}
+
+/// The Defender API client of one asset; cheap to clone.
+#[derive(Clone)]
+pub struct DefenderClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    api_url: String,
+    base: Result<Url, String>,
+    tokens: Arc<dyn TokenSource>,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for DefenderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DefenderClient")
+            .field("api_url", &self.inner.api_url)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a request, rebuilt for each attempt.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    Multipart(&'a (dyn Fn() -> reqwest::multipart::Form + Send + Sync)),
+}
+
+/// A complete answer of the API.
+struct RawResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Why one attempt got no answer.
+enum AttemptError {
+    /// Connecting, sending or reading failed.
+    Transport(reqwest::Error),
+    /// Nothing to retry (the request could not be built, the body was too large).
+    Fatal(DefenderError),
+}
+
+impl DefenderClient {
+    /// A client for `api_url` (the base without `/api`; a trailing slash is ignored).
+    pub fn new(
+        http: reqwest::Client,
+        api_url: &str,
+        tokens: Arc<dyn TokenSource>,
+    ) -> DefenderClient {
+        let api_url = api_url.trim().trim_end_matches('/').to_string();
+        let base = Url::parse(&api_url)
+            .map_err(|e| format!("the configured API URL {api_url:?} is not a valid URL: {e}"))
+            .and_then(|u| {
+                if u.cannot_be_a_base() || u.host_str().is_none() {
+                    Err(format!(
+                        "the configured API URL {api_url:?} is not an http(s) base URL"
+                    ))
+                } else {
+                    Ok(u)
+                }
+            });
+        DefenderClient {
+            inner: Arc::new(Inner {
+                http,
+                api_url,
+                base,
+                tokens,
+                retry: RetryPolicy::standard(),
+            }),
+        }
+    }
+
+    /// The same client with another retry policy (tests use [`RetryPolicy::for_tests`]).
+    pub fn with_retry_policy(self, retry: RetryPolicy) -> DefenderClient {
+        let inner = &self.inner;
+        DefenderClient {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                api_url: inner.api_url.clone(),
+                base: inner.base.clone(),
+                tokens: inner.tokens.clone(),
+                retry,
+            }),
+        }
+    }
+
+    /// The HTTP client for Defender calls: rustls, redirects not followed, user agent
+    /// `defender-soar/<version>`, connect and total timeouts, pooled connections.
+    pub fn http_client(connect_timeout: Duration, total_timeout: Duration) -> reqwest::Client {
+        let user_agent = concat!("defender-soar/", env!("CARGO_PKG_VERSION"));
+        let built = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent)
+            .connect_timeout(connect_timeout)
+            .timeout(total_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(16)
+            .tcp_keepalive(Duration::from_secs(60))
+            .build();
+        match built {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "could not build the configured HTTP client; using a plain one");
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(user_agent)
+                    .connect_timeout(connect_timeout)
+                    .timeout(total_timeout)
+                    .build()
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The configured API base (without `/api`).
+    pub fn api_url(&self) -> &str {
+        &self.inner.api_url
+    }
+
+    /// The underlying HTTP client, for downloads from pre-signed URLs that take no bearer
+    /// token (live response results, investigation packages).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// GET `path_and_query` (`/api/machines?$top=1`; see [`path_with_query`]) as JSON; an
+    /// empty body is `Value::Null`.
+    pub async fn get(&self, path_and_query: &str) -> Result<Value, DefenderError> {
+        let url = self.url(path_and_query)?;
+        self.get_url(url).await
+    }
+
+    /// POST a JSON body; never repeated except once after a 401 (the request was not run).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let raw = self.execute(Method::POST, url, Body::Json(body)).await?;
+        decode_json(success(raw)?)
+    }
+
+    /// PATCH a JSON body; like [`post`](Self::post), never repeated except after a 401.
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let raw = self.execute(Method::PATCH, url, Body::Json(body)).await?;
+        decode_json(success(raw)?)
+    }
+
+    /// POST a multipart form (library uploads); `form` is called for each attempt (a new
+    /// token after a 401). Never repeated otherwise.
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        form: &(dyn Fn() -> reqwest::multipart::Form + Send + Sync),
+    ) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let raw = self
+            .execute(Method::POST, url, Body::Multipart(form))
+            .await?;
+        decode_json(success(raw)?)
+    }
+
+    /// DELETE; the answer's body is ignored.
+    pub async fn delete(&self, path: &str) -> Result<(), DefenderError> {
+        let url = self.url(path)?;
+        let raw = self.execute(Method::DELETE, url, Body::None).await?;
+        success(raw).map(|_| ())
+    }
+
+    /// Up to `limit` items of an OData list: `$top` = min(limit, 10,000), the query's
+    /// `$filter` and parameters, following `@odata.nextLink` (rebased onto the configured
+    /// host) and falling back to `$skip` paging when a full page comes without one.
+    /// `limit` 0 asks for nothing and sends no request.
+    pub async fn list(
+        &self,
+        path: &str,
+        query: &ListQuery,
+        limit: usize,
+    ) -> Result<Vec<Value>, DefenderError> {
+        paging::list(self, path, query, limit).await
+    }
+
+    /// The parsed base URL, or why the configured one is unusable.
+    fn base(&self) -> Result<&Url, DefenderError> {
+        self.inner
+            .base
+            .as_ref()
+            .map_err(|e| DefenderError::Transport(format!("{e}; the request was not sent")))
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<Url, DefenderError> {
+        urls::join(self.base()?, &self.inner.api_url, path_and_query)
+    }
+
+    /// GET an absolute URL already on the configured host.
+    async fn get_url(&self, url: Url) -> Result<Value, DefenderError> {
+        let raw = self.execute(Method::GET, url, Body::None).await?;
+        decode_json(success(raw)?)
+    }
+
+    /// Sends one logical call: the 401 refresh and the retries of idempotent methods.
+    async fn execute(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+    ) -> Result<RawResponse, DefenderError> {
+        let endpoint = urls::endpoint_template(url.path());
+        let span = tracing::debug_span!(
+            "defender_request",
+            method = %method,
+            endpoint = %endpoint
+        );
+        self.execute_in_span(method, url, body, endpoint)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_in_span(
+        &self,
+        method: Method,
+        url: Url,
+        body: Body<'_>,
+        endpoint: String,
+    ) -> Result<RawResponse, DefenderError> {
+        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
+        let policy = self.inner.retry;
+        let mut token = self.inner.tokens.token().await?;
+        let mut refreshed = false;
+        let mut retries = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.attempt(&method, &url, &token, body).await {
+                Ok(raw) => {
+                    let status = raw.status;
+                    count_request(&endpoint, status.as_u16().to_string());
+                    tracing::debug!(
+                        status = status.as_u16(),
+                        elapsed_ms = elapsed_ms(started),
+                        "answered"
+                    );
+                    if status == StatusCode::UNAUTHORIZED && !refreshed {
+                        refreshed = true;
+                        count_retry(&endpoint, "unauthorized");
+                        self.inner.tokens.invalidate(&token);
+                        token = self.inner.tokens.token().await?;
+                        continue;
+                    }
+                    if idempotent
+                        && retry::is_retryable_status(status)
+                        && retries < policy.max_retries
+                    {
+                        retries += 1;
+                        count_retry(&endpoint, "server_error");
+                        tokio::time::sleep(policy.delay(retries)).await;
+                        continue;
+                    }
+                    return Ok(raw);
+                }
+                Err(AttemptError::Fatal(e)) => {
+                    count_request(&endpoint, "error".to_string());
+                    return Err(e);
+                }
+                Err(AttemptError::Transport(e)) => {
+                    count_request(&endpoint, "error".to_string());
+                    tracing::debug!(
+                        timeout = e.is_timeout(),
+                        connect = e.is_connect(),
+                        elapsed_ms = elapsed_ms(started),
+                        "no answer"
+                    );
+                    if idempotent && retries < policy.max_retries {
+                        retries += 1;
+                        count_retry(&endpoint, "transport");
+                        tokio::time::sleep(policy.delay(retries)).await;
+                        continue;
+                    }
+                    return Err(transport_error(&url, &e, idempotent));
+                }
+            }
+        }
+    }
+
+    /// One HTTP exchange, body read completely.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        token: &SecretString,
+        body: Body<'_>,
+    ) -> Result<RawResponse, AttemptError> {
+        let mut request = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, bearer(token).map_err(AttemptError::Fatal)?)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(value),
+            Body::Multipart(form) => request.multipart(form()),
+        };
+        let mut response = request.send().await.map_err(classify)?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(AttemptError::Fatal(DefenderError::Decode(format!(
+                    "the answer of {} is larger than {} MB",
+                    urls::endpoint_template(url.path()),
+                    MAX_BODY_BYTES / (1024 * 1024)
+                ))));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(RawResponse {
+            status,
+            headers,
+            body: bytes,
+        })
+    }
+}
+
+/// Builder errors are not worth repeating; everything else on the wire is.
+fn classify(e: reqwest::Error) -> AttemptError {
+    if e.is_builder() {
+        AttemptError::Fatal(DefenderError::Transport(format!(
+            "the request could not be built: {}",
+            root_cause(&e)
+        )))
+    } else {
+        AttemptError::Transport(e)
+    }
+}
+
+/// `Bearer <token>`, marked sensitive so it never shows in debug output.
+fn bearer(token: &SecretString) -> Result<HeaderValue, DefenderError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).map_err(|_| {
+            DefenderError::Auth(
+                "the access token contains characters that cannot be sent in an HTTP header".into(),
+            )
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A connection failure naming the host and what went wrong (never the URL's query).
+fn transport_error(url: &Url, e: &reqwest::Error, idempotent: bool) -> DefenderError {
+    let host = urls::authority(url);
+    let what = if e.is_timeout() {
+        format!("request to {host} timed out")
+    } else if e.is_connect() {
+        format!("could not connect to {host}: {}", root_cause(e))
+    } else {
+        format!("connection to {host} failed: {}", root_cause(e))
+    };
+    if idempotent {
+        DefenderError::Transport(what)
+    } else {
+        DefenderError::Transport(format!(
+            "{what}; the request may have reached the API, check its effect before repeating it"
+        ))
+    }
+}
+
+/// The innermost error's text (an OS or TLS error), never reqwest's own message, which
+/// carries the URL and its query.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut innermost: Option<&dyn std::error::Error> = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        innermost = Some(s);
+        source = s.source();
+    }
+    let text = match innermost {
+        Some(s) => s.to_string(),
+        None if e.is_timeout() => "timed out".into(),
+        None if e.is_connect() => "connection failed".into(),
+        None if e.is_body() || e.is_decode() => "the answer's body could not be read".into(),
+        None => "the request failed".into(),
+    };
+    error::sanitize(&text, 200)
+}
+
+/// The answer when it is a success, else its error.
+fn success(raw: RawResponse) -> Result<RawResponse, DefenderError> {
+    if raw.status.is_success() {
+        Ok(raw)
+    } else {
+        Err(error::from_response(raw.status, &raw.headers, &raw.body))
+    }
+}
+
+/// JSON of a success answer; an empty body is `Null`.
+fn decode_json(raw: RawResponse) -> Result<Value, DefenderError> {
+    let body = raw.body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw.body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        let content_type = raw
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| error::sanitize(v, 60))
+            .unwrap_or_else(|| "none".into());
+        DefenderError::Decode(format!(
+            "HTTP {} answer is not JSON ({} bytes, content type {content_type})",
+            raw.status.as_u16(),
+            body.len()
+        ))
+    })
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn count_request(endpoint: &str, status: String) {
+    metrics::counter!(
+        "defender_upstream_requests_total",
+        "endpoint" => endpoint.to_string(),
+        "status" => status
+    )
+    .increment(1);
+}
+
+fn count_retry(endpoint: &str, reason: &'static str) {
+    metrics::counter!(
+        "defender_upstream_retries_total",
+        "endpoint" => endpoint.to_string(),
+        "reason" => reason
+    )
+    .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+
+    use super::testing::{FakeTokens, Recorded, TestServer, client_at, client_for};
+    use super::*;
+    use crate::envelope::ActionError;
+
+    fn status(code: u16) -> Response {
+        StatusCode::from_u16(code).unwrap().into_response()
+    }
+
+    fn unauthorized() -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"code": "Unauthorized", "message": "Unauthorized"}})),
+        )
+            .into_response()
+    }
+
+    #[tokio::test]
+    async fn sends_token_and_accept_and_parses_json() {
+        let server = TestServer::start(|_, _| {
+            axum::Json(json!({"id": "m1", "riskScore": "5", "unknown": {"a": [1]}})).into_response()
+        })
+        .await;
+        let tokens = Arc::new(FakeTokens::default());
+        let client = client_for(&server, tokens.clone());
+        let got = client.get("/api/machines/m1").await.unwrap();
+        assert_eq!(
+            got,
+            json!({"id": "m1", "riskScore": "5", "unknown": {"a": [1]}})
+        );
+        let r = &server.requests()[0];
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.authorization.as_deref(), Some("Bearer token-0"));
+        assert_eq!(r.accept.as_deref(), Some("application/json"));
+        assert_eq!(tokens.fetched(), 1);
+        assert_eq!(tokens.invalidated(), 0);
+        assert!(!format!("{client:?}").contains("token-0"));
+    }
+
+    #[tokio::test]
+    async fn raw_query_is_encoded() {
+        let server =
+            TestServer::start(|_, _| axum::Json(json!({"value": []})).into_response()).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        client
+            .get(&path_with_query(
+                "/api/machines",
+                &[("$filter", "computerDnsName eq 'a b'")],
+            ))
+            .await
+            .unwrap();
+        client
+            .get("/api/machines?$filter=computerDnsName eq 'a b'")
+            .await
+            .unwrap();
+        let reqs = server.requests();
+        for r in &reqs {
+            assert!(!r.query.as_deref().unwrap().contains(' '));
+            assert_eq!(
+                r.query_pairs(),
+                vec![(
+                    "$filter".to_string(),
+                    "computerDnsName eq 'a b'".to_string()
+                )]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_refreshes_once_and_retries() {
+        let server = TestServer::start(|_, r: &Recorded| {
+            if r.authorization.as_deref() == Some("Bearer token-0") {
+                unauthorized()
+            } else {
+                (
+                    StatusCode::CREATED,
+                    axum::Json(json!({"id": "a1", "status": "Pending"})),
+                )
+                    .into_response()
+            }
+        })
+        .await;
+        let tokens = Arc::new(FakeTokens::default());
+        let client = client_for(&server, tokens.clone());
+        let got = client
+            .post(
+                "/api/machines/m1/isolate",
+                &json!({"Comment": "c", "IsolationType": "Full"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got["id"], "a1");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[1].authorization.as_deref(), Some("Bearer token-1"));
+        assert_eq!(reqs[1].body, reqs[0].body);
+        assert_eq!(reqs[1].content_type.as_deref(), Some("application/json"));
+        assert_eq!(tokens.fetched(), 2);
+        assert_eq!(tokens.invalidated(), 1);
+    }
+
+    #[tokio::test]
+    async fn unauthorized_twice_gives_up() {
+        let server = TestServer::start(|_, _| unauthorized()).await;
+        let tokens = Arc::new(FakeTokens::default());
+        let client = client_for(&server, tokens.clone());
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert!(
+            matches!(&err, DefenderError::Unauthorized(m) if m.contains("401 Unauthorized")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("token-"));
+        assert_eq!(server.count(), 2);
+        assert_eq!(tokens.invalidated(), 1);
+        assert_eq!(tokens.fetched(), 2);
+        assert!(matches!(ActionError::from(err), ActionError::Upstream(_)));
+    }
+
+    #[tokio::test]
+    async fn token_failure_is_an_auth_error_without_request() {
+        let server = TestServer::start(|_, _| status(200)).await;
+        let tokens = Arc::new(FakeTokens::default());
+        *tokens.fail.lock().unwrap() = Some("AADSTS7000222: the client secret expired".into());
+        let client = client_for(&server, tokens.clone());
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert_eq!(
+            err,
+            DefenderError::Auth("AADSTS7000222: the client secret expired".into())
+        );
+        assert_eq!(server.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn get_retries_server_errors() {
+        let server = TestServer::start(|n, _| {
+            if n < 2 {
+                status(503)
+            } else {
+                axum::Json(json!({"ok": true})).into_response()
+            }
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        assert_eq!(
+            client.get("/api/machines").await.unwrap(),
+            json!({"ok": true})
+        );
+        assert_eq!(server.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn get_gives_up_after_max_retries() {
+        let server = TestServer::start(|_, _| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": {"code": "InternalServerError", "message": "boom"}})),
+            )
+                .into_response()
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client.delete("/api/indicators/5").await.unwrap_err();
+        assert_eq!(err.status(), Some(500));
+        assert_eq!(err.code(), Some("InternalServerError"));
+        assert_eq!(server.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn post_and_patch_are_not_retried() {
+        let server = TestServer::start(|_, _| status(503)).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client
+            .post("/api/machines/m1/isolate", &json!({"Comment": "c"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(503));
+        assert_eq!(server.count(), 1);
+        let err = client
+            .patch("/api/alerts/a1", &json!({"status": "Resolved"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(503));
+        assert_eq!(server.count(), 2);
+        assert_eq!(server.requests()[1].method, "PATCH");
+    }
+
+    #[tokio::test]
+    async fn throttling_is_returned_not_waited() {
+        let server = TestServer::start(|_, _| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "7")],
+                axum::Json(json!({"error": {"code": "TooManyRequests", "message": "slow down"}})),
+            )
+                .into_response()
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert_eq!(
+            err,
+            DefenderError::Throttled {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(server.count(), 1);
+        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        assert!(matches!(
+            ActionError::from(err),
+            ActionError::Throttled { retry_after: 7, .. }
+        ));
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn api_errors_keep_code_and_correlation() {
+        let server = TestServer::start(|_, _| {
+            (
+                StatusCode::NOT_FOUND,
+                [("request-id", "hdr-id")],
+                axum::Json(json!({"error": {
+                    "code": "ResourceNotFound",
+                    "message": "Machine X was not found",
+                    "target": "4c8f62ab-2a6b-4d2c-9a0e-0b1b6b9b2d11"
+                }})),
+            )
+                .into_response()
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client.get("/api/machines/X").await.unwrap_err();
+        assert!(err.is_not_found());
+        assert_eq!(
+            err.to_string(),
+            "Defender API error 404 ResourceNotFound: Machine X was not found (correlation id 4c8f62ab-2a6b-4d2c-9a0e-0b1b6b9b2d11)"
+        );
+        assert_eq!(server.count(), 1, "4xx is not retried");
+    }
+
+    #[tokio::test]
+    async fn empty_and_non_json_success_bodies() {
+        let server = TestServer::start(|n, _| match n {
+            0 => status(204),
+            1 => status(200),
+            2 => (StatusCode::OK, [("content-type", "text/plain")], "42").into_response(),
+            _ => (
+                StatusCode::OK,
+                [("content-type", "text/html")],
+                format!("<html>{}</html>", "secret-ish ".repeat(100)),
+            )
+                .into_response(),
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        assert_eq!(
+            client.post("/api/x", &json!({})).await.unwrap(),
+            Value::Null
+        );
+        assert_eq!(client.get("/api/x").await.unwrap(), Value::Null);
+        assert_eq!(client.get("/api/machines/$count").await.unwrap(), json!(42));
+        let err = client.get("/api/x").await.unwrap_err();
+        let DefenderError::Decode(message) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.contains("not JSON") && message.contains("text/html"),
+            "{message}"
+        );
+        assert!(!message.contains("secret-ish"));
+    }
+
+    #[tokio::test]
+    async fn delete_ignores_the_body() {
+        let server = TestServer::start(|_, _| status(204)).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        client.delete("/api/indicators/5").await.unwrap();
+        assert_eq!(server.requests()[0].method, "DELETE");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let other = TestServer::start(|_, _| status(200)).await;
+        let location = format!("{}/api/machines", other.url);
+        let server = TestServer::start(move |_, _| {
+            (StatusCode::FOUND, [("location", location.clone())]).into_response()
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert_eq!(err.status(), Some(302));
+        assert_eq!(other.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn connection_refused_names_the_host() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let client = client_at(&format!("http://{addr}"), Arc::new(FakeTokens::default()));
+        let err = client
+            .get("/api/machines?$filter=x eq 'private'")
+            .await
+            .unwrap_err();
+        let DefenderError::Transport(message) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert!(message.starts_with("could not connect"), "{message}");
+        assert!(!message.contains("private"), "{message}");
+        assert!(!message.contains("token"), "{message}");
+        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        assert!(
+            err.to_string().contains("may have reached the API"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_reported_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts connections and never answers.
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let http = DefenderClient::http_client(Duration::from_secs(1), Duration::from_millis(50));
+        let client = DefenderClient::new(
+            http,
+            &format!("http://{addr}/"),
+            Arc::new(FakeTokens::default()),
+        )
+        .with_retry_policy(RetryPolicy::none());
+        assert_eq!(client.api_url(), format!("http://{addr}"));
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert_eq!(
+            err,
+            DefenderError::Transport(format!("request to {addr} timed out"))
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn invalid_api_url_is_reported() {
+        let http = DefenderClient::http_client(Duration::from_secs(1), Duration::from_secs(1));
+        let client = DefenderClient::new(http, "not a url", Arc::new(FakeTokens::default()));
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert!(
+            matches!(&err, DefenderError::Transport(m) if m.contains("not a valid URL")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_upload_is_resent_after_refresh() {
+        let server = TestServer::start(|_, r: &Recorded| {
+            if r.authorization.as_deref() == Some("Bearer token-0") {
+                unauthorized()
+            } else {
+                axum::Json(json!({"fileName": "x.ps1"})).into_response()
+            }
+        })
+        .await;
+        let tokens = Arc::new(FakeTokens::default());
+        let client = client_for(&server, tokens.clone());
+        let form = || {
+            reqwest::multipart::Form::new()
+                .text("Description", "d")
+                .part(
+                    "File",
+                    reqwest::multipart::Part::bytes(b"echo 1".to_vec()).file_name("x.ps1"),
+                )
+        };
+        let got = client
+            .post_multipart("/api/libraryfiles", &form)
+            .await
+            .unwrap();
+        assert_eq!(got["fileName"], "x.ps1");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        assert!(reqs[1].body.contains("echo 1"));
+        assert!(
+            reqs[1]
+                .content_type
+                .as_deref()
+                .unwrap()
+                .starts_with("multipart/form-data")
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Route handlers. Every answer of an action route is an envelope, rejections included.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::actions::{self, Invocation, definitions};
+use crate::app::App;
+use crate::envelope::{ActionError, Envelope, EnvelopeResponse};
+
+/// Body of `POST /assets/{asset}/actions/{action}`.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeBody {
+    /// Action parameters (see the action's definition in /manifest.json).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+}
+
+/// One entry of `GET /actions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActionSummary {
+    /// Action id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// test | investigate | contain | correct | generic.
+    #[serde(rename = "type")]
+    pub action_type: String,
+    /// One-line description.
+    pub description: String,
+    /// Whether it changes nothing upstream.
+    pub read_only: bool,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is up")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: configuration loaded and the state directory writable.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "The state directory is not writable")))]
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let dir = app.config.server.state_dir.clone();
+    let probe = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!(".readyz-{}", std::process::id()));
+        std::fs::write(&path, b"ok")?;
+        std::fs::remove_file(&path)
+    })
+    .await;
+    match probe {
+        Ok(Ok(())) => Json(json!({"status": "ready", "assets": app.assets.len()})).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "state directory is not writable"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", security(("api_key" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    let body = crate::telemetry::metrics()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The app manifest (generated from the action definitions).
+#[utoipa::path(get, path = "/manifest.json", security(("api_key" = [])),
+    responses((status = 200, description = "Manifest")))]
+pub async fn manifest() -> Json<Value> {
+    Json(actions::manifest::manifest())
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", security(("api_key" = [])),
+    responses((status = 200, description = "OpenAPI document")))]
+pub async fn openapi() -> Json<Value> {
+    Json(super::openapi::spec())
+}
+
+/// Action ids, names and types.
+#[utoipa::path(get, path = "/actions", security(("api_key" = [])),
+    responses((status = 200, description = "Actions", body = Vec<ActionSummary>)))]
+pub async fn list_actions() -> Json<Vec<ActionSummary>> {
+    Json(
+        definitions()
+            .iter()
+            .map(|d| ActionSummary {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                action_type: d.action_type.clone(),
+                description: d.description.clone(),
+                read_only: d.read_only,
+            })
+            .collect(),
+    )
+}
+
+/// Runs an action against an asset.
+#[utoipa::path(post, path = "/assets/{asset}/actions/{action}", security(("api_key" = [])),
+    params(
+        ("asset" = String, Path, description = "Asset id"),
+        ("action" = String, Path, description = "Action id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (live response actions resume the same event)"),
+    ),
+    request_body(content = InvokeBody, description = "Parameters", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The action ran; `status` says whether it succeeded", body = Envelope),
+        (status = 400, description = "Invalid parameters or body", body = Envelope),
+        (status = 401, description = "Missing or wrong API key", body = Envelope),
+        (status = 403, description = "Action disabled for this asset", body = Envelope),
+        (status = 404, description = "Unknown asset or action", body = Envelope),
+        (status = 409, description = "The asset needs consent first", body = Envelope),
+        (status = 502, description = "Upstream failure the action could not handle", body = Envelope),
+        (status = 503, description = "Upstream throttled past the action's deadline (Retry-After)", body = Envelope),
+    ))]
+pub async fn run_action(
+    State(app): State<Arc<App>>,
+    Path((asset, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> EnvelopeResponse {
+    let reject = |e: ActionError| EnvelopeResponse::error(&action, &asset, Map::new(), &e);
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let mut r = reject(ActionError::InvalidParameter(format!(
+                "request body larger than server.body_limit_bytes ({} bytes)",
+                app.config.server.body_limit_bytes
+            )));
+            r.status = StatusCode::PAYLOAD_TOO_LARGE;
+            return r;
+        }
+        Err(e) => {
+            return reject(ActionError::InvalidParameter(format!(
+                "request body could not be read: {}",
+                e.body_text()
+            )));
+        }
+    };
+    let parameters = match parse_body(&body) {
+        Ok(p) => p,
+        Err(msg) => return reject(ActionError::InvalidParameter(msg)),
+    };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)) => {
+                Some(k.to_string())
+            }
+            _ => {
+                return reject(ActionError::InvalidParameter(
+                    "header 'Idempotency-Key': must be 1 to 255 visible ASCII characters".into(),
+                ));
+            }
+        },
+    };
+    let timeout = Duration::from_secs(app.config.server.request_timeout_secs);
+    let invocation = Invocation {
+        asset_id: &asset,
+        action_id: &action,
+        parameters,
+        idempotency_key,
+        progress: None,
+    };
+    match tokio::time::timeout(timeout, actions::invoke(app.clone(), invocation)).await {
+        Ok(resp) => resp,
+        Err(_) => reject(ActionError::Upstream(format!(
+            "the action did not finish within server.request_timeout_secs ({} s)",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// Parses `{"parameters": {...}}`; an empty body means no parameters.
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("request body must be a JSON object like {\"parameters\": {...}}".into());
+    }
+    let parsed: InvokeBody = serde_json::from_value(value).map_err(|e| {
+        format!("request body must look like {{\"parameters\": {{...}}}}: {e}")
+    })?;
+    Ok(parsed.parameters)
+}
+
+/// 404 for unknown routes, as an envelope.
+pub async fn not_found(uri: axum::http::Uri) -> EnvelopeResponse {
+    EnvelopeResponse::error(
+        "",
+        "",
+        Map::new(),
+        &ActionError::NotFound(format!(
+            "no route {} (see /openapi.json)",
+            actions::truncate(uri.path(), 128)
+        )),
+    )
+}
+
+/// 405 for a known route with the wrong method, as an envelope.
+pub async fn method_not_allowed() -> Response {
+    let mut r = EnvelopeResponse::error(
+        "",
+        "",
+        Map::new(),
+        &ActionError::NotFound("method not allowed on this route".into()),
+    );
+    r.status = StatusCode::METHOD_NOT_ALLOWED;
+    r.into_response()
+}
+
+/// 500 envelope when a handler panicked (the panic text is logged, not returned).
+pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = detail, "handler panicked");
+    EnvelopeResponse::error(
+        "",
+        "",
+        Map::new(),
+        &ActionError::Internal("internal error (logged)".into()),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_parsing() {
+        assert!(parse_body(b"").unwrap().is_empty());
+        assert_eq!(parse_body(br#"{"parameters":{"a":1}}"#).unwrap().len(), 1);
+        assert!(parse_body(b"{nope").unwrap_err().contains("not valid JSON"));
+        assert!(parse_body(b"[]").is_err());
+        assert!(parse_body(br#"{"params":{}}"#).unwrap_err().contains("params"));
+        assert!(parse_body(br#"{"parameters":[1]}"#).is_err());
+    }
+}
