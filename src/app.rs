@@ -57,6 +57,7 @@ impl App {
     /// Builds the application; fails with a clear message on a configuration the host cannot
     /// use (an unknown action in `disabled_actions`, an unusable token URL).
     pub fn build(config: Config, api_key: SecretString) -> Result<Arc<App>, String> {
+        let _ = crate::telemetry::metrics();
         let mut assets = BTreeMap::new();
         for (id, asset) in &config.assets {
             for action in &asset.disabled_actions {

@@ -116,7 +116,10 @@ pub fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("defender-soar: cannot start the runtime: {e}");
@@ -147,7 +150,6 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let _ = crate::telemetry::metrics();
     tracing::info!(%listen, assets = app.assets.len(), "defender-soar serving");
     match crate::http::serve(app, listener, crate::http::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,7 +203,9 @@ fn random_key() -> String {
 
 async fn demo(listen: SocketAddr) -> ExitCode {
     let sim = match defender_sim::start(
-        "127.0.0.1:0".parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        "127.0.0.1:0"
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
         defender_sim::Scenario::default_scenario(),
     )
     .await
@@ -238,7 +242,6 @@ async fn demo(listen: SocketAddr) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(listen);
-    let _ = crate::telemetry::metrics();
     println!("{}", demo_banner(addr, &key, &sim.base_url()));
     let result = crate::http::serve(app, listener, crate::http::shutdown_signal()).await;
     sim.stop().await;
@@ -367,7 +370,11 @@ async fn invoke(
         Err(e) => eprintln!("defender-soar: {e}"),
     }
     let ok = resp.status.is_success() && resp.envelope.status == crate::envelope::Status::Success;
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 #[cfg(test)]

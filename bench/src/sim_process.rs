@@ -92,6 +92,12 @@ impl SimProcess {
     }
 }
 
+/// CPU time of this process so far, in seconds (to tell a load-bound from a sim-bound run).
+pub fn own_cpu_secs() -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    Ok(parse_cpu_ticks(&stat).ok_or("unreadable /proc/self/stat")? as f64 / TICKS_PER_SEC)
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) is in parentheses and may hold spaces: count after it.

@@ -84,7 +84,10 @@ impl Api {
 }
 
 fn file_form(name: &str, content: &[u8]) -> Form {
-    Form::new().part("File", Part::bytes(content.to_vec()).file_name(name.to_string()))
+    Form::new().part(
+        "File",
+        Part::bytes(content.to_vec()).file_name(name.to_string()),
+    )
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -99,7 +102,10 @@ async fn error_code(resp: reqwest::Response) -> (u16, String, String) {
     let body: Value = resp.json().await.unwrap();
     (
         status,
-        body["error"]["code"].as_str().unwrap_or_default().to_string(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -217,8 +223,7 @@ async fn duplicate_needs_override_and_override_replaces() {
     assert_eq!(resp.status(), 200);
     let first: Value = resp.json().await.unwrap();
 
-    let (status, code, message) =
-        error_code(api.upload(file_form("tool.ps1", b"v2")).await).await;
+    let (status, code, message) = error_code(api.upload(file_form("tool.ps1", b"v2")).await).await;
     assert_eq!((status, code.as_str()), (400, "BadRequest"));
     assert!(message.contains("OverrideIfExists"), "{message}");
     // Names compare case-insensitively, as on the service.

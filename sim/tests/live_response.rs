@@ -161,7 +161,10 @@ async fn error_code(resp: reqwest::Response) -> (u16, String, String) {
     let body: Value = resp.json().await.unwrap();
     (
         status,
-        body["error"]["code"].as_str().unwrap_or_default().to_string(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -184,7 +187,10 @@ async fn get_file_lifecycle_downloads_the_gzipped_file() {
     let action = api
         .run_ok(
             M1,
-            vec![get_file(HOSTS), get_file("C:\\Users\\alice\\Downloads\\invoice.pdf.exe")],
+            vec![
+                get_file(HOSTS),
+                get_file("C:\\Users\\alice\\Downloads\\invoice.pdf.exe"),
+            ],
         )
         .await;
     assert!(
@@ -200,7 +206,10 @@ async fn get_file_lifecycle_downloads_the_gzipped_file() {
     assert_eq!(action["status"], "Succeeded");
     assert_eq!(action["commands"][0]["commandStatus"], "Completed");
     assert_eq!(action["commands"][0]["command"]["type"], "GetFile");
-    assert_eq!(action["commands"][0]["command"]["params"][0]["value"], HOSTS);
+    assert_eq!(
+        action["commands"][0]["command"]["params"][0]["value"],
+        HOSTS
+    );
     let id = action["id"].as_str().unwrap();
 
     let link = api.link(id, 0).await;
@@ -217,7 +226,10 @@ async fn get_file_lifecycle_downloads_the_gzipped_file() {
 
     // The binary file comes back byte for byte.
     let resp = api.fetch(&api.link(id, 1).await).await;
-    assert_eq!(disposition(&resp), "attachment; filename=\"invoice.pdf.exe.gz\"");
+    assert_eq!(
+        disposition(&resp),
+        "attachment; filename=\"invoice.pdf.exe.gz\""
+    );
     let bytes = resp.bytes().await.unwrap();
     use base64::Engine;
     let expected = base64::engine::general_purpose::STANDARD
@@ -244,7 +256,10 @@ async fn each_link_request_yields_a_fresh_working_link() {
     for link in [a, b] {
         let resp = api.fetch(&link).await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(gunzip(&resp.bytes().await.unwrap()), HOSTS_CONTENT.as_bytes());
+        assert_eq!(
+            gunzip(&resp.bytes().await.unwrap()),
+            HOSTS_CONTENT.as_bytes()
+        );
     }
 }
 
@@ -295,7 +310,12 @@ async fn run_script_result_is_the_script_json() {
         })
     );
     // The PutFile result is a small acknowledgement.
-    let put: Value = api.fetch(&api.link(id, 0).await).await.json().await.unwrap();
+    let put: Value = api
+        .fetch(&api.link(id, 0).await)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(put["file_name"], "remediate.ps1");
 }
 
@@ -573,12 +593,14 @@ async fn unknown_machine_is_404() {
 async fn busy_device_answers_active_request_already_exists() {
     let api = Api::start(manual(common::scenario())).await;
     let first = api.run_ok(M1, vec![get_file(HOSTS)]).await;
-    let (status, code, _) =
-        error_code(api.run(M1, session(vec![get_file(HOSTS)])).await).await;
+    let (status, code, _) = error_code(api.run(M1, session(vec![get_file(HOSTS)])).await).await;
     assert_eq!((status, code.as_str()), (400, "ActiveRequestAlreadyExists"));
     // Machine ids are case-insensitive: still the same device.
-    let (status, _, _) =
-        error_code(api.run(&M1.to_uppercase(), session(vec![get_file(HOSTS)])).await).await;
+    let (status, _, _) = error_code(
+        api.run(&M1.to_uppercase(), session(vec![get_file(HOSTS)]))
+            .await,
+    )
+    .await;
     assert_eq!(status, 400);
     // Another device is free.
     api.run_ok(M2, vec![get_file("C:\\x")]).await;

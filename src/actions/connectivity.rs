@@ -37,7 +37,12 @@ impl Action for TestConnectivity {
         if asset.config.auth == AuthKind::AuthorizationCode {
             let url = format!(
                 "{}/start_oauth?asset_id={}",
-                ctx.app.config.server.public_url.as_str().trim_end_matches('/'),
+                ctx.app
+                    .config
+                    .server
+                    .public_url
+                    .as_str()
+                    .trim_end_matches('/'),
                 asset.config.id
             );
             return Err(ActionError::ConsentRequired {
@@ -104,7 +109,9 @@ impl Action for TestConnectivity {
             }
             Err(e) => Outcome {
                 failed: true,
-                message: format!("Connectivity test failed: token acquired, but {call} failed: {e}"),
+                message: format!(
+                    "Connectivity test failed: token acquired, but {call} failed: {e}"
+                ),
                 ..base
             },
         };

@@ -64,7 +64,8 @@ pub fn source(p: &Params) -> Result<Source, ActionError> {
         "File Hash" => {
             let h = input.ok_or_else(|| {
                 ActionError::InvalidParameter(
-                    "parameter 'input' is required when input_type is File Hash (a SHA1 or SHA256)".into(),
+                    "parameter 'input' is required when input_type is File Hash (a SHA1 or SHA256)"
+                        .into(),
                 )
             })?;
             let hex = h.chars().all(|c| c.is_ascii_hexdigit());

@@ -63,7 +63,8 @@ pub trait Action {
 }
 
 /// A type-erased handler.
-pub type HandlerFn = fn(ActionContext, Map<String, Value>) -> BoxFuture<'static, Result<Outcome, ActionError>>;
+pub type HandlerFn =
+    fn(ActionContext, Map<String, Value>) -> BoxFuture<'static, Result<Outcome, ActionError>>;
 
 fn erase<A: Action>() -> (&'static str, HandlerFn) {
     fn call<A: Action>(
@@ -117,7 +118,9 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     let Some(definition) = definition(action_id) else {
         return fail(
             Map::new(),
-            ActionError::NotFound(format!("unknown action '{action_id}' (GET /actions lists them)")),
+            ActionError::NotFound(format!(
+                "unknown action '{action_id}' (GET /actions lists them)"
+            )),
         );
     };
     let Some(handler) = handlers().get(definition.id.as_str()).copied() else {
@@ -153,7 +156,8 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     };
     let span = tracing::info_span!("action", asset = %asset_id, action = %action_id, event_id = tracing::field::Empty);
     let started = Instant::now();
-    let result = handler(ctx, params.clone()).instrument(span).await;
+    let echoed = validate::redacted(definition, &params);
+    let result = handler(ctx, params).instrument(span).await;
     let status = match &result {
         Ok(o) if o.failed => "failed",
         Ok(_) => "success",
@@ -165,11 +169,11 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         .record(started.elapsed().as_secs_f64());
     match result {
         Ok(outcome) => {
-            EnvelopeResponse::ok(Envelope::from_outcome(action_id, asset_id, params, outcome))
+            EnvelopeResponse::ok(Envelope::from_outcome(action_id, asset_id, echoed, outcome))
         }
         Err(e) => {
             tracing::warn!(asset = %asset_id, action = %action_id, error = %e, "action error");
-            fail(params, e)
+            fail(echoed, e)
         }
     }
 }

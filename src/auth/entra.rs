@@ -84,7 +84,11 @@ pub fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 
 fn scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scope>>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
-    Ok(s.map(|s| s.split_whitespace().map(|p| Scope::new(p.to_string())).collect()))
+    Ok(s.map(|s| {
+        s.split_whitespace()
+            .map(|p| Scope::new(p.to_string()))
+            .collect()
+    }))
 }
 
 /// An Entra error body.
@@ -144,31 +148,63 @@ impl EntraError {
             .as_deref()
             .map(|c| format!("; correlation id {c}"))
             .unwrap_or_default();
-        let what = match code {
-            Some(7000215) => "client secret rejected: the configured client_secret is not a valid secret of this app".to_string(),
-            Some(7000222) => "client secret expired: create a new secret in the app registration and update the asset".to_string(),
-            Some(700016) => format!("application {client_id} was not found in tenant {tenant}: check client_id and that the app is consented in this tenant"),
-            Some(90002) => format!("tenant {tenant} was not found: check tenant_id (and the environment)"),
-            Some(900144) => format!("the token request was missing a parameter: {}", self.summary()),
-            Some(70008) => "the refresh token or code has expired or was revoked".to_string(),
-            Some(700082) => "the refresh token expired after a period of inactivity".to_string(),
-            Some(50173) => "the grant was revoked (password change or admin action); a fresh consent is needed".to_string(),
-            Some(54005) => "the authorization code was already redeemed".to_string(),
-            Some(501481) => "the PKCE code_verifier did not match the code_challenge".to_string(),
-            Some(70011) => format!("invalid scope: {}", self.summary()),
-            Some(65001) => "the app has not been granted consent for the Defender API in this tenant".to_string(),
-            Some(500011) => "the Defender API resource was not found in this tenant (check environment and that Defender for Endpoint is provisioned)".to_string(),
-            Some(700027) | Some(700024) => format!("client assertion rejected: {}", self.summary()),
-            _ => {
+        let (what, advice): (&str, String) = match code {
+            Some(7000215) => (
+                "client secret rejected",
+                "the configured client_secret is not a valid secret of this app".into(),
+            ),
+            Some(7000222) => (
+                "client secret expired",
+                "create a new secret in the app registration and update the asset".into(),
+            ),
+            Some(700016) => (
+                "application not found",
+                format!(
+                    "app {client_id} does not exist in tenant {tenant}: check client_id and that the app is consented there"
+                ),
+            ),
+            Some(90002) => (
+                "tenant not found",
+                format!("tenant {tenant} was not found: check tenant_id and the environment"),
+            ),
+            Some(900144) => ("token request incomplete", self.summary()),
+            Some(70008) => (
+                "grant expired or revoked",
+                "the refresh token or code has expired or was revoked".into(),
+            ),
+            Some(700082) => ("refresh token expired", "it was unused for too long".into()),
+            Some(50173) => (
+                "grant revoked",
+                "a password change or an admin revoked it; a fresh consent is needed".into(),
+            ),
+            Some(54005) => (
+                "code already redeemed",
+                "the authorization code was used before".into(),
+            ),
+            Some(501481) => (
+                "PKCE mismatch",
+                "the code_verifier did not match the code_challenge".into(),
+            ),
+            Some(70011) => ("invalid scope", self.summary()),
+            Some(65001) => (
+                "consent missing",
+                "the app has not been granted consent for the Defender API in this tenant".into(),
+            ),
+            Some(500011) => (
+                "Defender API not found in tenant",
+                "check the environment and that Defender for Endpoint is provisioned".into(),
+            ),
+            Some(700027) | Some(700024) => ("client assertion rejected", self.summary()),
+            _ => ("token request refused", {
                 let summary = self.summary();
                 if summary.is_empty() {
-                    format!("token request refused: {}", self.error)
+                    self.error.clone()
                 } else {
-                    format!("token request refused: {}: {summary}", self.error)
+                    format!("{}: {summary}", self.error)
                 }
-            }
+            }),
         };
-        format!("{what}{tag}{corr}")
+        format!("{what}{tag}: {advice}{corr}")
     }
 }
 
@@ -219,10 +255,9 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
             for (k, v) in resp.headers() {
                 builder = builder.header(k, v);
             }
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|_| TransportError(format!("token endpoint {host}: reading the answer failed")))?;
+            let bytes = resp.bytes().await.map_err(|_| {
+                TransportError(format!("token endpoint {host}: reading the answer failed"))
+            })?;
             builder
                 .body(bytes.to_vec())
                 .map_err(|_| TransportError(format!("token endpoint {host}: unreadable answer")))
@@ -257,7 +292,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.code(), Some(7000215));
-        assert!(e.explain("t", "c").contains("client secret rejected (AADSTS7000215)"));
+        assert!(
+            e.explain("t", "c")
+                .contains("client secret rejected (AADSTS7000215)")
+        );
         let e = EntraError {
             error: "invalid_grant".into(),
             error_description: Some("AADSTS70008: expired".into()),

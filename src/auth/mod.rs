@@ -71,7 +71,10 @@ pub fn decode_grants(token: &str) -> Grants {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    let version = claims.get("ver").and_then(Value::as_str).map(str::to_string);
+    let version = claims
+        .get("ver")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(roles) = claims.get("roles").and_then(Value::as_array) {
         return Grants {
             permissions: roles
@@ -266,7 +269,10 @@ mod tests {
     #[test]
     fn grants_decode_roles_and_scp() {
         let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        let t = format!("h.{}.s", enc(r#"{"roles":["Machine.Isolate","Machine.Read.All"],"ver":"1.0"}"#));
+        let t = format!(
+            "h.{}.s",
+            enc(r#"{"roles":["Machine.Isolate","Machine.Read.All"],"ver":"1.0"}"#)
+        );
         let g = decode_grants(&t);
         assert_eq!(g.claim, "roles");
         assert_eq!(g.permissions, vec!["Machine.Isolate", "Machine.Read.All"]);

@@ -6,7 +6,7 @@
 //! with jittered exponential backoff ([`RetryPolicy`]); POST and PATCH never are (the action may
 //! have been created). A 429 becomes [`DefenderError::Throttled`] without waiting, so callers
 //! with deadlines decide. Microsoft error bodies become [`DefenderError`]s keeping the code and
-//! the correlation id. [`DefenderClient::list`] follows OData paging ([`paging`]) without ever
+//! the correlation id. [`DefenderClient::list`] follows OData paging without ever
 //! sending the token to a host other than the configured one.
 //!
 //! Every call counts `defender_upstream_requests_total{endpoint,status}` (endpoint is the path
@@ -14,7 +14,7 @@
 //! and runs in a debug span with the method and the path template.
 
 mod error;
-pub mod paging;
+mod paging;
 mod retry;
 mod urls;
 
@@ -410,7 +410,7 @@ fn transport_error(url: &Url, e: &reqwest::Error, idempotent: bool) -> DefenderE
     } else {
         format!("connection to {host} failed: {}", root_cause(e))
     };
-    if idempotent {
+    if idempotent || e.is_connect() {
         DefenderError::Transport(what)
     } else {
         DefenderError::Transport(format!(
@@ -512,6 +512,24 @@ mod tests {
             axum::Json(json!({"error": {"code": "Unauthorized", "message": "Unauthorized"}})),
         )
             .into_response()
+    }
+
+    #[test]
+    fn futures_are_send_and_the_client_is_shareable() {
+        fn send<T: Send>(_: T) {}
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<DefenderClient>();
+        let http = DefenderClient::http_client(Duration::from_secs(1), Duration::from_secs(1));
+        let client =
+            DefenderClient::new(http, "http://127.0.0.1:1", Arc::new(FakeTokens::default()));
+        let body = json!({});
+        let form = reqwest::multipart::Form::new;
+        send(client.get("/api/x"));
+        send(client.post("/api/x", &body));
+        send(client.patch("/api/x", &body));
+        send(client.delete("/api/x"));
+        send(client.post_multipart("/api/x", &form));
+        send(client.list("/api/x", &ListQuery::new(), 1));
     }
 
     #[tokio::test]
@@ -808,10 +826,8 @@ mod tests {
         assert!(!message.contains("private"), "{message}");
         assert!(!message.contains("token"), "{message}");
         let err = client.post("/api/x", &json!({})).await.unwrap_err();
-        assert!(
-            err.to_string().contains("may have reached the API"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("could not connect"), "{err}");
+        assert!(!err.to_string().contains("may have reached"), "{err}");
     }
 
     #[tokio::test]
@@ -837,6 +853,11 @@ mod tests {
         assert_eq!(
             err,
             DefenderError::Transport(format!("request to {addr} timed out"))
+        );
+        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        assert!(
+            err.to_string().contains("may have reached the API"),
+            "{err}"
         );
         task.abort();
     }

@@ -9,7 +9,10 @@ use crate::actions::definitions;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "defender-soar", description = "SOAR actions for Microsoft Defender for Endpoint"),
+    info(
+        title = "defender-soar",
+        description = "SOAR actions for Microsoft Defender for Endpoint"
+    ),
     paths(
         super::routes::healthz,
         super::routes::readyz,
@@ -19,7 +22,12 @@ use crate::actions::definitions;
         super::routes::list_actions,
         super::routes::run_action,
     ),
-    components(schemas(crate::envelope::Envelope, crate::envelope::Status, super::routes::InvokeBody, super::routes::ActionSummary)),
+    components(schemas(
+        crate::envelope::Envelope,
+        crate::envelope::Status,
+        super::routes::InvokeBody,
+        super::routes::ActionSummary
+    ))
 )]
 struct ApiDoc;
 

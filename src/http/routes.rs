@@ -80,7 +80,10 @@ pub async fn metrics() -> Response {
         .map(|h| h.render())
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -167,7 +170,11 @@ pub async fn run_action(
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)) => {
+            Ok(k)
+                if !k.is_empty()
+                    && k.len() <= 255
+                    && k.bytes().all(|b| (0x21..0x7f).contains(&b)) =>
+            {
                 Some(k.to_string())
             }
             _ => {
@@ -199,14 +206,13 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     if !value.is_object() {
         return Err("request body must be a JSON object like {\"parameters\": {...}}".into());
     }
-    let parsed: InvokeBody = serde_json::from_value(value).map_err(|e| {
-        format!("request body must look like {{\"parameters\": {{...}}}}: {e}")
-    })?;
+    let parsed: InvokeBody = serde_json::from_value(value)
+        .map_err(|e| format!("request body must look like {{\"parameters\": {{...}}}}: {e}"))?;
     Ok(parsed.parameters)
 }
 
@@ -262,7 +268,11 @@ mod tests {
         assert_eq!(parse_body(br#"{"parameters":{"a":1}}"#).unwrap().len(), 1);
         assert!(parse_body(b"{nope").unwrap_err().contains("not valid JSON"));
         assert!(parse_body(b"[]").is_err());
-        assert!(parse_body(br#"{"params":{}}"#).unwrap_err().contains("params"));
+        assert!(
+            parse_body(br#"{"params":{}}"#)
+                .unwrap_err()
+                .contains("params")
+        );
         assert!(parse_body(br#"{"parameters":[1]}"#).is_err());
     }
 }

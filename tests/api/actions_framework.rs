@@ -8,11 +8,19 @@ use crate::helpers::*;
 async fn invalid_parameters_are_400_naming_the_parameter() {
     let app = spawn().await;
     let cases = [
-        (json!({"input_type": "IP"}), "input_type", "All, Domain, File Hash"),
+        (
+            json!({"input_type": "IP"}),
+            "input_type",
+            "All, Domain, File Hash",
+        ),
         (json!({"limit": 0}), "limit", "between 1 and 10000"),
         (json!({"limit": "many"}), "limit", "integer"),
         (json!({"bogus": 1}), "bogus", "accepted"),
-        (json!({"input_type": "Domain", "input": "a/../b"}), "input", "must match"),
+        (
+            json!({"input_type": "Domain", "input": "a/../b"}),
+            "input",
+            "must match",
+        ),
     ];
     for (params, name, allowed) in cases {
         let (status, body) = app.invoke("contoso", "list_devices", params.clone()).await;
@@ -34,7 +42,12 @@ async fn missing_required_parameter_is_400() {
         .invoke("contoso", "list_devices", json!({"input_type": "Domain"}))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("'input' is required"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("'input' is required")
+    );
     assert_eq!(app.sim.counters().total, 0);
 }
 

@@ -25,12 +25,17 @@ async fn succeeds_with_v2_and_reports_permissions() {
 #[tokio::test]
 async fn succeeds_with_v1_string_numbers() {
     let app = spawn().await;
-    let (status, body) = app.invoke("contoso_v1", "test_connectivity", json!({})).await;
+    let (status, body) = app
+        .invoke("contoso_v1", "test_connectivity", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(body["summary"]["token_endpoint"], "v1");
     assert_eq!(body["summary"]["token_expires_in"], 3599);
-    assert_eq!(app.sim.counters().route("POST", "/{tenant}/oauth2/token"), 1);
+    assert_eq!(
+        app.sim.counters().route("POST", "/{tenant}/oauth2/token"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -50,11 +55,17 @@ async fn failures_say_what_is_wrong() {
         assert!(msg.contains(expected), "{asset}: {msg}");
         assert_eq!(body["summary"]["token_acquired"], false);
     }
-    let msg = app.invoke("no_tenant", "test_connectivity", json!({})).await.1["message"]
+    let msg = app
+        .invoke("no_tenant", "test_connectivity", json!({}))
+        .await
+        .1["message"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(msg.contains("tenant 00000000-1111-2222-3333-444444444444 was not found"), "{msg}");
+    assert!(
+        msg.contains("tenant 00000000-1111-2222-3333-444444444444 was not found"),
+        "{msg}"
+    );
     // No API call was attempted without a token.
     assert_eq!(app.sim.counters().route("GET", "/api/machines"), 0);
 }
@@ -79,5 +90,8 @@ async fn api_failure_after_token_is_reported() {
     assert_eq!(status, 200);
     assert_eq!(body["status"], "failed");
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("Forbidden") && msg.contains("Missing application roles"), "{msg}");
+    assert!(
+        msg.contains("Forbidden") && msg.contains("Missing application roles"),
+        "{msg}"
+    );
 }

@@ -21,7 +21,9 @@ async fn pages_through_three_simulator_pages() {
 #[tokio::test]
 async fn stops_at_the_limit() {
     let app = spawn_with(scenario_with_page_size(2)).await;
-    let (status, body) = app.invoke("contoso", "list_devices", json!({"limit": 3})).await;
+    let (status, body) = app
+        .invoke("contoso", "list_devices", json!({"limit": 3}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["summary"]["total_devices"], 3);
     // Two pages are enough for three devices.
@@ -41,7 +43,10 @@ async fn extra_odata_filter_is_applied() {
     assert_eq!(status, 200, "{body}");
     let data = body["data"].as_array().unwrap();
     assert!(!data.is_empty());
-    assert!(data.iter().all(|d| d["osPlatform"] == "Windows11"), "{body}");
+    assert!(
+        data.iter().all(|d| d["osPlatform"] == "Windows11"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

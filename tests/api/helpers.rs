@@ -6,9 +6,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use defender_sim::{Scenario, SimHandle};
 use defender_soar::app::App;
 use defender_soar::config::{AssetConfig, AuthKind, Config, Environment, TokenEndpoint};
-use defender_sim::{Scenario, SimHandle};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -178,7 +178,10 @@ impl TestApp {
 pub fn assert_envelope(body: &Value, action: &str, asset: &str) {
     assert_eq!(body["action"], action, "{body}");
     assert_eq!(body["asset_id"], asset, "{body}");
-    assert!(body["status"] == "success" || body["status"] == "failed", "{body}");
+    assert!(
+        body["status"] == "success" || body["status"] == "failed",
+        "{body}"
+    );
     assert!(body["message"].is_string(), "{body}");
     assert!(body["summary"].is_object(), "{body}");
     assert!(body["data"].is_array(), "{body}");

@@ -8,12 +8,23 @@ use crate::helpers::*;
 async fn missing_and_wrong_api_key_are_401_envelopes() {
     let app = spawn().await;
     let url = app.url("/assets/contoso/actions/test_connectivity");
-    let resp = app.client.post(&url).json(&serde_json::json!({})).send().await.unwrap();
+    let resp = app
+        .client
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_envelope(&body, "test_connectivity", "contoso");
     assert_eq!(body["status"], "failed");
-    assert!(body["message"].as_str().unwrap().contains("missing API key"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing API key")
+    );
 
     let resp = app
         .client
@@ -38,14 +49,28 @@ async fn missing_and_wrong_api_key_are_401_envelopes() {
 #[tokio::test]
 async fn unknown_asset_and_action_are_404() {
     let app = spawn().await;
-    let (status, body) = app.invoke("nobody", "test_connectivity", serde_json::json!({})).await;
+    let (status, body) = app
+        .invoke("nobody", "test_connectivity", serde_json::json!({}))
+        .await;
     assert_eq!(status, 404);
     assert_envelope(&body, "test_connectivity", "nobody");
-    assert!(body["message"].as_str().unwrap().contains("unknown asset 'nobody'"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown asset 'nobody'")
+    );
 
-    let (status, body) = app.invoke("contoso", "launch_missiles", serde_json::json!({})).await;
+    let (status, body) = app
+        .invoke("contoso", "launch_missiles", serde_json::json!({}))
+        .await;
     assert_eq!(status, 404);
-    assert!(body["message"].as_str().unwrap().contains("unknown action 'launch_missiles'"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown action 'launch_missiles'")
+    );
 
     let (status, body) = app.get("/no/such/route").await;
     assert_eq!(status, 404);
@@ -68,7 +93,10 @@ async fn malformed_json_is_a_400_envelope() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_envelope(&body, "list_devices", "contoso");
-    assert!(body["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
 
     let resp = app
         .client
@@ -80,14 +108,20 @@ async fn malformed_json_is_a_400_envelope() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("params"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("params"),
+        "{body}"
+    );
     assert_eq!(app.sim.counters().total, 0);
 }
 
 #[tokio::test]
 async fn oversized_body_is_a_413_envelope() {
     let app = spawn().await;
-    let big = format!("{{\"parameters\":{{\"query\":\"{}\"}}}}", "a".repeat(17 * 1024 * 1024));
+    let big = format!(
+        "{{\"parameters\":{{\"query\":\"{}\"}}}}",
+        "a".repeat(17 * 1024 * 1024)
+    );
     let resp = app
         .client
         .post(app.url("/assets/contoso/actions/list_devices"))
@@ -98,7 +132,12 @@ async fn oversized_body_is_a_413_envelope() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("body_limit_bytes"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("body_limit_bytes")
+    );
 }
 
 #[tokio::test]
@@ -151,7 +190,8 @@ async fn actions_manifest_openapi_and_metrics() {
     assert!(doc["components"]["schemas"]["Envelope"].is_object());
 
     // One action so the counters exist, then the metrics mention it.
-    app.invoke("contoso", "test_connectivity", serde_json::json!({})).await;
+    app.invoke("contoso", "test_connectivity", serde_json::json!({}))
+        .await;
     let (status, body) = app.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("defender_actions_total"), "{body}");

@@ -7,9 +7,13 @@ use crate::helpers::*;
 #[tokio::test]
 async fn wrong_secret_token_and_api_key_appear_nowhere() {
     let app = spawn().await;
-    let (_, bad) = app.invoke("bad_secret", "test_connectivity", json!({})).await;
+    let (_, bad) = app
+        .invoke("bad_secret", "test_connectivity", json!({}))
+        .await;
     let (_, good) = app.invoke("contoso", "test_connectivity", json!({})).await;
-    let (_, listed) = app.invoke("contoso", "list_devices", json!({"limit": 2})).await;
+    let (_, listed) = app
+        .invoke("contoso", "list_devices", json!({"limit": 2}))
+        .await;
     assert_eq!(good["status"], "success");
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(!logs.is_empty(), "the log capture saw nothing");
@@ -22,10 +26,16 @@ async fn wrong_secret_token_and_api_key_appear_nowhere() {
         ("list response", &listed.to_string()),
     ] {
         assert!(!text.contains(WRONG_SECRET), "client secret in {what}");
-        assert!(!text.contains(real_secret.as_str()), "client secret in {what}");
+        assert!(
+            !text.contains(real_secret.as_str()),
+            "client secret in {what}"
+        );
         assert!(!text.contains(API_KEY), "API key in {what}");
         // Every access token is a JWT, and every JWT starts with this (base64 of `{"`).
         assert!(!text.contains("eyJ"), "a token in {what}");
-        assert!(!text.to_ascii_lowercase().contains("bearer ey"), "an Authorization value in {what}");
+        assert!(
+            !text.to_ascii_lowercase().contains("bearer ey"),
+            "an Authorization value in {what}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::Options;
 use crate::BoxError;
 use crate::load;
 use crate::report::Report;
-use crate::sim_process::SimProcess;
+use crate::sim_process::{self, SimProcess};
 
 /// How long the simulator may take to answer its health check.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,11 +99,14 @@ async fn measure(sim: &SimProcess, options: &Options) -> Result<Report, BoxError
         .into());
     }
     let before = sim.stats()?;
+    let own_before = sim_process::own_cpu_secs()?;
     let run = load::get_loop(&client, &url, &token, options.concurrency, options.duration).await?;
+    let own_cpu = sim_process::own_cpu_secs()? - own_before;
     let after = sim.stats()?;
 
     let cpu = after.cpu_secs - before.cpu_secs;
     let secs = run.elapsed.as_secs_f64();
+    let percent = |cpu: f64| if secs > 0.0 { 100.0 * cpu / secs } else { 0.0 };
     Ok(Report {
         title: "sim-throughput: GET /api/machineactions/{id}".into(),
         notes: vec![format!(
@@ -124,6 +127,7 @@ async fn measure(sim: &SimProcess, options: &Options) -> Result<Report, BoxError
             "sim CPU s",
             "sim CPU %",
             "sim max RSS MiB",
+            "bench CPU %",
         ]
         .map(String::from)
         .to_vec(),
@@ -134,8 +138,9 @@ async fn measure(sim: &SimProcess, options: &Options) -> Result<Report, BoxError
             format!("{:.3}", run.percentile_ms(99.0)),
             run.errors.to_string(),
             format!("{cpu:.2}"),
-            format!("{:.0}", if secs > 0.0 { 100.0 * cpu / secs } else { 0.0 }),
+            format!("{:.0}", percent(cpu)),
             format!("{:.1}", after.max_rss_kib as f64 / 1024.0),
+            format!("{:.0}", percent(own_cpu)),
         ]],
     })
 }

@@ -699,3 +699,43 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod scratch_bench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn bench_parts() {
+        let size = 256u64 << 20;
+        let t = std::time::Instant::now();
+        let mut g = GeneratedFile::new("x", size);
+        let mut buf = vec![0u8; CHUNK];
+        let mut crc = flate2::Crc::new();
+        while let Ok(n) = g.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            std::hint::black_box(&buf);
+        }
+        eprintln!("gen {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut g = GeneratedFile::new("x", size);
+        while let Ok(n) = g.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+        }
+        eprintln!("gen+crc {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut g = GeneratedFile::new("x", size);
+        let mut enc = GzBuilder::new().write(Vec::new(), Compression::none());
+        while let Ok(n) = g.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            enc.write_all(&buf[..n]).unwrap();
+            std::mem::take(enc.get_mut());
+        }
+        eprintln!("gen+gz {:?}", t.elapsed());
+    }
+}

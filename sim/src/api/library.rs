@@ -76,7 +76,13 @@ pub fn library_json(file: &LibraryFile) -> Value {
 
 /// `GET /api/libraryfiles`.
 async fn list(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Json<Value> {
-    let value: Vec<Value> = sim.world().scenario.library.iter().map(library_json).collect();
+    let value: Vec<Value> = sim
+        .world()
+        .scenario
+        .library
+        .iter()
+        .map(library_json)
+        .collect();
     Json(json!({
         "@odata.context": odata_context(&headers, "LibraryFiles"),
         "value": value,

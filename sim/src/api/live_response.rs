@@ -30,7 +30,10 @@ const SESSION_RETRY_AFTER_SECS: u64 = 60;
 /// Live response routes (behind the API guard).
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
-        .route("/api/machines/{id}/runliveresponse", post(run_live_response))
+        .route(
+            "/api/machines/{id}/runliveresponse",
+            post(run_live_response),
+        )
         .route("/api/machineactions/{id}/{function}", get(action_function))
 }
 
@@ -62,7 +65,10 @@ fn parse_request(body: &[u8]) -> Result<LiveResponseRequest, ApiError> {
     let Value::Object(obj) = value else {
         return Err(invalid_body("The request body must be a JSON object"));
     };
-    if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "Commands" | "Comment")) {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "Commands" | "Comment"))
+    {
         return Err(invalid_body(format!(
             "Unknown field '{unknown}' in the request body; expected 'Commands' and 'Comment'"
         )));
@@ -77,7 +83,9 @@ fn parse_request(body: &[u8]) -> Result<LiveResponseRequest, ApiError> {
     let list = match obj.get("Commands") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
-            return Err(invalid_body("The field 'Commands' must hold at least one command"));
+            return Err(invalid_body(
+                "The field 'Commands' must hold at least one command",
+            ));
         }
         Some(Value::Null) | None => {
             return Err(invalid_body("The field 'Commands' is required"));
@@ -105,7 +113,10 @@ fn parse_command(i: usize, item: &Value) -> Result<(usize, Command), ApiError> {
     let Value::Object(obj) = item else {
         return Err(invalid_body(format!("Commands[{i}] must be an object")));
     };
-    if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "type" | "params")) {
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "type" | "params"))
+    {
         return Err(invalid_body(format!(
             "Unknown field '{unknown}' in Commands[{i}]; expected 'type' and 'params'"
         )));
@@ -128,7 +139,9 @@ fn parse_command(i: usize, item: &Value) -> Result<(usize, Command), ApiError> {
         Some(Value::Array(a)) => a.as_slice(),
         Some(Value::Null) | None => &[],
         Some(_) => {
-            return Err(invalid_body(format!("Commands[{i}].params must be an array")));
+            return Err(invalid_body(format!(
+                "Commands[{i}].params must be an array"
+            )));
         }
     };
     let mut params: Vec<(String, String)> = Vec::with_capacity(raw_params.len());
@@ -213,7 +226,10 @@ async fn run_live_response(
         .get("computerDnsName")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if w.actions.active_on(&machine_id, LIVE_RESPONSE, now).is_some() {
+    if w.actions
+        .active_on(&machine_id, LIVE_RESPONSE, now)
+        .is_some()
+    {
         return Err(ApiError::bad_request(
             "ActiveRequestAlreadyExists",
             "Action is already in progress",
@@ -458,7 +474,11 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
-        assert!(parse_function("getliveresponseresultdownloadlink").unwrap().is_err());
+        assert!(
+            parse_function("getliveresponseresultdownloadlink")
+                .unwrap()
+                .is_err()
+        );
         assert!(parse_function("somethingelse").is_none());
     }
 }
