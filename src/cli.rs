@@ -262,9 +262,9 @@ pub fn demo_banner(addr: SocketAddr, key: &str, sim: &str) -> String {
          \n  host:      {base}\n  simulator: {sim} (Entra ID + Defender for Endpoint, default scenario)\n  asset:     demo\n  API key:   {key}\n\
          \nTry:\n\
          \n  export KEY='{key}'\n\
-         \n  # check credentials and API access\n  curl -s -X POST {base}/assets/demo/actions/test_connectivity \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"parameters\":{{}}}}'\n\
-         \n  # list Windows 11 devices\n  curl -s -X POST {base}/assets/demo/actions/list_devices \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"input_type\":\"All\",\"query\":\"osPlatform eq '\"'\"'Windows11'\"'\"'\",\"limit\":10}}}}'\n\
-         \n  # the actions and the manifest\n  curl -s {base}/actions -H \"Authorization: Bearer $KEY\"\n  curl -s {base}/manifest.json -H \"Authorization: Bearer $KEY\"\n\
+         \n  # check credentials and API access\n  curl -s -X POST {base}/assets/demo/actions/test_connectivity \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"parameters\":{{}}}}'; echo\n\
+         \n  # list Windows 11 devices\n  curl -s -X POST {base}/assets/demo/actions/list_devices \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"input_type\":\"All\",\"query\":\"osPlatform eq '\"'\"'Windows11'\"'\"'\",\"limit\":10}}}}'; echo\n\
+         \n  # the actions and the manifest\n  curl -s {base}/actions -H \"Authorization: Bearer $KEY\"; echo\n  curl -s {base}/manifest.json -H \"Authorization: Bearer $KEY\"; echo\n\
          \nPress ctrl-c to stop.\n"
     )
 }

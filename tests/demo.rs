@@ -1,0 +1,65 @@
+//! `defender-soar demo` prints curl examples that work when pasted.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_curl_examples_work_when_pasted() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed for this test (apt-get install curl)");
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_defender-soar"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("DEFENDER_SOAR_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line.starts_with("Press ctrl-c");
+            banner.push_str(&line);
+            banner.push('\n');
+            if done {
+                let _ = tx.send(banner);
+                break;
+            }
+        }
+    });
+    let banner = rx.recv_timeout(Duration::from_secs(60)).expect("demo banner");
+    assert!(banner.contains("API key:"), "{banner}");
+    let start = banner.find("export KEY").unwrap();
+    let end = banner.find("Press ctrl-c").unwrap();
+    let script = &banner[start..end];
+    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{script}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(answers.len() >= 4, "{text}");
+    assert_eq!(answers[0]["action"], "test_connectivity");
+    assert_eq!(answers[0]["status"], "success", "{}", answers[0]);
+    assert_eq!(answers[1]["action"], "list_devices");
+    assert_eq!(answers[1]["status"], "success", "{}", answers[1]);
+    assert!(answers[1]["summary"]["total_devices"].as_u64().unwrap() > 0);
+    assert!(answers[2].is_array(), "{}", answers[2]);
+    assert!(answers[3]["actions"].is_array(), "{}", answers[3]);
+}
