@@ -41,7 +41,9 @@ fn demo_curl_examples_work_when_pasted() {
             }
         }
     });
-    let banner = rx.recv_timeout(Duration::from_secs(60)).expect("demo banner");
+    let banner = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("demo banner");
     assert!(banner.contains("API key:"), "{banner}");
     let start = banner.find("export KEY").unwrap();
     let end = banner.find("Press ctrl-c").unwrap();

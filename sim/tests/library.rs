@@ -157,13 +157,13 @@ async fn upload_adds_a_file_that_run_script_can_use() {
             .unwrap()
             .ends_with("/api/$metadata#LibraryFiles/$entity")
     );
-    let client_id = api.sim.scenario().tenants[0].apps[0].client_id.clone();
+    let app_name = api.sim.scenario().tenants[0].apps[0].name.clone();
     assert_eq!(file["fileName"], "hello_v1.ps1");
     assert_eq!(file["sha256"], sha256_hex(content));
     assert_eq!(file["description"], "Says hello");
     assert_eq!(file["parametersDescription"], "-Name <who>");
     assert_eq!(file["hasParameters"], true);
-    assert_eq!(file["createdBy"], client_id.as_str());
+    assert_eq!(file["createdBy"], app_name.as_str());
     assert_eq!(file["creationTime"], file["lastUpdatedTime"]);
     assert!(api.names().await.contains(&"hello_v1.ps1".to_string()));
 

@@ -110,10 +110,17 @@ impl Api {
         self.http.get(link).send().await.unwrap()
     }
 
-    /// The action as the store holds it now.
-    fn action(&self, id: &str) -> Value {
-        let now = self.sim.clock.now_ms();
-        Value::Object(self.sim.world().actions.get(id).unwrap().to_json(now))
+    /// The action as `GET /api/machineactions/{id}` answers it.
+    async fn action(&self, id: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/machineactions/{id}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
     }
 
     fn complete(&self, id: &str) {
@@ -450,7 +457,7 @@ async fn link_before_completion_and_bad_link_requests() {
     assert_eq!(resp.status(), 400);
 
     api.complete(id);
-    assert_eq!(api.action(id)["status"], "Succeeded");
+    assert_eq!(api.action(id).await["status"], "Succeeded");
     let link = api.link(id, 0).await;
     assert_eq!(api.fetch(&link).await.status(), 200);
 }
@@ -488,7 +495,7 @@ async fn put_file_missing_from_library_fails_and_stops_the_session() {
     assert_eq!(cmds[2]["commandStatus"], "Created");
     assert_eq!(cmds[1]["errors"], json!([]));
     let id = action["id"].as_str().unwrap();
-    assert_eq!(api.action(id)["status"], "Failed");
+    assert_eq!(api.action(id).await["status"], "Failed");
     let (status, _, _) = error_code(api.link_resp(id, 1).await).await;
     assert_eq!(status, 400);
 

@@ -220,6 +220,7 @@ async fn upload(
     let now = Clock::format_ms(sim.clock.now_ms());
     let parameters_description = form.parameters_description.filter(|s| !s.is_empty());
     let mut w = sim.world();
+    let created_by = super::live_response::requestor(&w.scenario, &claims);
     let library = &mut w.scenario.library;
     let existing = library
         .iter()
@@ -267,7 +268,7 @@ async fn upload(
                 script_output: None,
                 script_errors: None,
                 exit_code: 0,
-                created_by: Some(claims.client_id().to_string()),
+                created_by: Some(created_by),
                 content_base64,
                 creation_time: Some(now.clone()),
                 last_updated_time: Some(now),
