@@ -48,15 +48,29 @@ fn demo_curl_examples_work_when_pasted() {
     let start = banner.find("export KEY").unwrap();
     let end = banner.find("Press ctrl-c").unwrap();
     let script = &banner[start..end];
-    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}");
+    let script = script.replace("curl -s ", "curl -sS ");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let answers: Vec<serde_json::Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert!(answers.len() >= 4, "{text}");
+    assert!(
+        answers.len() >= 4,
+        "{text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(answers[0]["action"], "test_connectivity");
     assert_eq!(answers[0]["status"], "success", "{}", answers[0]);
     assert_eq!(answers[1]["action"], "list_devices");

@@ -40,6 +40,14 @@ use crate::error::ApiError;
 use crate::scenario::{OutcomeRule, Scenario, Timings};
 use crate::state::{ActionControlError, Clock, Counters, Fault, FaultKind, Sim};
 
+/// Control paths a fault pattern must not match (else the fault could lock the control API).
+const CONTROL_PROBES: &[&str] = &[
+    "/_sim/faults",
+    "/_sim/health",
+    "/_sim/reset",
+    "/_sim/scenario",
+    "/_sim/counters",
+];
 /// Largest scenario body accepted by `PUT /_sim/scenario` (device files may be inlined).
 const SCENARIO_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Largest clock step accepted at once (ten years), so sums cannot overflow.
@@ -215,6 +223,15 @@ fn check_fault(i: usize, f: &Fault) -> Result<(), ApiError> {
     if !(f.path.starts_with('/') || f.path.starts_with('*')) {
         return Err(bad(format!("path `{}` must start with `/` or `*`", f.path)));
     }
+    if let Some(hit) = CONTROL_PROBES
+        .iter()
+        .find(|probe| crate::faults::glob_match(&f.path, probe))
+    {
+        return Err(bad(format!(
+            "path `{}` would also match the control route {hit}, which must stay reachable",
+            f.path
+        )));
+    }
     if f.count == 0 {
         return Err(bad("count must be at least 1".into()));
     }
@@ -249,7 +266,8 @@ fn check_fault(i: usize, f: &Fault) -> Result<(), ApiError> {
 /// `POST /_sim/faults`: adds one fault or an array of them (after those already pending) and
 /// answers the pending list. Body: `{"path":"/api/machines*","method":"GET","count":2,
 /// "kind":"status","status":503,"headers":{"Retry-After":"1"}}`; kinds `status` (optional
-/// `body`, `headers`), `delay` (`ms`), `drop`, `malformed_json`.
+/// `body`, `headers`), `delay` (`ms`), `drop`, `malformed_json`. A path pattern that would also
+/// match control routes (e.g. `*`) is refused, so faults can always be listed and cleared.
 async fn add_faults(
     State(sim): State<Arc<Sim>>,
     body: Bytes,
@@ -560,6 +578,12 @@ mod tests {
         assert!(check_fault(0, &header).is_err());
         let path = f(json!({"path": "api", "kind": "drop"}));
         assert!(check_fault(0, &path).is_err());
+        for pattern in ["*", "/_sim/*", "*faults", "/_SIM/RESET"] {
+            let control = f(json!({"path": pattern, "kind": "drop"}));
+            assert!(check_fault(0, &control).is_err(), "{pattern}");
+        }
+        let token = f(json!({"path": "*/oauth2/v2.0/token", "kind": "drop"}));
+        assert!(check_fault(0, &token).is_ok());
         let delay = f(json!({"path": "/x", "kind": "delay", "ms": 10_000_000}));
         assert!(check_fault(0, &delay).is_err());
         assert!(check_fault_keys(0, &json!({"path": "/x", "kind": "delay", "ms": 1})).is_ok());

@@ -158,7 +158,10 @@ pub async fn outer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) ->
         .get::<RouteLabel>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| "unmatched".to_string());
-    sim.count_request(&method, &route, &path, resp.status().as_u16());
+    // Control calls are the test's own, not the client's: they are not counted.
+    if !path.starts_with("/_sim/") {
+        sim.count_request(&method, &route, &path, resp.status().as_u16());
+    }
     resp
 }
 

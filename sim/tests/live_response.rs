@@ -463,6 +463,36 @@ async fn link_before_completion_and_bad_link_requests() {
 }
 
 #[tokio::test]
+async fn timed_session_moves_with_the_clock() {
+    let mut s = common::scenario();
+    s.timings.per_type.insert(
+        "LiveResponse".into(),
+        StageTimings {
+            pending_ms: 1_000,
+            in_progress_ms: 2_000,
+        },
+    );
+    let api = Api::start(s).await;
+    let action = api.run_ok(M1, vec![get_file(HOSTS)]).await;
+    assert_eq!(action["status"], "Pending");
+    let id = action["id"].as_str().unwrap();
+    api.sim.clock.advance(Duration::from_millis(1_500));
+    let now = api.action(id).await;
+    assert_eq!(now["status"], "InProgress");
+    assert_eq!(now["commands"][0]["commandStatus"], "InProgress");
+    assert_eq!(api.link_resp(id, 0).await.status(), 400);
+    api.sim.clock.advance(Duration::from_millis(2_000));
+    let now = api.action(id).await;
+    assert_eq!(now["status"], "Succeeded");
+    assert_eq!(now["commands"][0]["commandStatus"], "Completed");
+    let resp = api.fetch(&api.link(id, 0).await).await;
+    assert_eq!(
+        gunzip(&resp.bytes().await.unwrap()),
+        HOSTS_CONTENT.as_bytes()
+    );
+}
+
+#[tokio::test]
 async fn link_for_a_non_live_response_action_is_400() {
     let api = Api::start(instant(common::scenario())).await;
     let id = insert_action(&api.sim, "Isolate");
@@ -495,7 +525,9 @@ async fn put_file_missing_from_library_fails_and_stops_the_session() {
     assert_eq!(cmds[2]["commandStatus"], "Created");
     assert_eq!(cmds[1]["errors"], json!([]));
     let id = action["id"].as_str().unwrap();
-    assert_eq!(api.action(id).await["status"], "Failed");
+    let read_back = api.action(id).await;
+    assert_eq!(read_back["status"], "Failed");
+    assert_eq!(read_back["commands"], action["commands"]);
     let (status, _, _) = error_code(api.link_resp(id, 1).await).await;
     assert_eq!(status, 400);
 

@@ -65,11 +65,7 @@ fn add_action_paths(doc: &mut Value) {
         for p in &d.parameters {
             let s = &p.spec;
             let mut schema = Map::new();
-            let t = serde_json::to_value(&s.param_type)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            schema.insert("type".into(), json!(json_type(&t)));
+            schema.insert("type".into(), json!(json_type(s.param_type.as_str())));
             if !s.description.is_empty() {
                 schema.insert("description".into(), json!(s.description));
             }

@@ -225,7 +225,7 @@ async fn upload(
     let existing = library
         .iter()
         .position(|f| f.file_name.eq_ignore_ascii_case(&file_name));
-    let mut out = match existing {
+    let out = match existing {
         Some(_) if !override_if_exists => {
             return Err(ApiError::bad_request(
                 "BadRequest",
@@ -279,13 +279,15 @@ async fn upload(
         }
     };
     drop(w);
-    if let Value::Object(m) = &mut out {
-        m.insert(
-            "@odata.context".into(),
-            json!(odata_context(&headers, "LibraryFiles/$entity")),
-        );
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(odata_context(&headers, "LibraryFiles/$entity")),
+    );
+    if let Value::Object(m) = out {
+        body.extend(m);
     }
-    Ok(Json(out))
+    Ok(Json(Value::Object(body)))
 }
 
 /// `DELETE /api/libraryfiles/{name}`.
