@@ -7,3 +7,4 @@ mod connectivity;
 mod devices;
 mod host;
 mod secrets;
+mod tokens;
