@@ -281,7 +281,7 @@ impl DefenderClient {
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
         let mut refreshed = false;
-        let mut retries = 0u32;
+        let mut backoff = policy.backoff();
         loop {
             let started = Instant::now();
             match self.attempt(&method, &url, &token, body).await {
@@ -300,14 +300,12 @@ impl DefenderClient {
                         token = self.inner.tokens.token().await?;
                         continue;
                     }
-                    if idempotent
-                        && retry::is_retryable_status(status)
-                        && retries < policy.max_retries
-                    {
-                        retries += 1;
-                        count_retry(&endpoint, "server_error");
-                        tokio::time::sleep(policy.delay(retries)).await;
-                        continue;
+                    if idempotent && retry::is_retryable_status(status) {
+                        if let Some(wait) = backoff.next() {
+                            count_retry(&endpoint, "server_error");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                     }
                     return Ok(raw);
                 }
@@ -323,10 +321,9 @@ impl DefenderClient {
                         elapsed_ms = elapsed_ms(started),
                         "no answer"
                     );
-                    if idempotent && retries < policy.max_retries {
-                        retries += 1;
+                    if idempotent && let Some(wait) = backoff.next() {
                         count_retry(&endpoint, "transport");
-                        tokio::time::sleep(policy.delay(retries)).await;
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     return Err(transport_error(&url, &e, idempotent));

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
-use rand::Rng;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -56,16 +55,22 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `retry` (1 for the first): base × 2^(retry-1), capped,
-    /// then multiplied by a random factor in [0.5, 1.5) and capped again.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let exponent = retry.saturating_sub(1).min(20);
-        let nominal = self
-            .base_delay
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay);
-        let factor: f64 = rand::thread_rng().gen_range(0.5..1.5);
-        nominal.mul_f64(factor).min(self.max_delay)
+    /// The waits between attempts: exponential from `base_delay`, capped at `max_delay`, with
+    /// jitter, `max_retries` of them.
+    pub fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder;
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_max_times(self.max_retries as usize);
+        let max = self.max_delay;
+        let jittered = if self.base_delay.is_zero() {
+            builder
+        } else {
+            builder.with_jitter()
+        };
+        jittered.build().map(move |d| d.min(max))
     }
 }
 
@@ -143,16 +148,17 @@ mod tests {
     }
 
     #[test]
-    fn delays_grow_and_stay_capped() {
+    fn backoff_is_bounded_in_count_and_length() {
         let p = RetryPolicy::standard();
         for _ in 0..50 {
-            let d1 = p.delay(1);
-            assert!(d1 >= Duration::from_millis(100) && d1 < Duration::from_millis(300));
-            let d2 = p.delay(2);
-            assert!(d2 >= Duration::from_millis(200) && d2 < Duration::from_millis(600));
-            assert!(p.delay(10) <= Duration::from_secs(2));
-            assert!(p.delay(u32::MAX) <= Duration::from_secs(2));
+            let waits: Vec<Duration> = p.backoff().collect();
+            assert_eq!(waits.len(), 3);
+            assert!(waits[0] >= Duration::from_millis(200), "{waits:?}");
+            assert!(
+                waits.iter().all(|d| *d <= Duration::from_secs(2)),
+                "{waits:?}"
+            );
         }
-        assert_eq!(RetryPolicy::none().delay(1), Duration::ZERO);
+        assert_eq!(RetryPolicy::none().backoff().count(), 0);
     }
 }
