@@ -5,6 +5,7 @@
 pub mod connectivity;
 pub mod definition;
 pub mod devices;
+pub mod machine;
 pub mod manifest;
 pub mod validate;
 
@@ -66,7 +67,8 @@ pub trait Action {
 pub type HandlerFn =
     fn(ActionContext, Map<String, Value>) -> BoxFuture<'static, Result<Outcome, ActionError>>;
 
-fn erase<A: Action>() -> (&'static str, HandlerFn) {
+/// Binds an [`Action`] to its id as a type-erased handler.
+pub fn erase<A: Action>() -> (&'static str, HandlerFn) {
     fn call<A: Action>(
         ctx: ActionContext,
         params: Map<String, Value>,
@@ -90,6 +92,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
             erase::<devices::ListDevices>(),
         ]
         .into_iter()
+        .chain(machine::handlers())
         .collect()
     })
 }

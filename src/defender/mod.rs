@@ -53,6 +53,8 @@ pub trait TokenSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct DefenderClient {
     inner: Arc<Inner>,
+    /// When set, waits (throttling, budget) must end by then; past it calls fail fast.
+    deadline: Option<tokio::time::Instant>,
 }
 
 struct Inner {
@@ -122,7 +124,21 @@ impl DefenderClient {
                 tokens,
                 retry: RetryPolicy::standard(),
             }),
+            deadline: None,
         }
+    }
+
+    /// The same client bound to an action's deadline: throttling waits end by then.
+    pub fn with_deadline(&self, at: tokio::time::Instant) -> DefenderClient {
+        DefenderClient {
+            inner: self.inner.clone(),
+            deadline: Some(at),
+        }
+    }
+
+    /// The deadline this client is bound to, if any.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
     }
 
     /// The same client with another retry policy (tests use [`RetryPolicy::for_tests`]).
@@ -136,6 +152,7 @@ impl DefenderClient {
                 tokens: inner.tokens.clone(),
                 retry,
             }),
+            deadline: self.deadline,
         }
     }
 
