@@ -11,7 +11,7 @@ use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -37,22 +37,25 @@ pub const FILTERABLE: &[&str] = &[
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/api/machines/{id}/isolate", post(isolate))
-        .route("/api/machines/{id}/unisolate", post(unisolate))
+        .route("/api/machines/{id}/unisolate", comment_only("Unisolate"))
         .route(
             "/api/machines/{id}/stopandquarantinefile",
             post(stop_and_quarantine),
         )
         .route("/api/machines/{id}/runantivirusscan", post(scan))
-        .route("/api/machines/{id}/restrictcodeexecution", post(restrict))
+        .route(
+            "/api/machines/{id}/restrictcodeexecution",
+            comment_only("RestrictCodeExecution"),
+        )
         .route(
             "/api/machines/{id}/unrestrictcodeexecution",
-            post(unrestrict),
+            comment_only("UnrestrictCodeExecution"),
         )
         .route(
             "/api/machines/{id}/collectinvestigationpackage",
-            post(collect_package),
+            comment_only("CollectInvestigationPackage"),
         )
-        .route("/api/machines/{id}/offboard", post(offboard))
+        .route("/api/machines/{id}/offboard", comment_only("Offboard"))
         .route("/api/machineactions", get(list))
         .route("/api/machineactions/{id}", get(get_one))
         .route("/api/machineactions/{id}/cancel", post(cancel))
@@ -327,18 +330,19 @@ fn choice(
         })
 }
 
-/// Handler body for actions that take only a Comment.
-fn simple(
-    sim: &Sim,
-    claims: &Claims,
-    id: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    action_type: &'static str,
-) -> Result<Response, ApiError> {
-    let body = RequestBody::from_extracted(body)?;
-    let new = NewAction::from_body(action_type, &body)?;
-    create(sim, claims, id, headers, new)
+/// The route of an action whose body carries only a Comment.
+fn comment_only(action_type: &'static str) -> MethodRouter<Arc<Sim>> {
+    post(
+        move |State(sim): State<Arc<Sim>>,
+              Extension(claims): Extension<Claims>,
+              Id(id): Id,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            let body = RequestBody::from_extracted(body)?;
+            let new = NewAction::from_body(action_type, &body)?;
+            create(&sim, &claims, &id, &headers, new)
+        },
+    )
 }
 
 async fn isolate(
@@ -357,16 +361,6 @@ async fn isolate(
     )?;
     new.scope = Some(kind.to_string());
     create(&sim, &claims, &id, &headers, new)
-}
-
-async fn unisolate(
-    State(sim): State<Arc<Sim>>,
-    Extension(claims): Extension<Claims>,
-    Id(id): Id,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    simple(&sim, &claims, &id, &headers, body, "Unisolate")
 }
 
 async fn stop_and_quarantine(
@@ -403,60 +397,6 @@ async fn scan(
     let mut new = NewAction::from_body("RunAntiVirusScan", &body)?;
     new.scope = Some(choice(&body, "ScanType", &["Quick", "Full"])?.to_string());
     create(&sim, &claims, &id, &headers, new)
-}
-
-async fn restrict(
-    State(sim): State<Arc<Sim>>,
-    Extension(claims): Extension<Claims>,
-    Id(id): Id,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    simple(&sim, &claims, &id, &headers, body, "RestrictCodeExecution")
-}
-
-async fn unrestrict(
-    State(sim): State<Arc<Sim>>,
-    Extension(claims): Extension<Claims>,
-    Id(id): Id,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    simple(
-        &sim,
-        &claims,
-        &id,
-        &headers,
-        body,
-        "UnrestrictCodeExecution",
-    )
-}
-
-async fn collect_package(
-    State(sim): State<Arc<Sim>>,
-    Extension(claims): Extension<Claims>,
-    Id(id): Id,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    simple(
-        &sim,
-        &claims,
-        &id,
-        &headers,
-        body,
-        "CollectInvestigationPackage",
-    )
-}
-
-async fn offboard(
-    State(sim): State<Arc<Sim>>,
-    Extension(claims): Extension<Claims>,
-    Id(id): Id,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    simple(&sim, &claims, &id, &headers, body, "Offboard")
 }
 
 // ---------------------------------------------------------------------------------------------
