@@ -1,4 +1,5 @@
-//! Shared application state: configuration, the assets with their clients, the API key.
+//! Shared application state: configuration, the state store, the assets with their token
+//! managers and clients, the API key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,29 +8,39 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::actions;
-use crate::auth::AssetTokens;
-use crate::config::{AssetConfig, Config};
-use crate::defender::DefenderClient;
+use crate::auth::TokenManager;
+use crate::config::{AssetConfig, BudgetConfig, Config, ServerConfig};
+use crate::defender::{Budget, DefenderClient};
+use crate::state::StateStore;
 
 /// One configured tenant with its token manager and API client.
 pub struct Asset {
     /// Its configuration.
     pub config: AssetConfig,
-    /// Token manager.
-    pub tokens: Arc<AssetTokens>,
+    /// Token manager (both auth kinds), backed by the asset's state file.
+    pub tokens: Arc<TokenManager>,
     /// Defender API client using those tokens.
     pub defender: DefenderClient,
 }
 
 impl Asset {
-    /// Builds an asset's clients from its configuration.
-    pub fn build(config: AssetConfig) -> Result<Asset, String> {
+    /// Builds an asset's token manager (over `store`) and API client (with its request
+    /// `budget`) from its configuration.
+    pub fn build(
+        config: AssetConfig,
+        server: &ServerConfig,
+        budget: &BudgetConfig,
+        store: StateStore,
+    ) -> Result<Asset, String> {
         let http = DefenderClient::http_client(
             Duration::from_secs(config.connect_timeout_secs),
             Duration::from_secs(config.http_timeout_secs),
         );
-        let tokens = Arc::new(AssetTokens::new(&config, http.clone()).map_err(|e| e.to_string())?);
-        let defender = DefenderClient::new(http, &config.api_url, tokens.clone());
+        let tokens = Arc::new(
+            TokenManager::new(&config, server, store, http.clone()).map_err(|e| e.to_string())?,
+        );
+        let defender = DefenderClient::new(http, &config.api_url, tokens.clone())
+            .with_budget(Budget::new(budget));
         Ok(Asset {
             config,
             tokens,
@@ -47,6 +58,8 @@ impl Asset {
 pub struct App {
     /// The loaded configuration.
     pub config: Config,
+    /// Per-asset state files (tokens, consent sessions, idempotency, checkpoints).
+    pub state: StateStore,
     /// Assets by id.
     pub assets: BTreeMap<String, Arc<Asset>>,
     /// The API key callers must present.
@@ -55,9 +68,12 @@ pub struct App {
 
 impl App {
     /// Builds the application; fails with a clear message on a configuration the host cannot
-    /// use (an unknown action in `disabled_actions`, an unusable token URL).
+    /// use (an unknown action in `disabled_actions`, an unusable token URL, a state directory
+    /// or state key that cannot be used).
     pub fn build(config: Config, api_key: SecretString) -> Result<Arc<App>, String> {
         let _ = crate::telemetry::metrics();
+        let state = StateStore::open(&config.server.state_dir)
+            .map_err(|e| format!("cannot open the state store: {e}"))?;
         let mut assets = BTreeMap::new();
         for (id, asset) in &config.assets {
             for action in &asset.disabled_actions {
@@ -72,10 +88,19 @@ impl App {
                     ));
                 }
             }
-            assets.insert(id.clone(), Arc::new(Asset::build(asset.clone())?));
+            assets.insert(
+                id.clone(),
+                Arc::new(Asset::build(
+                    asset.clone(),
+                    &config.server,
+                    &config.budget(id),
+                    state.clone(),
+                )?),
+            );
         }
         Ok(Arc::new(App {
             config,
+            state,
             assets,
             api_key,
         }))

@@ -63,6 +63,13 @@ enum Command {
         #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Re-encrypt every state file under a new state key (stop other processes first). The new
+    /// key comes from DEFENDER_SOAR_NEW_STATE_KEY (base64 of 32 bytes) or is generated.
+    RotateStateKey {
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// List actions.
     Actions,
     /// Print the manifest generated from actions/.
@@ -97,6 +104,10 @@ pub fn main() -> ExitCode {
             };
             crate::telemetry::init_logging(log_override.unwrap_or(config.server.log_format));
             serve(config).await
+        }),
+        Command::RotateStateKey { config } => run_async(async move {
+            crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
+            rotate_state_key(config).await
         }),
         Command::Demo { listen } => run_async(async move {
             crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
@@ -155,6 +166,72 @@ async fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("defender-soar: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Environment variable holding the new key for `rotate-state-key`.
+const NEW_STATE_KEY_ENV: &str = "DEFENDER_SOAR_NEW_STATE_KEY";
+
+async fn rotate_state_key(config: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match crate::state::StateStore::open(&config.server.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (new_key, generated) = match std::env::var_os(NEW_STATE_KEY_ENV) {
+        Some(v) => match crate::state::key_from_env_value(&v) {
+            Ok(k) => (k, false),
+            Err(_) => {
+                eprintln!("defender-soar: {NEW_STATE_KEY_ENV}: must be base64 of 32 bytes");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            let mut k = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut k);
+            (k, true)
+        }
+    };
+    match store.rotate_key(new_key).await {
+        Ok(n) => {
+            eprintln!(
+                "defender-soar: {n} state file(s) in {} re-encrypted under the new key",
+                config.server.state_dir.display()
+            );
+            match store.key_source() {
+                crate::state::KeySource::File(path) => {
+                    eprintln!("defender-soar: the new key is in {}", path.display());
+                }
+                _ if generated => {
+                    eprintln!(
+                        "defender-soar: set {} to this new key before the next start:",
+                        crate::state::STATE_KEY_ENV
+                    );
+                    println!(
+                        "{}",
+                        base64::engine::general_purpose::STANDARD.encode(new_key)
+                    );
+                }
+                _ => eprintln!(
+                    "defender-soar: set {} to the value of {NEW_STATE_KEY_ENV} before the next start",
+                    crate::state::STATE_KEY_ENV
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
             ExitCode::FAILURE
         }
     }

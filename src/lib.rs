@@ -7,10 +7,14 @@
 //!   health, metrics, manifest, OpenAPI, and `POST /assets/{asset}/actions/{action}`.
 //! - [`actions`]: action definitions (`actions/*.json`, embedded at build time), generic
 //!   parameter validation, the registry binding each definition to its handler, the manifest.
-//! - [`auth`]: tokens from Entra ID (client credentials, v1/v2), cached per asset with one
-//!   fetch in flight; Entra errors turned into clear messages.
+//! - [`auth`]: tokens from Entra ID (client credentials and interactive consent with PKCE,
+//!   v1/v2), cached per asset and in its state file with one fetch in flight, refreshed ahead
+//!   of expiry; consent sessions; the permission preflight; Entra errors as clear messages.
+//! - [`state`]: per-asset state files: encrypted secrets, atomic replace, locks, key rotation.
 //! - [`defender`]: the typed MDE client: base URL per environment, timeouts, retries of
-//!   idempotent calls, Microsoft error bodies, OData paging.
+//!   idempotent calls, the client-side request budget and 429 handling, Microsoft error
+//!   bodies, OData paging.
+//! - [`vault`]: content-addressed store of files retrieved from devices.
 //! - [`envelope`]: the result envelope every action answers with, and the error → HTTP status map.
 //! - [`app`]: the shared application state (config, assets with their clients, registry).
 //!
@@ -27,4 +31,6 @@ pub mod config;
 pub mod defender;
 pub mod envelope;
 pub mod http;
+pub mod state;
 pub mod telemetry;
+pub mod vault;

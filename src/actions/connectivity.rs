@@ -1,11 +1,20 @@
 //! `test_connectivity`: gets a token, calls the API once, reports what the token allows.
+//!
+//! Client-credentials assets always ask Entra for a new token (that is what checks the
+//! credentials). Interactive assets use their stored token pair; without one the action answers
+//! 409 with the consent URL, or with `wait_for_consent` waits for the consent to complete.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Action, ActionContext, definitions};
-use crate::config::{AuthKind, TokenEndpoint};
+use crate::auth::{AuthError, Grants, missing_permissions};
+use crate::config::AuthKind;
 use crate::envelope::{ActionError, Outcome};
+
+pub use crate::auth::satisfies;
 
 /// Tests the asset's credentials and API reachability.
 pub struct TestConnectivity;
@@ -18,13 +27,46 @@ pub struct Params {
     pub wait_for_consent: u64,
 }
 
-/// Whether `granted` satisfies `required` (`X.ReadWrite.All` implies `X.Read.All`).
-pub fn satisfies(granted: &[String], required: &str) -> bool {
-    granted.iter().any(|g| {
-        g == required
-            || required
-                .strip_suffix(".Read.All")
-                .is_some_and(|base| g == &format!("{base}.ReadWrite.All"))
+/// The token the test uses: how long it lives and what it grants.
+struct Acquired {
+    expires_in: u64,
+    grants: Grants,
+}
+
+/// An interactive asset's token, waiting up to `wait` for a consent when there is none.
+async fn interactive_token(ctx: &ActionContext, wait: Duration) -> Result<Acquired, AuthError> {
+    let tokens = &ctx.asset.tokens;
+    // Subscribed before looking, so a consent completing in between is not missed.
+    let mut connected = tokens.subscribe();
+    let token = match tokens.token().await {
+        Err(AuthError::ConsentRequired { url, .. }) if !wait.is_zero() => {
+            ctx.progress(&format!(
+                "waiting up to {} s for an admin to consent at {url}",
+                wait.as_secs()
+            ));
+            let deadline = tokio::time::Instant::now() + wait;
+            match tokio::time::timeout_at(deadline, connected.changed()).await {
+                Ok(Ok(())) => {
+                    ctx.progress("consent completed");
+                    tokens.token().await?
+                }
+                _ => {
+                    return Err(AuthError::ConsentRequired {
+                        message: format!(
+                            "asset '{}' is still not connected after waiting {} s: an admin must consent at {url}",
+                            ctx.asset.config.id,
+                            wait.as_secs()
+                        ),
+                        url,
+                    });
+                }
+            }
+        }
+        other => other?,
+    };
+    Ok(Acquired {
+        expires_in: token.expires_in(),
+        grants: token.grants(),
     })
 }
 
@@ -32,35 +74,28 @@ impl Action for TestConnectivity {
     const ID: &'static str = "test_connectivity";
     type Params = Params;
 
-    async fn run(ctx: ActionContext, _p: Params) -> Result<Outcome, ActionError> {
+    async fn run(ctx: ActionContext, p: Params) -> Result<Outcome, ActionError> {
         let asset = &ctx.asset;
-        if asset.config.auth == AuthKind::AuthorizationCode {
-            let url = format!(
-                "{}/start_oauth?asset_id={}",
-                ctx.app
-                    .config
-                    .server
-                    .public_url
-                    .as_str()
-                    .trim_end_matches('/'),
-                asset.config.id
-            );
-            return Err(ActionError::ConsentRequired {
-                message: format!(
-                    "asset '{}' uses interactive consent and has no tokens yet: an admin must consent at {url}",
-                    asset.config.id
-                ),
-                url,
-            });
-        }
-        let endpoint = match asset.config.token_endpoint {
-            TokenEndpoint::V1 => "v1",
-            TokenEndpoint::V2 => "v2",
+        let endpoint = asset.config.token_endpoint.as_str();
+        let acquired = match asset.config.auth {
+            AuthKind::ClientCredentials => {
+                ctx.progress(&format!("requesting a token from the {endpoint} endpoint"));
+                asset.tokens.fetch_fresh().await.map(|t| Acquired {
+                    expires_in: t.expires_in.as_secs(),
+                    grants: t.grants,
+                })
+            }
+            AuthKind::AuthorizationCode => {
+                ctx.progress("using the token pair stored by the consent");
+                interactive_token(&ctx, Duration::from_secs(p.wait_for_consent)).await
+            }
         };
-        ctx.progress(&format!("requesting a token from the {endpoint} endpoint"));
-        let token = match asset.tokens.fetch_fresh().await {
+        let token = match acquired {
             Ok(t) => t,
             Err(e) => {
+                if let Some(err) = e.action_error() {
+                    return Err(err);
+                }
                 return Ok(Outcome::failed(format!("Connectivity test failed: {e}"))
                     .with_summary("token_endpoint", endpoint)
                     .with_summary("token_acquired", false));
@@ -73,12 +108,7 @@ impl Action for TestConnectivity {
         let mut allowed = Vec::new();
         let mut blocked = Vec::new();
         for d in definitions() {
-            let missing: Vec<&str> = d
-                .permissions
-                .iter()
-                .map(String::as_str)
-                .filter(|p| !satisfies(&granted, p))
-                .collect();
+            let missing = missing_permissions(&granted, &d.permissions);
             if missing.is_empty() {
                 allowed.push(d.id.clone());
             } else {
@@ -88,7 +118,7 @@ impl Action for TestConnectivity {
         let base = Outcome::default()
             .with_summary("token_endpoint", endpoint)
             .with_summary("token_acquired", true)
-            .with_summary("token_expires_in", token.expires_in.as_secs())
+            .with_summary("token_expires_in", token.expires_in)
             .with_summary("granted_permissions", granted.clone())
             .with_summary("api_call", call)
             .with_summary("actions_allowed", allowed.len())
@@ -123,18 +153,5 @@ impl Action for TestConnectivity {
             "blocked_actions": blocked,
         }));
         Ok(outcome)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn readwrite_implies_read() {
-        let g = vec!["Machine.ReadWrite.All".to_string()];
-        assert!(satisfies(&g, "Machine.Read.All"));
-        assert!(satisfies(&g, "Machine.ReadWrite.All"));
-        assert!(!satisfies(&g, "Machine.Isolate"));
     }
 }

@@ -106,6 +106,8 @@ impl Action for ListDevices {
         let devices = match ctx.asset.defender.list(&path, &query, limit).await {
             Ok(d) => d,
             Err(e) if e.is_not_found() && source != Source::All => Vec::new(),
+            // Throttled past the deadline: 503 with Retry-After, so the caller retries later.
+            Err(e) if e.retry_after().is_some() => return Err(e.into()),
             Err(e) => return Ok(Outcome::failed(format!("listing devices failed: {e}"))),
         };
         let total = devices.len();

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod machine;
 pub mod manifest;
 pub mod validate;
+pub mod waiting;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -111,7 +112,15 @@ pub struct Invocation<'a> {
     pub progress: Option<ProgressSink>,
 }
 
-/// Runs an action: asset and action lookup, disabled check, validation, handler, envelope.
+/// Runs an action: asset and action lookup, disabled check, validation, permission preflight,
+/// handler, envelope.
+///
+/// The preflight (every action except `test_connectivity`, which reports instead): an asset
+/// that needs consent answers 409 with the consent URL and one whose state file is broken 500
+/// with the recovery advice; a token lacking a permission the definition lists fails the
+/// action naming it, before any API call. A token at hand is checked before the handler runs;
+/// otherwise the check runs when the handler's first API call obtains the token (see
+/// [`crate::auth::preflight`]), so the handler's own parameter checks still come first.
 pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     let action_id = inv.action_id;
     let asset_id = inv.asset_id;
@@ -150,6 +159,44 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         Ok(p) => p,
         Err(e) => return fail(Map::new(), e),
     };
+    let echoed = validate::redacted(definition, &params);
+    let count = |status: &'static str| {
+        metrics::counter!("defender_actions_total", "action" => action_id.to_string(), "status" => status)
+            .increment(1);
+    };
+    // test_connectivity reports on tokens and permissions instead of being stopped by them.
+    let scope = (definition.id != connectivity::TestConnectivity::ID)
+        .then(|| crate::auth::ActionScope::new(action_id, &definition.permissions));
+    if scope.is_some() && !definition.permissions.is_empty() {
+        // Only what is at hand without asking Entra: a token fetch waits for the handler's
+        // first API call, after its own parameter checks.
+        match asset.tokens.peek().await {
+            Ok(Some(token)) => {
+                if let Some(denied) =
+                    asset
+                        .tokens
+                        .check_permissions(action_id, &definition.permissions, &token)
+                {
+                    count("failed");
+                    return EnvelopeResponse::ok(Envelope::from_outcome(
+                        action_id,
+                        asset_id,
+                        echoed,
+                        denied.outcome(),
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(asset = %asset_id, action = %action_id, error = %e, "no access token");
+                count("error");
+                let err = e
+                    .action_error()
+                    .unwrap_or_else(|| ActionError::Internal(e.to_string()));
+                return fail(echoed, err);
+            }
+        }
+    }
     let ctx = ActionContext {
         app: app.clone(),
         asset,
@@ -159,15 +206,27 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     };
     let span = tracing::info_span!("action", asset = %asset_id, action = %action_id, event_id = tracing::field::Empty);
     let started = Instant::now();
-    let echoed = validate::redacted(definition, &params);
-    let result = handler(ctx, params).instrument(span).await;
+    let running = handler(ctx, params).instrument(span);
+    let mut result = match &scope {
+        Some(scope) => scope.run(running).await,
+        None => running.await,
+    };
+    // What went wrong getting tokens explains a failure better than the handler can: consent
+    // needed (409), a broken state file (500), or a missing permission (no API call was made).
+    let failed = matches!(&result, Ok(o) if o.failed) || result.is_err();
+    if failed && let Some(scope) = &scope {
+        if let Some(err) = scope.auth_error().and_then(|e| e.action_error()) {
+            result = Err(err);
+        } else if let Some(denied) = scope.denied() {
+            result = Ok(denied.outcome());
+        }
+    }
     let status = match &result {
         Ok(o) if o.failed => "failed",
         Ok(_) => "success",
         Err(_) => "error",
     };
-    metrics::counter!("defender_actions_total", "action" => action_id.to_string(), "status" => status)
-        .increment(1);
+    count(status);
     metrics::histogram!("defender_action_duration_seconds", "action" => action_id.to_string())
         .record(started.elapsed().as_secs_f64());
     match result {

@@ -1,37 +1,33 @@
-//! Tokens from Entra ID for each asset: cached in memory, fetched ahead of expiry, one fetch
-//! in flight per asset shared by every concurrent caller.
+//! Tokens from Entra ID for each asset: the token manager (cached in memory and in the asset's
+//! state file, refreshed ahead of expiry, one fetch in flight per asset), interactive consent
+//! sessions (`/start_oauth` → `/result`), and the permissions a token grants.
+//!
+//! - [`TokenManager`]: one per asset, both auth kinds. Client-credentials assets fetch a new
+//!   token when the old one nears expiry; interactive assets redeem their refresh token, and the
+//!   rotated refresh token replaces the old one in the same state-file update as the new access
+//!   token. A dead grant turns into [`AuthError::ConsentRequired`] with the consent URL.
+//! - [`consent`]: consent sessions (random single-use `state`, PKCE S256, 10 minutes) stored
+//!   in the asset's state file, and the code exchange that ends one.
+//! - [`entra`]: Entra response and error shapes and the HTTP adapter for the oauth2 crate.
+//! - [`preflight`]: the per-invocation permission check run before an action's first API
+//!   call, and the record of consent/state failures met while getting its tokens.
+//! - [`decode_grants`] / [`satisfies`]: what a token says it allows (display and preflight
+//!   only; the API stays the authority).
 
+pub mod consent;
 pub mod entra;
+pub mod preflight;
+mod tokens;
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use futures::future::BoxFuture;
-use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
-use oauth2::{
-    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, Scope, StandardRevocableToken,
-    TokenResponse, TokenUrl,
-};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::config::{AssetConfig, TokenEndpoint};
-use crate::defender::{DefenderError, TokenSource};
-use entra::{EntraError, EntraTokenResponse, OAuthHttp};
+use crate::envelope::ActionError;
 
-type EntraClient = oauth2::Client<
-    EntraError,
-    EntraTokenResponse,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
+pub use preflight::{ActionScope, Denied};
+pub use tokens::{BearerToken, FetchedToken, TokenManager};
 
 /// Why a token could not be had. Messages are for people and never carry a secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +46,33 @@ pub enum AuthError {
     /// The asset's configuration cannot produce a token request.
     #[error("{0}")]
     Config(String),
+    /// An interactive asset has no usable grant: an admin must consent (again) at `url`.
+    #[error("{message}")]
+    ConsentRequired {
+        /// What is wrong, ending with the consent URL.
+        message: String,
+        /// `{public_url}/start_oauth?asset_id=<asset>`.
+        url: String,
+    },
+    /// The asset's state file cannot be read or written; the message says how to recover.
+    #[error("{0}")]
+    State(String),
+}
+
+impl AuthError {
+    /// The action error for failures that are not the action's to report: consent needed
+    /// (409 with the URL) and a broken state file (500 with the recovery advice). `None` for
+    /// refusals and transport failures, which an action reports as a failed result.
+    pub fn action_error(&self) -> Option<ActionError> {
+        match self {
+            AuthError::ConsentRequired { message, url } => Some(ActionError::ConsentRequired {
+                message: message.clone(),
+                url: url.clone(),
+            }),
+            AuthError::State(message) => Some(ActionError::Internal(message.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// What a token grants, decoded from its claims (for display only, never trusted).
@@ -57,10 +80,12 @@ pub enum AuthError {
 pub struct Grants {
     /// `roles` (application permissions) or `scp` (delegated) entries.
     pub permissions: Vec<String>,
-    /// `roles` or `scp`, whichever the token carried.
+    /// `roles` or `scp`, whichever the token carried (empty when neither).
     pub claim: &'static str,
     /// Token version claim (`1.0` / `2.0`).
     pub version: Option<String>,
+    /// Whether the token was a readable JWT at all (an opaque token grants nothing we can see).
+    pub decoded: bool,
 }
 
 /// Decodes the permissions of a JWT access token without verifying it (display only).
@@ -71,6 +96,7 @@ pub fn decode_grants(token: &str) -> Grants {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
+    let decoded = claims.is_object();
     let version = claims
         .get("ver")
         .and_then(Value::as_str)
@@ -84,6 +110,7 @@ pub fn decode_grants(token: &str) -> Grants {
                 .collect(),
             claim: "roles",
             version,
+            decoded,
         };
     }
     if let Some(scp) = claims.get("scp").and_then(Value::as_str) {
@@ -91,175 +118,43 @@ pub fn decode_grants(token: &str) -> Grants {
             permissions: scp.split_whitespace().map(str::to_string).collect(),
             claim: "scp",
             version,
+            decoded,
         };
     }
     Grants {
         version,
+        decoded,
         ..Grants::default()
     }
 }
 
-struct Cached {
-    token: SecretString,
-    fetched: Instant,
-    lifetime: Duration,
+/// Whether `granted` satisfies `required`. Definitions name application permissions
+/// (`Machine.Read.All`); the delegated form drops `.All` (`Machine.Read` in `scp`), and
+/// `X.ReadWrite[.All]` implies `X.Read[.All]`.
+pub fn satisfies(granted: &[String], required: &str) -> bool {
+    let base = required.strip_suffix(".All").unwrap_or(required);
+    let mut accepted = vec![required.to_string(), base.to_string()];
+    if let Some(resource) = base.strip_suffix(".Read") {
+        accepted.push(format!("{resource}.ReadWrite.All"));
+        accepted.push(format!("{resource}.ReadWrite"));
+    }
+    granted.iter().any(|g| accepted.contains(g))
 }
 
-impl Cached {
-    /// Usable when more than a fifth of its life (at most 5 minutes) is left.
-    fn fresh(&self) -> bool {
-        let margin = (self.lifetime / 5).min(Duration::from_secs(300));
-        self.fetched.elapsed() + margin < self.lifetime
-    }
+/// The entries of `required` that `granted` does not satisfy, in order.
+pub fn missing_permissions<'a>(granted: &[String], required: &'a [String]) -> Vec<&'a str> {
+    required
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !satisfies(granted, p))
+        .collect()
 }
 
-/// A fetched token and what it grants.
-#[derive(Debug, Clone)]
-pub struct FetchedToken {
-    /// Lifetime Entra gave it.
-    pub expires_in: Duration,
-    /// Decoded grants.
-    pub grants: Grants,
-}
-
-/// The tokens of one client-credentials asset.
-pub struct AssetTokens {
-    asset_id: String,
-    tenant_id: String,
-    client_id: String,
-    client: EntraClient,
-    token_endpoint: TokenEndpoint,
-    resource: String,
-    scope: String,
-    http: OAuthHttp,
-    cache: Mutex<Option<Cached>>,
-    fetch_lock: tokio::sync::Mutex<()>,
-}
-
-impl AssetTokens {
-    /// Builds the token manager of an asset.
-    pub fn new(asset: &AssetConfig, http: reqwest::Client) -> Result<AssetTokens, AuthError> {
-        let token_url = TokenUrl::new(asset.token_url()).map_err(|_| {
-            AuthError::Config(format!(
-                "asset {}: token URL {} is not a valid URL",
-                asset.id,
-                asset.token_url()
-            ))
-        })?;
-        let client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                asset.client_secret.expose_secret().to_string(),
-            ))
-            .set_auth_type(AuthType::RequestBody)
-            .set_token_uri(token_url);
-        Ok(AssetTokens {
-            asset_id: asset.id.clone(),
-            tenant_id: asset.tenant_id.clone(),
-            client_id: asset.client_id.clone(),
-            client,
-            token_endpoint: asset.token_endpoint,
-            resource: asset.resource.clone(),
-            scope: asset.scope(),
-            http: OAuthHttp(http),
-            cache: Mutex::new(None),
-            fetch_lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    fn cached(&self) -> Option<SecretString> {
-        let guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .filter(|c| c.fresh())
-            .map(|c| c.token.clone())
-    }
-
-    /// A valid token: the cached one, or one fetched now (one fetch at a time per asset).
-    pub async fn current(&self) -> Result<SecretString, AuthError> {
-        if let Some(t) = self.cached() {
-            return Ok(t);
-        }
-        let _guard = self.fetch_lock.lock().await;
-        if let Some(t) = self.cached() {
-            return Ok(t);
-        }
-        self.fetch().await.map(|(token, _)| token)
-    }
-
-    /// Always asks Entra for a new token (used by test_connectivity to check credentials).
-    pub async fn fetch_fresh(&self) -> Result<FetchedToken, AuthError> {
-        let _guard = self.fetch_lock.lock().await;
-        self.fetch().await.map(|(_, f)| f)
-    }
-
-    async fn fetch(&self) -> Result<(SecretString, FetchedToken), AuthError> {
-        let mut request = self.client.exchange_client_credentials();
-        request = match self.token_endpoint {
-            TokenEndpoint::V2 => request.add_scope(Scope::new(self.scope.clone())),
-            TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
-        };
-        let started = Instant::now();
-        let result = request.request_async(&self.http).await;
-        metrics::counter!("defender_token_fetches_total",
-            "asset" => self.asset_id.clone(),
-            "grant" => "client_credentials",
-            "outcome" => if result.is_ok() { "ok" } else { "error" })
-        .increment(1);
-        let response = result.map_err(|e| self.explain(e))?;
-        let expires_in = response
-            .expires_in()
-            .unwrap_or(Duration::from_secs(3599))
-            .max(Duration::from_secs(1));
-        let token = SecretString::from(response.access_token().secret().clone());
-        let grants = decode_grants(token.expose_secret());
-        tracing::info!(asset = %self.asset_id, expires_in = expires_in.as_secs(), "access token fetched");
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
-            token: token.clone(),
-            fetched: started,
-            lifetime: expires_in,
-        });
-        Ok((token, FetchedToken { expires_in, grants }))
-    }
-
-    fn explain(
-        &self,
-        e: oauth2::RequestTokenError<entra::TransportError, EntraError>,
-    ) -> AuthError {
-        match e {
-            oauth2::RequestTokenError::ServerResponse(err) => AuthError::Refused {
-                message: err.explain(&self.tenant_id, &self.client_id),
-                code: err.code(),
-            },
-            oauth2::RequestTokenError::Request(t) => AuthError::Transport(t.0),
-            // The Parse variant holds the raw body, which may contain a token: never show it.
-            oauth2::RequestTokenError::Parse(_, _) => AuthError::Transport(
-                "the token endpoint answered something that is not a token response".to_string(),
-            ),
-            oauth2::RequestTokenError::Other(msg) => {
-                AuthError::Transport(format!("token request failed: {msg}"))
-            }
-        }
-    }
-}
-
-impl TokenSource for AssetTokens {
-    fn token(&self) -> BoxFuture<'_, Result<SecretString, DefenderError>> {
-        Box::pin(async move {
-            self.current()
-                .await
-                .map_err(|e| DefenderError::Auth(e.to_string()))
-        })
-    }
-
-    fn invalidate(&self, rejected: &SecretString) {
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if guard
-            .as_ref()
-            .is_some_and(|c| c.token.expose_secret() == rejected.expose_secret())
-        {
-            *guard = None;
-        }
-    }
+/// Seconds since the unix epoch (the clock of token and consent-session expiry).
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -275,9 +170,38 @@ mod tests {
         );
         let g = decode_grants(&t);
         assert_eq!(g.claim, "roles");
+        assert!(g.decoded);
         assert_eq!(g.permissions, vec!["Machine.Isolate", "Machine.Read.All"]);
         let t = format!("h.{}.s", enc(r#"{"scp":"Machine.Read Alert.Read"}"#));
         assert_eq!(decode_grants(&t).permissions.len(), 2);
-        assert_eq!(decode_grants("garbage").permissions.len(), 0);
+        let g = decode_grants("garbage");
+        assert_eq!(g.permissions.len(), 0);
+        assert!(!g.decoded);
+        let t = format!("h.{}.s", enc(r#"{"aud":"x"}"#));
+        let g = decode_grants(&t);
+        assert!(g.decoded && g.permissions.is_empty() && g.claim.is_empty());
+    }
+
+    #[test]
+    fn readwrite_implies_read() {
+        let g = vec!["Machine.ReadWrite.All".to_string()];
+        assert!(satisfies(&g, "Machine.Read.All"));
+        assert!(satisfies(&g, "Machine.ReadWrite.All"));
+        assert!(!satisfies(&g, "Machine.Isolate"));
+        // Delegated names drop `.All`.
+        let d = vec!["Machine.ReadWrite".to_string(), "Alert.Read".to_string()];
+        assert!(satisfies(&d, "Machine.Read.All"));
+        assert!(satisfies(&d, "Machine.ReadWrite.All"));
+        assert!(satisfies(&d, "Alert.Read.All"));
+        assert!(!satisfies(&d, "Alert.ReadWrite.All"));
+        assert!(!satisfies(&d, "Machine.Isolate"));
+        let i = vec!["Machine.Isolate".to_string()];
+        assert!(satisfies(&i, "Machine.Isolate"));
+        assert!(!satisfies(&i, "Machine.Read.All"));
+        let required = vec![
+            "Machine.Read.All".to_string(),
+            "Machine.Isolate".to_string(),
+        ];
+        assert_eq!(missing_permissions(&g, &required), vec!["Machine.Isolate"]);
     }
 }

@@ -40,6 +40,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// Assets by id (ids match `[A-Za-z0-9_-]{1,64}`).
     pub assets: BTreeMap<String, AssetConfig>,
+    /// Request budgets by asset id (`[assets.<id>.budget]`, defaults filled in); an asset
+    /// without an entry uses [`BudgetConfig::default`] (see [`Config::budget`]).
+    pub budgets: BTreeMap<String, BudgetConfig>,
 }
 
 /// Settings of the HTTP host.
@@ -424,6 +427,60 @@ impl fmt::Debug for AssetConfig {
     }
 }
 
+/// Calls allowed to one endpoint family in any rolling minute and, optionally, hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Calls per rolling minute (at least 1).
+    pub per_minute: u32,
+    /// Calls per rolling hour; `None` for no hourly limit.
+    pub per_hour: Option<u32>,
+}
+
+impl RateLimit {
+    /// `per_minute` calls a minute and `per_hour` an hour.
+    pub const fn new(per_minute: u32, per_hour: Option<u32>) -> RateLimit {
+        RateLimit {
+            per_minute,
+            per_hour,
+        }
+    }
+}
+
+/// An asset's client-side request budget (`[assets.<id>.budget]`), per endpoint family, kept
+/// below Microsoft's documented limits so the host slows down before Defender answers 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BudgetConfig {
+    /// Most endpoints: `per_minute` (100) and `per_hour` (1500).
+    pub default: RateLimit,
+    /// `POST .../runliveresponse`: `live_response_per_minute` (10), `live_response_per_hour`
+    /// (none).
+    pub live_response: RateLimit,
+    /// `GET .../getPackageUri`: `package_uri_per_minute` (2), `package_uri_per_hour` (120).
+    pub package_uri: RateLimit,
+    /// `POST /api/advancedqueries/run`: `hunting_per_minute` (45), `hunting_per_hour` (1500).
+    pub hunting: RateLimit,
+    /// Longest wait, in seconds, for a permit or a `Retry-After` of a call without an action
+    /// deadline (`max_wait_secs`, 30; 0 never waits).
+    pub max_wait_secs: u64,
+}
+
+impl BudgetConfig {
+    /// Microsoft's documented limits.
+    pub const STANDARD: BudgetConfig = BudgetConfig {
+        default: RateLimit::new(100, Some(1500)),
+        live_response: RateLimit::new(10, None),
+        package_uri: RateLimit::new(2, Some(120)),
+        hunting: RateLimit::new(45, Some(1500)),
+        max_wait_secs: 30,
+    };
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig::STANDARD
+    }
+}
+
 /// Why the configuration cannot be used; start-up stops on it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -510,6 +567,11 @@ impl Config {
         self.assets.get(id)
     }
 
+    /// The request budget of the asset `id`: its `[assets.<id>.budget]`, or the defaults.
+    pub fn budget(&self, id: &str) -> BudgetConfig {
+        self.budgets.get(id).copied().unwrap_or_default()
+    }
+
     /// Adds the environment layer (`prefix` + `SECTION__KEY`) on top of `file` and resolves.
     fn resolve_layers(
         file: Figment,
@@ -537,13 +599,14 @@ fn env_provider(file: &Figment, prefix: &str) -> Env {
                 .split('.')
                 .map(str::to_ascii_lowercase)
                 .collect();
-            if parts.len() > 1 && parts[0] == "assets" && !known_ids.contains(&parts[1]) {
-                if let Some(id) = known_ids
+            if parts.len() > 1
+                && parts[0] == "assets"
+                && !known_ids.contains(&parts[1])
+                && let Some(id) = known_ids
                     .iter()
                     .find(|id| id.eq_ignore_ascii_case(&parts[1]))
-                {
-                    parts[1] = id.clone();
-                }
+            {
+                parts[1] = id.clone();
             }
             parts.join(".").into()
         })

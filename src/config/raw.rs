@@ -51,6 +51,23 @@ pub(super) struct RawAsset {
     pub disabled_actions: Option<TextList>,
     pub connect_timeout_secs: Option<Text>,
     pub http_timeout_secs: Option<Text>,
+    /// `[assets.<id>.budget]`.
+    pub budget: Option<RawBudget>,
+}
+
+/// `[assets.<id>.budget]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBudget {
+    pub per_minute: Option<Text>,
+    pub per_hour: Option<Text>,
+    pub live_response_per_minute: Option<Text>,
+    pub live_response_per_hour: Option<Text>,
+    pub package_uri_per_minute: Option<Text>,
+    pub package_uri_per_hour: Option<Text>,
+    pub hunting_per_minute: Option<Text>,
+    pub hunting_per_hour: Option<Text>,
+    pub max_wait_secs: Option<Text>,
 }
 
 /// A scalar as text. Environment values are parsed by figment (`8080` becomes a number,

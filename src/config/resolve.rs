@@ -10,10 +10,10 @@ use std::str::FromStr;
 use figment::Figment;
 use secrecy::SecretString;
 
-use super::raw::{RawAsset, RawConfig, RawServer, Text};
+use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text};
 use super::{
-    AssetConfig, AuthKind, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment, LogFormat,
-    ServerConfig, TokenEndpoint,
+    AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
+    LogFormat, RateLimit, ServerConfig, TokenEndpoint,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -28,6 +28,10 @@ const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 60;
 const MAX_ASSET_ID_LEN: usize = 64;
 /// Longest domain name (tenant ids given as domains).
 const MAX_DOMAIN_LEN: usize = 253;
+/// Largest number of calls a budget key accepts (far above any Microsoft limit).
+const MAX_BUDGET_CALLS: u32 = 100_000;
+/// Longest configurable wait for a permit or a `Retry-After`.
+const MAX_BUDGET_WAIT_SECS: u64 = 3600;
 
 /// Reads an environment variable (the process environment, or a map in tests).
 pub(super) type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
@@ -149,14 +153,27 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     let server = resolve_server(raw.server, env, &mut problems);
     let mut assets = BTreeMap::new();
-    for (id, raw_asset) in raw.assets {
-        if let Some(asset) = resolve_asset(&id, raw_asset, env, &mut problems) {
-            assets.insert(id, asset);
+    let mut budgets = BTreeMap::new();
+    for (id, mut raw_asset) in raw.assets {
+        let raw_budget = raw_asset.budget.take();
+        let asset = resolve_asset(&id, raw_asset, env, &mut problems);
+        let budget = match asset {
+            Some(_) => resolve_budget(&id, raw_budget, &mut problems),
+            None if is_valid_asset_id(&id) => resolve_budget(&id, raw_budget, &mut problems),
+            None => None,
+        };
+        if let (Some(asset), Some(budget)) = (asset, budget) {
+            assets.insert(id.clone(), asset);
+            budgets.insert(id, budget);
         }
     }
     match (ConfigError::from_list(problems.0), server) {
         (Some(error), _) => Err(error),
-        (None, Some(server)) => Ok(Config { server, assets }),
+        (None, Some(server)) => Ok(Config {
+            server,
+            assets,
+            budgets,
+        }),
         (None, None) => Err(ConfigError::invalid("server", "invalid")),
     }
 }
@@ -387,6 +404,90 @@ fn resolve_asset(
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
     })
+}
+
+/// `[assets.<id>.budget]`: each key a whole number within bounds, defaults from
+/// [`BudgetConfig::STANDARD`]; `None` when any problem was found.
+fn resolve_budget(
+    id: &str,
+    raw: Option<RawBudget>,
+    problems: &mut Problems,
+) -> Option<BudgetConfig> {
+    let Some(raw) = raw else {
+        return Some(BudgetConfig::default());
+    };
+    let standard = BudgetConfig::STANDARD;
+    let key = |field: &str| format!("assets.{id}.budget.{field}");
+    let mut limit = |prefix: &str,
+                     per_minute: Option<Text>,
+                     per_hour: Option<Text>,
+                     default: RateLimit|
+     -> Option<RateLimit> {
+        let minute = budget_calls(problems, &key(&format!("{prefix}per_minute")), per_minute);
+        let hour = budget_calls(problems, &key(&format!("{prefix}per_hour")), per_hour);
+        Some(RateLimit {
+            per_minute: minute?.unwrap_or(default.per_minute),
+            per_hour: hour?.or(default.per_hour),
+        })
+    };
+    let default = limit("", raw.per_minute, raw.per_hour, standard.default);
+    let live_response = limit(
+        "live_response_",
+        raw.live_response_per_minute,
+        raw.live_response_per_hour,
+        standard.live_response,
+    );
+    let package_uri = limit(
+        "package_uri_",
+        raw.package_uri_per_minute,
+        raw.package_uri_per_hour,
+        standard.package_uri,
+    );
+    let hunting = limit(
+        "hunting_",
+        raw.hunting_per_minute,
+        raw.hunting_per_hour,
+        standard.hunting,
+    );
+    let max_wait_secs = match raw.max_wait_secs {
+        None => Some(standard.max_wait_secs),
+        Some(Text(v)) => match v.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_BUDGET_WAIT_SECS => Some(n),
+            _ => {
+                problems.push(
+                    key("max_wait_secs"),
+                    format!(
+                        "{v:?} is not a whole number of seconds from 0 to {MAX_BUDGET_WAIT_SECS}"
+                    ),
+                );
+                None
+            }
+        },
+    };
+    Some(BudgetConfig {
+        default: default?,
+        live_response: live_response?,
+        package_uri: package_uri?,
+        hunting: hunting?,
+        max_wait_secs: max_wait_secs?,
+    })
+}
+
+/// A budget's number of calls: `Some(None)` when not set, `None` after recording a problem.
+fn budget_calls(problems: &mut Problems, key: &str, value: Option<Text>) -> Option<Option<u32>> {
+    let Some(Text(v)) = value else {
+        return Some(None);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_BUDGET_CALLS).contains(&n) => Some(Some(n)),
+        _ => {
+            problems.push(
+                key,
+                format!("{v:?} is not a whole number of calls from 1 to {MAX_BUDGET_CALLS}"),
+            );
+            None
+        }
+    }
 }
 
 /// Parses an enum-like value with its `FromStr` (whose error lists the allowed values).

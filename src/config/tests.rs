@@ -809,3 +809,102 @@ fn debug_never_shows_secrets() {
         assert!(text.contains(TENANT), "{text}");
     }
 }
+
+#[test]
+fn budget_defaults_are_microsofts_limits() {
+    let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    assert_eq!(config.budget("contoso"), BudgetConfig::STANDARD);
+    assert_eq!(config.budgets.get("contoso"), Some(&BudgetConfig::STANDARD));
+    // An asset added without a budget entry gets the defaults too.
+    assert_eq!(config.budget("other"), BudgetConfig::default());
+    let standard = BudgetConfig::STANDARD;
+    assert_eq!(standard.default, RateLimit::new(100, Some(1500)));
+    assert_eq!(standard.live_response, RateLimit::new(10, None));
+    assert_eq!(standard.package_uri, RateLimit::new(2, Some(120)));
+    assert_eq!(standard.hunting, RateLimit::new(45, Some(1500)));
+    assert_eq!(standard.max_wait_secs, 30);
+}
+
+#[test]
+fn every_budget_key_is_read() {
+    let toml = asset_toml(
+        "[assets.contoso.budget]\nper_minute = 50\nper_hour = 700\n\
+         live_response_per_minute = 5\nlive_response_per_hour = 100\n\
+         package_uri_per_minute = 1\npackage_uri_per_hour = 30\n\
+         hunting_per_minute = \"20\"\nhunting_per_hour = 600\nmax_wait_secs = 0\n",
+    );
+    let config = parse(&toml, SECRET_ENV).unwrap();
+    assert_eq!(
+        config.budget("contoso"),
+        BudgetConfig {
+            default: RateLimit::new(50, Some(700)),
+            live_response: RateLimit::new(5, Some(100)),
+            package_uri: RateLimit::new(1, Some(30)),
+            hunting: RateLimit::new(20, Some(600)),
+            max_wait_secs: 0,
+        }
+    );
+}
+
+#[test]
+fn unset_budget_keys_keep_their_defaults() {
+    let toml = asset_toml("[assets.contoso.budget]\nper_minute = 3\n");
+    let config = parse(&toml, SECRET_ENV).unwrap();
+    assert_eq!(
+        config.budget("contoso"),
+        BudgetConfig {
+            default: RateLimit::new(3, Some(1500)),
+            ..BudgetConfig::STANDARD
+        }
+    );
+}
+
+#[test]
+fn bad_budget_values_name_their_key() {
+    let toml = asset_toml(
+        "[assets.contoso.budget]\nper_minute = 0\nhunting_per_hour = \"lots\"\n\
+         max_wait_secs = 3601\nlive_response_per_minute = 100001\n",
+    );
+    let err = parse(&toml, SECRET_ENV).unwrap_err();
+    let lines: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "configuration: assets.contoso.budget.per_minute: \"0\" is not a whole number of calls from 1 to 100000",
+            "configuration: assets.contoso.budget.live_response_per_minute: \"100001\" is not a whole number of calls from 1 to 100000",
+            "configuration: assets.contoso.budget.hunting_per_hour: \"lots\" is not a whole number of calls from 1 to 100000",
+            "configuration: assets.contoso.budget.max_wait_secs: \"3601\" is not a whole number of seconds from 0 to 3600",
+        ]
+    );
+    let msg = error_of(
+        &asset_toml("[assets.contoso.budget]\nper_minut = 3\n"),
+        SECRET_ENV,
+    );
+    assert!(
+        msg.starts_with("configuration: assets.contoso.budget.per_minut: unknown key"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn budget_keys_come_from_the_environment() {
+    let prefix = "DSCFGTEST_BUDGET__";
+    let _env = EnvGuard::set(&[
+        ("DSCFGTEST_BUDGET__ASSETS__CONTOSO__BUDGET__PER_MINUTE", "7"),
+        (
+            "DSCFGTEST_BUDGET__ASSETS__CONTOSO__BUDGET__MAX_WAIT_SECS",
+            "5",
+        ),
+    ]);
+    let config = Config::resolve_layers(
+        Figment::from(Toml::string(&asset_toml(
+            "[assets.contoso.budget]\nper_hour = 200\n",
+        ))),
+        prefix,
+        &env_of(SECRET_ENV),
+    )
+    .unwrap();
+    let budget = config.budget("contoso");
+    assert_eq!(budget.default, RateLimit::new(7, Some(200)));
+    assert_eq!(budget.max_wait_secs, 5);
+}

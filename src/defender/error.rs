@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::macros::format_description;
 
+use super::budget::Family;
 use super::retry;
 use crate::envelope::ActionError;
 
@@ -56,14 +59,15 @@ pub enum DefenderError {
         /// Correlation id for Microsoft support, when the answer carried one.
         correlation_id: Option<String>,
     },
-    /// HTTP 429: the caller should wait `retry_after` before trying again.
-    #[error(
-        "Defender API throttled the request (429 TooManyRequests); retry after {} s",
-        ceil_secs_ref(.retry_after)
-    )]
+    /// Defender answered 429, or the asset's request budget is spent, and waiting did not
+    /// fit in the call's deadline (or the asset's longest wait): try again after
+    /// `retry_after`. `cause` says which, for the message.
+    #[error("{}", throttled_message(.retry_after, .cause))]
     Throttled {
-        /// From `Retry-After` (60 s when the answer had none).
+        /// From `Retry-After` (60 s when the answer had none), or until a budget permit frees.
         retry_after: Duration,
+        /// What throttled the call and why the client did not wait.
+        cause: ThrottleCause,
     },
     /// The API could not be reached, or the connection failed or timed out (host named).
     #[error("{0}")]
@@ -76,7 +80,111 @@ pub enum DefenderError {
     Auth(String),
 }
 
+/// What throttled a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThrottleCause {
+    /// Defender answered HTTP 429 (`answers` times for this call).
+    Upstream {
+        /// 429 answers received for this call.
+        answers: u32,
+        /// Why the client stopped waiting.
+        gave_up: GaveUp,
+    },
+    /// The asset's client-side request budget is spent; the request was not sent.
+    Budget {
+        /// The endpoint family whose budget is spent.
+        family: Family,
+        /// The spent limit, e.g. `100/min` or `1500/h`.
+        limit: String,
+        /// When a permit frees up (UTC).
+        until: OffsetDateTime,
+        /// Why the client did not wait for it.
+        gave_up: GaveUp,
+    },
+}
+
+/// Why a throttled call was not waited out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The wait would end after the action's deadline.
+    Deadline,
+    /// The call has no deadline and the wait is longer than the asset's longest wait.
+    LongerThan(Duration),
+    /// Defender kept answering 429 after the client's retries.
+    RetriesExhausted,
+    /// Not decided by the client (an error made from a bare 429 answer).
+    Unspecified,
+}
+
+/// The message of [`DefenderError::Throttled`]: what happened, and when to retry.
+fn throttled_message(retry_after: &Duration, cause: &ThrottleCause) -> String {
+    let secs = ceil_secs(*retry_after);
+    match cause {
+        ThrottleCause::Upstream { answers, gave_up } => {
+            let why = match gave_up {
+                GaveUp::Deadline => {
+                    format!(" and the action's deadline leaves no time to wait {secs} s")
+                }
+                GaveUp::LongerThan(max) => format!(
+                    " and asked for a wait of {secs} s, longer than the {} s this asset waits \
+                     at most",
+                    ceil_secs_or_zero(*max)
+                ),
+                GaveUp::RetriesExhausted => format!(" {answers} times in a row"),
+                GaveUp::Unspecified => String::new(),
+            };
+            format!(
+                "Defender throttled the request (HTTP 429 TooManyRequests){why}; retry after {secs} s"
+            )
+        }
+        ThrottleCause::Budget {
+            family,
+            limit,
+            until,
+            gave_up,
+        } => {
+            let why = match gave_up {
+                GaveUp::Deadline => " and the action's deadline leaves no time to wait".to_string(),
+                GaveUp::LongerThan(max) => format!(
+                    ", more than the {} s this asset waits at most",
+                    ceil_secs_or_zero(*max)
+                ),
+                GaveUp::RetriesExhausted | GaveUp::Unspecified => String::new(),
+            };
+            let format = format_description!("[hour]:[minute]:[second]");
+            let until = until
+                .format(format)
+                .map(|t| format!(" until {t} UTC"))
+                .unwrap_or_default();
+            format!(
+                "the asset's request budget for {} calls ({limit}) is spent{until}{why}; the \
+                 request was not sent to Defender; retry after {secs} s",
+                family.describe()
+            )
+        }
+    }
+}
+
 impl DefenderError {
+    /// A 429 answer's error, before the client decided anything about it.
+    pub(crate) fn upstream_throttled(retry_after: Duration) -> DefenderError {
+        DefenderError::Throttled {
+            retry_after,
+            cause: ThrottleCause::Upstream {
+                answers: 1,
+                gave_up: GaveUp::Unspecified,
+            },
+        }
+    }
+
+    /// How long to wait before trying again, when the call was throttled.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DefenderError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// The Microsoft error code, for the variants that carry one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -99,8 +207,17 @@ impl DefenderError {
             DefenderError::Forbidden { .. } => Some(403),
             DefenderError::NotFound { .. } => Some(404),
             DefenderError::Api { status, .. } => Some(*status),
-            DefenderError::Throttled { .. } => Some(429),
-            DefenderError::Transport(_) | DefenderError::Decode(_) | DefenderError::Auth(_) => None,
+            DefenderError::Throttled {
+                cause: ThrottleCause::Upstream { .. },
+                ..
+            } => Some(429),
+            DefenderError::Throttled {
+                cause: ThrottleCause::Budget { .. },
+                ..
+            }
+            | DefenderError::Transport(_)
+            | DefenderError::Decode(_)
+            | DefenderError::Auth(_) => None,
         }
     }
 
@@ -117,7 +234,7 @@ impl DefenderError {
 impl From<DefenderError> for ActionError {
     fn from(error: DefenderError) -> ActionError {
         match error {
-            DefenderError::Throttled { retry_after } => ActionError::Throttled {
+            DefenderError::Throttled { retry_after, .. } => ActionError::Throttled {
                 message: error.to_string(),
                 retry_after: ceil_secs(retry_after),
             },
@@ -132,8 +249,9 @@ fn ceil_secs(d: Duration) -> u64 {
     secs.max(1)
 }
 
-fn ceil_secs_ref(d: &Duration) -> u64 {
-    ceil_secs(*d)
+/// Whole seconds, rounded up (0 stays 0).
+fn ceil_secs_or_zero(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 fn correlation_suffix(correlation_id: &Option<String>) -> String {
@@ -159,9 +277,7 @@ pub(crate) struct ErrorDetails {
 /// The error for a non-success answer that is not a 401 needing a refresh.
 pub(crate) fn from_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> DefenderError {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return DefenderError::Throttled {
-            retry_after: retry::retry_after_or_default(headers),
-        };
+        return DefenderError::upstream_throttled(retry::retry_after_or_default(headers));
     }
     let details = parse_error_body(body);
     let code = details
@@ -590,24 +706,75 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("7"));
         let e = err(429, &headers, r#"{"error":{"code":"TooManyRequests"}}"#);
-        assert_eq!(
-            e,
-            DefenderError::Throttled {
-                retry_after: Duration::from_secs(7)
-            }
-        );
+        assert_eq!(e, DefenderError::upstream_throttled(Duration::from_secs(7)));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(e.status(), Some(429));
         match ActionError::from(e) {
             ActionError::Throttled {
                 retry_after,
                 message,
             } => {
                 assert_eq!(retry_after, 7);
-                assert!(message.contains("retry after 7 s"), "{message}");
+                assert_eq!(
+                    message,
+                    "Defender throttled the request (HTTP 429 TooManyRequests); retry after 7 s"
+                );
             }
             other => panic!("{other:?}"),
         }
         let upstream = ActionError::from(DefenderError::Transport("could not connect".into()));
         assert!(matches!(upstream, ActionError::Upstream(m) if m == "could not connect"));
+        assert_eq!(DefenderError::Decode("x".into()).retry_after(), None);
+    }
+
+    #[test]
+    fn throttled_messages_say_what_happened() {
+        let upstream = |gave_up, answers| DefenderError::Throttled {
+            retry_after: Duration::from_millis(29_500),
+            cause: ThrottleCause::Upstream { answers, gave_up },
+        };
+        assert_eq!(
+            upstream(GaveUp::Deadline, 1).to_string(),
+            "Defender throttled the request (HTTP 429 TooManyRequests) and the action's deadline \
+             leaves no time to wait 30 s; retry after 30 s"
+        );
+        assert_eq!(
+            upstream(GaveUp::LongerThan(Duration::from_secs(10)), 1).to_string(),
+            "Defender throttled the request (HTTP 429 TooManyRequests) and asked for a wait of \
+             30 s, longer than the 10 s this asset waits at most; retry after 30 s"
+        );
+        assert_eq!(
+            upstream(GaveUp::RetriesExhausted, 6).to_string(),
+            "Defender throttled the request (HTTP 429 TooManyRequests) 6 times in a row; retry \
+             after 30 s"
+        );
+        let budget = |gave_up| DefenderError::Throttled {
+            retry_after: Duration::from_secs(42),
+            cause: ThrottleCause::Budget {
+                family: Family::Default,
+                limit: "100/min".into(),
+                until: time::macros::datetime!(2026-01-01 10:42:17.5 UTC),
+                gave_up,
+            },
+        };
+        let e = budget(GaveUp::Deadline);
+        assert_eq!(
+            e.to_string(),
+            "the asset's request budget for Defender API calls (100/min) is spent until \
+             10:42:17 UTC and the action's deadline leaves no time to wait; the request was not \
+             sent to Defender; retry after 42 s"
+        );
+        assert_eq!(e.status(), None, "nothing was sent");
+        assert_eq!(
+            budget(GaveUp::LongerThan(Duration::from_secs(30))).to_string(),
+            "the asset's request budget for Defender API calls (100/min) is spent until \
+             10:42:17 UTC, more than the 30 s this asset waits at most; the request was not \
+             sent to Defender; retry after 42 s"
+        );
+        assert!(matches!(
+            ActionError::from(e),
+            ActionError::Throttled { retry_after: 42, message } if message.contains("budget")
+        ));
     }
 
     #[test]

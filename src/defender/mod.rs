@@ -4,15 +4,28 @@
 //! from a [`TokenSource`]. On a 401 it drops the token, fetches a new one and repeats the call
 //! once. GET and DELETE are repeated on 500/502/503/504 and on connection failures or timeouts
 //! with jittered exponential backoff ([`RetryPolicy`]); POST and PATCH never are (the action may
-//! have been created). A 429 becomes [`DefenderError::Throttled`] without waiting, so callers
-//! with deadlines decide. Microsoft error bodies become [`DefenderError`]s keeping the code and
+//! have been created). Microsoft error bodies become [`DefenderError`]s keeping the code and
 //! the correlation id. [`DefenderClient::list`] follows OData paging without ever
 //! sending the token to a host other than the configured one.
 //!
+//! Upstream discipline: before every request (retries included) the client takes a permit from
+//! the asset's [`Budget`] for the call's endpoint [`Family`]. When the budget is spent it waits
+//! for the next permit if that moment comes before the client's deadline
+//! ([`DefenderClient::with_deadline`]; without one, before the asset's longest wait, 30 s by
+//! default), and otherwise fails at once with [`DefenderError::Throttled`] without sending
+//! anything. A 429 answer is waited out the same way: when its `Retry-After` ends before the
+//! deadline the same request is sent again, POSTs included (a 429 means nothing was run), at
+//! most [`MAX_THROTTLE_RETRIES`] times; otherwise the call fails with
+//! [`DefenderError::Throttled`] carrying the `Retry-After`.
+//!
 //! Every call counts `defender_upstream_requests_total{endpoint,status}` (endpoint is the path
-//! template, ids replaced by `{id}`) and `defender_upstream_retries_total{endpoint,reason}`,
-//! and runs in a debug span with the method and the path template.
+//! template, ids replaced by `{id}`), `defender_upstream_retries_total{endpoint,reason}` and
+//! `defender_upstream_throttled_total{endpoint}` (429 answers); budget waits count
+//! `defender_budget_waits_total{family}` and calls refused by the budget
+//! `defender_budget_exhausted_total{family}`. Each call runs in a debug span with the method
+//! and the path template.
 
+mod budget;
 mod error;
 mod paging;
 mod retry;
@@ -33,13 +46,17 @@ use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
-pub use error::DefenderError;
+pub use budget::{Budget, Family};
+pub use error::{DefenderError, GaveUp, ThrottleCause};
 pub use paging::{ListQuery, MAX_TOP};
 pub use retry::RetryPolicy;
 pub use urls::{encode_query, path_with_query};
 
 /// Largest response body read into memory (hunting results reach 124 MB).
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// How many times one call is sent again after a 429 whose `Retry-After` fits the deadline.
+pub const MAX_THROTTLE_RETRIES: u32 = 5;
 
 /// Supplies bearer tokens for one asset.
 pub trait TokenSource: Send + Sync + 'static {
@@ -63,6 +80,8 @@ struct Inner {
     base: Result<Url, String>,
     tokens: Arc<dyn TokenSource>,
     retry: RetryPolicy,
+    /// Shared by every clone of the client (deadline-bound ones included).
+    budget: Arc<Budget>,
 }
 
 impl fmt::Debug for DefenderClient {
@@ -70,6 +89,8 @@ impl fmt::Debug for DefenderClient {
         f.debug_struct("DefenderClient")
             .field("api_url", &self.inner.api_url)
             .field("retry", &self.inner.retry)
+            .field("budget", &self.inner.budget)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +119,8 @@ enum AttemptError {
 }
 
 impl DefenderClient {
-    /// A client for `api_url` (the base without `/api`; a trailing slash is ignored).
+    /// A client for `api_url` (the base without `/api`; a trailing slash is ignored), with
+    /// the standard request budget ([`Budget::standard`]; see [`with_budget`](Self::with_budget)).
     pub fn new(
         http: reqwest::Client,
         api_url: &str,
@@ -123,9 +145,32 @@ impl DefenderClient {
                 base,
                 tokens,
                 retry: RetryPolicy::standard(),
+                budget: Arc::new(Budget::standard()),
             }),
             deadline: None,
         }
+    }
+
+    /// The same client with the asset's request budget (a fresh one: build it once per asset
+    /// and share the client).
+    pub fn with_budget(self, budget: Budget) -> DefenderClient {
+        let inner = &self.inner;
+        DefenderClient {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                api_url: inner.api_url.clone(),
+                base: inner.base.clone(),
+                tokens: inner.tokens.clone(),
+                retry: inner.retry,
+                budget: Arc::new(budget),
+            }),
+            deadline: self.deadline,
+        }
+    }
+
+    /// The asset's request budget (its limits tell pollers how often they may call).
+    pub fn budget(&self) -> &Budget {
+        &self.inner.budget
     }
 
     /// The same client bound to an action's deadline: throttling waits end by then.
@@ -151,6 +196,7 @@ impl DefenderClient {
                 base: inner.base.clone(),
                 tokens: inner.tokens.clone(),
                 retry,
+                budget: inner.budget.clone(),
             }),
             deadline: self.deadline,
         }
@@ -295,11 +341,14 @@ impl DefenderClient {
         endpoint: String,
     ) -> Result<RawResponse, DefenderError> {
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
+        let family = Family::of(&method, url.path());
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
         let mut refreshed = false;
+        let mut throttled_answers: u32 = 0;
         let mut backoff = policy.backoff();
         loop {
+            self.permit(family).await?;
             let started = Instant::now();
             match self.attempt(&method, &url, &token, body).await {
                 Ok(raw) => {
@@ -317,12 +366,27 @@ impl DefenderClient {
                         token = self.inner.tokens.token().await?;
                         continue;
                     }
-                    if idempotent && retry::is_retryable_status(status) {
-                        if let Some(wait) = backoff.next() {
-                            count_retry(&endpoint, "server_error");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        throttled_answers += 1;
+                        count_throttled(&endpoint);
+                        let retry_after = retry::retry_after_or_default(&raw.headers);
+                        self.may_wait_out_429(retry_after, throttled_answers)?;
+                        count_retry(&endpoint, "throttled");
+                        tracing::debug!(
+                            retry_after_ms = millis(retry_after),
+                            answers = throttled_answers,
+                            "throttled; waiting for Retry-After"
+                        );
+                        tokio::time::sleep(retry_after).await;
+                        continue;
+                    }
+                    if idempotent
+                        && retry::is_retryable_status(status)
+                        && let Some(wait) = backoff.next()
+                    {
+                        count_retry(&endpoint, "server_error");
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                     return Ok(raw);
                 }
@@ -347,6 +411,75 @@ impl DefenderClient {
                 }
             }
         }
+    }
+
+    /// The latest moment a wait may end (never before `now`: a call that needs no wait goes
+    /// even past its deadline), and what to say when a wait would end later.
+    fn wait_limit(&self, now: tokio::time::Instant) -> (tokio::time::Instant, GaveUp) {
+        match self.deadline {
+            Some(deadline) => (deadline.max(now), GaveUp::Deadline),
+            None => {
+                let max = self.inner.budget.max_wait();
+                (now.checked_add(max).unwrap_or(now), GaveUp::LongerThan(max))
+            }
+        }
+    }
+
+    /// Takes a permit of the asset's budget for `family`: at once, after a wait that ends
+    /// within the wait limit, or not at all ([`DefenderError::Throttled`], nothing sent).
+    async fn permit(&self, family: Family) -> Result<(), DefenderError> {
+        let now = tokio::time::Instant::now();
+        let (latest, gave_up) = self.wait_limit(now);
+        match self.inner.budget.reserve(family, now, latest) {
+            Ok(at) if at <= now => Ok(()),
+            Ok(at) => {
+                count_budget_wait(family);
+                tracing::debug!(
+                    family = family.name(),
+                    wait_ms = millis(at - now),
+                    "request budget spent; waiting for a permit"
+                );
+                tokio::time::sleep_until(at).await;
+                Ok(())
+            }
+            Err(spent) => {
+                count_budget_exhausted(family);
+                let retry_after = spent.at.saturating_duration_since(now);
+                tracing::debug!(
+                    family = family.name(),
+                    limit = %spent.limit,
+                    retry_after_ms = millis(retry_after),
+                    "request budget spent; not waiting"
+                );
+                Err(DefenderError::Throttled {
+                    retry_after,
+                    cause: ThrottleCause::Budget {
+                        family,
+                        limit: spent.limit,
+                        until: time::OffsetDateTime::now_utc() + retry_after,
+                        gave_up,
+                    },
+                })
+            }
+        }
+    }
+
+    /// `Ok` when the `answers`-th 429 of a call may be waited out (`retry_after` ends within
+    /// the wait limit and retries remain), else the error to return.
+    fn may_wait_out_429(&self, retry_after: Duration, answers: u32) -> Result<(), DefenderError> {
+        let now = tokio::time::Instant::now();
+        let (latest, gave_up) = self.wait_limit(now);
+        let gave_up = if answers > MAX_THROTTLE_RETRIES {
+            GaveUp::RetriesExhausted
+        } else if now.checked_add(retry_after).is_none_or(|end| end > latest) {
+            gave_up
+        } else {
+            return Ok(());
+        };
+        Err(DefenderError::Throttled {
+            retry_after,
+            cause: ThrottleCause::Upstream { answers, gave_up },
+        })
     }
 
     /// One HTTP exchange, body read completely.
@@ -483,7 +616,11 @@ fn decode_json(raw: RawResponse) -> Result<Value, DefenderError> {
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    millis(started.elapsed())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn count_request(endpoint: &str, status: String) {
@@ -493,6 +630,22 @@ fn count_request(endpoint: &str, status: String) {
         "status" => status
     )
     .increment(1);
+}
+
+fn count_throttled(endpoint: &str) {
+    metrics::counter!(
+        "defender_upstream_throttled_total",
+        "endpoint" => endpoint.to_string()
+    )
+    .increment(1);
+}
+
+fn count_budget_wait(family: Family) {
+    metrics::counter!("defender_budget_waits_total", "family" => family.name()).increment(1);
+}
+
+fn count_budget_exhausted(family: Family) {
+    metrics::counter!("defender_budget_exhausted_total", "family" => family.name()).increment(1);
 }
 
 fn count_retry(endpoint: &str, reason: &'static str) {
@@ -715,32 +868,303 @@ mod tests {
         assert_eq!(server.requests()[1].method, "PATCH");
     }
 
+    fn too_many(retry_after: &'static str) -> Response {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after)],
+            axum::Json(json!({"error": {"code": "TooManyRequests", "message": "slow down"}})),
+        )
+            .into_response()
+    }
+
+    fn budget(per_minute: u32, per_hour: Option<u32>) -> crate::config::BudgetConfig {
+        crate::config::BudgetConfig {
+            default: crate::config::RateLimit::new(per_minute, per_hour),
+            ..crate::config::BudgetConfig::STANDARD
+        }
+    }
+
     #[tokio::test]
-    async fn throttling_is_returned_not_waited() {
-        let server = TestServer::start(|_, _| {
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "7")],
-                axum::Json(json!({"error": {"code": "TooManyRequests", "message": "slow down"}})),
-            )
-                .into_response()
+    async fn a_429_that_fits_is_waited_out_and_the_get_repeated() {
+        let server = TestServer::start(|n, _| {
+            if n == 0 {
+                too_many("0.05")
+            } else {
+                axum::Json(json!({"ok": true})).into_response()
+            }
         })
         .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        assert_eq!(
+            client.get("/api/machines").await.unwrap(),
+            json!({"ok": true})
+        );
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_post_is_repeated_after_a_429_because_nothing_ran() {
+        let server = TestServer::start(|n, _| {
+            if n == 0 {
+                too_many("0.05")
+            } else {
+                (StatusCode::CREATED, axum::Json(json!({"id": "a1"}))).into_response()
+            }
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_deadline(tokio::time::Instant::now() + Duration::from_secs(20));
+        let got = client
+            .post("/api/machines/m1/isolate", &json!({"Comment": "c"}))
+            .await
+            .unwrap();
+        assert_eq!(got["id"], "a1");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].body, reqs[1].body);
+        assert_eq!(reqs[1].method, "POST");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_the_longest_wait_fails_at_once() {
+        let server = TestServer::start(|_, _| too_many("120")).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let err = client.get("/api/machines").await.unwrap_err();
         assert_eq!(
             err,
             DefenderError::Throttled {
-                retry_after: Duration::from_secs(7)
+                retry_after: Duration::from_secs(120),
+                cause: ThrottleCause::Upstream {
+                    answers: 1,
+                    gave_up: GaveUp::LongerThan(Duration::from_secs(30)),
+                },
             }
         );
         assert_eq!(server.count(), 1);
+        match ActionError::from(err) {
+            ActionError::Throttled {
+                retry_after,
+                message,
+            } => {
+                assert_eq!(retry_after, 120);
+                assert!(message.contains("HTTP 429"), "{message}");
+                assert!(message.contains("longer than the 30 s"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_past_the_deadline_fails_at_once_for_posts_too() {
+        let server = TestServer::start(|_, _| too_many("5")).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
         let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        assert_eq!(
+            err,
+            DefenderError::Throttled {
+                retry_after: Duration::from_secs(5),
+                cause: ThrottleCause::Upstream {
+                    answers: 1,
+                    gave_up: GaveUp::Deadline,
+                },
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("the action's deadline leaves no time to wait 5 s"),
+            "{err}"
+        );
         assert!(matches!(
             ActionError::from(err),
-            ActionError::Throttled { retry_after: 7, .. }
+            ActionError::Throttled { retry_after: 5, .. }
         ));
+        assert_eq!(server.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn endless_429s_give_up_after_the_retries() {
+        let server = TestServer::start(|_, _| too_many("0.01")).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let err = client.get("/api/machines").await.unwrap_err();
+        let answers = MAX_THROTTLE_RETRIES + 1;
+        assert_eq!(
+            err,
+            DefenderError::Throttled {
+                retry_after: Duration::from_millis(10),
+                cause: ThrottleCause::Upstream {
+                    answers,
+                    gave_up: GaveUp::RetriesExhausted,
+                },
+            }
+        );
+        assert_eq!(server.count(), answers as usize);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_fails_fast_and_sends_nothing() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&budget(3, None)));
+        for _ in 0..3 {
+            client.get("/api/machines").await.unwrap();
+        }
+        // No deadline: the next permit (a minute away) is beyond the 30 s longest wait.
+        let err = client.get("/api/machines").await.unwrap_err();
+        let DefenderError::Throttled { retry_after, cause } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            *retry_after > Duration::from_secs(30) && *retry_after <= Duration::from_secs(61),
+            "{retry_after:?}"
+        );
+        assert!(
+            matches!(cause, ThrottleCause::Budget { family: Family::Default, limit, gave_up: GaveUp::LongerThan(max), .. }
+                if limit == "3/min" && *max == Duration::from_secs(30)),
+            "{cause:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "the asset's request budget for Defender API calls (3/min) is spent until "
+            ),
+            "{message}"
+        );
+        assert!(message.contains("not sent to Defender"), "{message}");
+        assert_eq!(err.status(), None);
+        // With a deadline shorter than the refill, the same.
+        let bound = client.with_deadline(tokio::time::Instant::now() + Duration::from_secs(2));
+        let err = bound
+            .post("/api/machines/m1/isolate", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DefenderError::Throttled {
+                    cause: ThrottleCause::Budget {
+                        gave_up: GaveUp::Deadline,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("deadline leaves no time"), "{err}");
+        assert!(matches!(
+            ActionError::from(err),
+            ActionError::Throttled { retry_after, .. } if retry_after > 30
+        ));
+        // Other families have budgets of their own.
+        client
+            .post("/api/advancedqueries/run", &json!({"Query": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(server.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_needs_no_wait_goes_even_past_its_deadline() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&budget(1, None)));
+        let past = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let late = client.with_deadline(past);
+        late.get("/api/machines").await.unwrap();
+        let err = late.get("/api/machines").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DefenderError::Throttled {
+                    cause: ThrottleCause::Budget {
+                        gave_up: GaveUp::Deadline,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(server.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_is_waited_for_within_the_deadline() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        let budget = Budget::with_windows(
+            &budget(2, None),
+            Duration::from_millis(150),
+            Duration::from_millis(150),
+        );
+        let client = client_for(&server, Arc::new(FakeTokens::default())).with_budget(budget);
+        for _ in 0..5 {
+            client.get("/api/machines").await.unwrap();
+        }
+        assert_eq!(server.count(), 5);
+    }
+
+    #[tokio::test]
+    async fn retries_take_permits_too() {
+        let server = TestServer::start(|n, _| {
+            if n == 0 {
+                status(503)
+            } else {
+                axum::Json(json!({})).into_response()
+            }
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&budget(2, None)));
+        client.get("/api/machines").await.unwrap();
         assert_eq!(server.count(), 2);
+        let err = client.get("/api/machines").await.unwrap_err();
+        assert!(err.retry_after().is_some(), "{err:?}");
+        assert_eq!(server.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_never_exceed_the_budget() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&budget(20, Some(1500))));
+        let calls = (0..200).map(|_| {
+            let client = client.clone();
+            async move { client.get("/api/machines").await }
+        });
+        let results = futures::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let throttled = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Err(DefenderError::Throttled {
+                        cause: ThrottleCause::Budget { .. },
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(ok, 20);
+        assert_eq!(throttled, 180);
+        assert_eq!(server.count(), 20);
+    }
+
+    #[tokio::test]
+    async fn clones_share_the_budget() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&budget(2, None)));
+        let bound = client.with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
+        let retried = client.clone().with_retry_policy(RetryPolicy::none());
+        bound.get("/api/machines").await.unwrap();
+        retried.get("/api/machines").await.unwrap();
+        assert!(client.get("/api/machines").await.is_err());
+        assert_eq!(server.count(), 2);
+        assert_eq!(client.budget().limit(Family::Default).per_minute, 2);
+        assert!(bound.deadline().is_some());
     }
 
     #[tokio::test]

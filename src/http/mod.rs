@@ -5,8 +5,10 @@
 //! body limit and the whole-request timeout itself so every rejection is an envelope).
 
 pub mod api_key;
+pub mod oauth;
 pub mod openapi;
 pub mod routes;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,13 +37,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .route("/actions", get(routes::list_actions))
         .route("/assets/{asset}/actions/{action}", post(routes::run_action))
+        .route("/vault/{vault_id}", get(vault::file))
+        .route("/vault/{vault_id}/info", get(vault::info))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api_key::require,
         ));
     let open = Router::new()
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz));
+        .route("/readyz", get(routes::readyz))
+        .route("/start_oauth", get(oauth::start_oauth))
+        .route("/result", get(oauth::result));
     Router::new()
         .merge(protected)
         .merge(open)

@@ -21,6 +21,10 @@ use crate::actions::definitions;
         super::routes::openapi,
         super::routes::list_actions,
         super::routes::run_action,
+        super::oauth::start_oauth,
+        super::oauth::result,
+        super::vault::file,
+        super::vault::info,
     ),
     components(schemas(
         crate::envelope::Envelope,

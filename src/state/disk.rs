@@ -333,11 +333,12 @@ pub(crate) fn clean_temps(dir: &Path, asset_id: &str) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&prefix) && name.ends_with(".tmp") {
-            if let Err(e) = fs::remove_file(entry.path()) {
-                tracing::warn!(file = %entry.path().display(), error = %e,
-                    "cannot remove a leftover temporary state file");
-            }
+        if name.starts_with(&prefix)
+            && name.ends_with(".tmp")
+            && let Err(e) = fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), error = %e,
+                "cannot remove a leftover temporary state file");
         }
     }
 }
@@ -350,10 +351,10 @@ pub(crate) fn list_assets(dir: &Path) -> Result<Vec<String>, StateError> {
         let entry = entry.map_err(|e| StateError::io("directory", dir, "list", &e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(asset) = name.strip_suffix(STATE_SUFFIX) {
-            if super::is_valid_asset_id(asset) {
-                assets.push(asset.to_owned());
-            }
+        if let Some(asset) = name.strip_suffix(STATE_SUFFIX)
+            && super::is_valid_asset_id(asset)
+        {
+            assets.push(asset.to_owned());
         }
     }
     assets.sort();

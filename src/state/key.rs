@@ -44,7 +44,7 @@ impl fmt::Display for KeySource {
 }
 
 /// Decodes the value of `DEFENDER_SOAR_STATE_KEY` (standard or URL-safe base64, padded or not).
-pub(crate) fn key_from_env_value(value: &OsStr) -> Result<[u8; 32], StateError> {
+pub fn key_from_env_value(value: &OsStr) -> Result<[u8; 32], StateError> {
     let bad = |problem: &str| StateError::KeyEnv {
         var: STATE_KEY_ENV,
         problem: problem.to_owned(),

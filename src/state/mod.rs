@@ -38,7 +38,7 @@ use disk::{FileLock, Keyring};
 
 pub use disk::FORMAT_VERSION;
 pub use error::{StateError, UpdateError};
-pub use key::{KEY_FILE_NAME, KeySource, STATE_KEY_ENV};
+pub use key::{KEY_FILE_NAME, KeySource, STATE_KEY_ENV, key_from_env_value};
 
 /// Everything remembered about one asset between requests and restarts.
 #[derive(Default, Clone)]

@@ -194,3 +194,314 @@ pub fn scenario_with_page_size(n: usize) -> Scenario {
     s.default_page_size = n;
     s
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hosts sharing a simulator and a state directory; driving the consent flow without a browser.
+// ---------------------------------------------------------------------------------------------
+
+/// An asset on the scenario's first tenant and its app number `app_index`, consenting
+/// interactively (v2 endpoint).
+pub fn interactive_asset(
+    id: &str,
+    scenario: &Scenario,
+    sim_base: &str,
+    app_index: usize,
+) -> AssetConfig {
+    let mut a = asset_on_app(id, scenario, sim_base, app_index);
+    a.auth = AuthKind::AuthorizationCode;
+    a
+}
+
+/// A client-credentials asset on the scenario's first tenant and its app number `app_index`.
+pub fn asset_on_app(
+    id: &str,
+    scenario: &Scenario,
+    sim_base: &str,
+    app_index: usize,
+) -> AssetConfig {
+    let mut a = asset(id, scenario, sim_base);
+    let app = &scenario.first_tenant().unwrap().apps[app_index];
+    a.client_id = app.client_id.clone();
+    a.client_secret = SecretString::from(app.secret.clone());
+    a
+}
+
+/// A host alone, over a configuration chosen by the test.
+pub struct Host {
+    pub addr: SocketAddr,
+    /// A client that does not follow redirects.
+    pub client: reqwest::Client,
+    pub app: std::sync::Arc<App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Starts a host over `config` on a random port (`public_url` set to it).
+pub async fn start_host(mut config: Config) -> Host {
+    capture_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    config.server.public_url = format!("http://{addr}").parse().unwrap();
+    let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(defender_soar::http::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Host {
+        addr,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        app,
+        shutdown: Some(tx),
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Host {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST an action with parameters; returns (HTTP status, envelope).
+    pub async fn invoke(&self, asset: &str, action: &str, params: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/assets/{asset}/actions/{action}")))
+            .bearer_auth(API_KEY)
+            .json(&json!({ "parameters": params }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        (status, body)
+    }
+
+    /// GET without the API key (the consent routes); returns the whole response.
+    pub async fn open_get(&self, path_and_query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// An HTML page answer: status, headers, body.
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub async fn from(resp: reqwest::Response) -> Page {
+        Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Undoes the HTML escaping of attribute values.
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A simulator, a state directory and a host over them; the host can be restarted.
+pub struct Rig {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub assets: Vec<AssetConfig>,
+    pub host: Host,
+    /// A client that does not follow redirects (for the simulator's authorize endpoint).
+    pub browser: reqwest::Client,
+}
+
+impl Rig {
+    /// Starts a simulator with `scenario` and a host with the assets `assets` builds from the
+    /// scenario and the simulator's base URL.
+    pub async fn new(
+        scenario: Scenario,
+        assets: impl FnOnce(&Scenario, &str) -> Vec<AssetConfig>,
+    ) -> Rig {
+        capture_logs();
+        let sim = defender_sim::start("127.0.0.1:0".parse().unwrap(), scenario.clone())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let assets = assets(&scenario, &sim.base_url());
+        let host = start_host(Self::config(dir.path(), &assets)).await;
+        Rig {
+            sim,
+            dir,
+            assets,
+            host,
+            browser: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn config(dir: &std::path::Path, assets: &[AssetConfig]) -> Config {
+        let mut config = Config::from_toml_str("").unwrap();
+        config.server.state_dir = dir.to_path_buf();
+        // Tests make hundreds of calls a minute: no client-side budget in the way.
+        let budget = defender_soar::config::BudgetConfig {
+            default: defender_soar::config::RateLimit::new(1_000_000, None),
+            ..defender_soar::config::BudgetConfig::STANDARD
+        };
+        for a in assets {
+            config.assets.insert(a.id.clone(), a.clone());
+            config.budgets.insert(a.id.clone(), budget);
+        }
+        config
+    }
+
+    /// Stops the host and starts a new one (new port, empty memory) over the same state
+    /// directory and simulator.
+    pub async fn restart(&mut self) {
+        let host = start_host(Self::config(self.dir.path(), &self.assets)).await;
+        self.host = host;
+    }
+
+    /// `<state dir>/<asset>_state.json`.
+    pub fn state_file(&self, asset: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{asset}_state.json"))
+    }
+
+    /// The state file's bytes, `None` when there is none.
+    pub fn state_bytes(&self, asset: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.state_file(asset)).ok()
+    }
+
+    /// The state store of the directory (same key as the host's).
+    pub fn store(&self) -> defender_soar::state::StateStore {
+        defender_soar::state::StateStore::open(self.dir.path()).unwrap()
+    }
+
+    pub async fn invoke(&self, asset: &str, action: &str, params: Value) -> (u16, Value) {
+        self.host.invoke(asset, action, params).await
+    }
+
+    /// `GET /start_oauth?asset_id=…`: the authorize URL it redirects to.
+    pub async fn start_consent(&self, asset: &str) -> String {
+        let resp = self
+            .host
+            .open_get(&format!("/start_oauth?asset_id={asset}"))
+            .await;
+        assert_eq!(resp.status().as_u16(), 302, "{:?}", resp.text().await);
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Submits the simulator's consent form at `authorize_url` with `decision` (`accept` or
+    /// `decline`), as a browser would: the hidden fields of the page plus the button's value.
+    /// Answers where the simulator sends the browser (the host's `/result?…`).
+    pub async fn decide(&self, authorize_url: &str, decision: &str) -> String {
+        let page = self.browser.get(authorize_url).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200);
+        let html = page.text().await.unwrap();
+        let form = regex::Regex::new(r#"<form method="post" action="([^"]*)" id="consent">"#)
+            .unwrap()
+            .captures(&html)
+            .unwrap_or_else(|| panic!("no consent form in {html}"))[1]
+            .to_string();
+        let hidden =
+            regex::Regex::new(r#"<input type="hidden" name="([^"]*)" value="([^"]*)">"#).unwrap();
+        let mut fields: Vec<(String, String)> = hidden
+            .captures_iter(&html)
+            .map(|c| (html_unescape(&c[1]), html_unescape(&c[2])))
+            .collect();
+        fields.push(("decision".into(), decision.into()));
+        let action = format!("{}{}", self.sim.base_url(), html_unescape(&form));
+        let resp = self
+            .browser
+            .post(action)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 302, "{:?}", resp.text().await);
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// GET a URL the simulator redirected to (the host's `/result?…`).
+    pub async fn follow(&self, location: &str) -> Page {
+        Page::from(self.browser.get(location).send().await.unwrap()).await
+    }
+
+    /// The whole consent: start, accept, result page (asserted to be a success).
+    pub async fn consent(&self, asset: &str) -> Page {
+        let authorize = self.start_consent(asset).await;
+        let back = self.decide(&authorize, "accept").await;
+        let page = self.follow(&back).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        page
+    }
+}
+
+/// Starts a simulator with `scenario` and a host with the standard assets, after `configure`
+/// adjusted the configuration (request budgets, timeouts, ...).
+pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Config)) -> TestApp {
+    capture_logs();
+    let sim = defender_sim::start("127.0.0.1:0".parse().unwrap(), scenario.clone())
+        .await
+        .unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml_str("").unwrap();
+    config.server.state_dir = state_dir.path().to_path_buf();
+    for a in standard_assets(&scenario, &sim.base_url()) {
+        config.assets.insert(a.id.clone(), a);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    config.server.public_url = format!("http://{addr}").parse().unwrap();
+    configure(&mut config);
+    let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(defender_soar::http::serve(app, listener, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        sim,
+        client: reqwest::Client::new(),
+        state_dir,
+        shutdown: Some(tx),
+    }
+}

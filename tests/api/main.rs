@@ -4,7 +4,11 @@ mod helpers;
 
 mod actions_framework;
 mod connectivity;
+mod consent;
 mod devices;
 mod host;
+mod machine;
 mod secrets;
+mod throttling;
+mod token_manager;
 mod tokens;

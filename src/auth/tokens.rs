@@ -1,0 +1,601 @@
+//! The token manager of one asset: an in-memory cache backed by the asset's state file.
+//!
+//! Any caller that finds no fresh token in memory waits for the asset's one fetch lock; the
+//! first one through re-reads the state file (a restarted host, or another process, may have
+//! stored a usable token) and otherwise asks Entra: client credentials, or the stored refresh
+//! token for interactive assets. Every caller queued behind it then finds the new token in
+//! memory, so concurrent callers share one token request. A token is refreshed when less than
+//! a fifth of its life (at most 5 minutes) is left.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
+use oauth2::{
+    AuthType, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl,
+    RefreshToken, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+
+use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
+use super::{AuthError, Grants, decode_grants, now_unix, preflight};
+use crate::config::{AssetConfig, AuthKind, ServerConfig, TokenEndpoint};
+use crate::defender::{DefenderError, TokenSource};
+use crate::state::{AssetState, StateStore, StoredTokens, UpdateError};
+
+/// The oauth2 client of an asset: authorize and token endpoints set, redirect URI set.
+pub(crate) type EntraClient = oauth2::Client<
+    EntraError,
+    EntraTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// Grant names stored with the tokens.
+pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// Grant name of tokens obtained through consent (and their refreshes).
+pub(crate) const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+
+/// Lifetime assumed when Entra gives none.
+const DEFAULT_LIFETIME_SECS: i64 = 3599;
+/// Longest margin before expiry at which a token is renewed.
+const MAX_MARGIN_SECS: i64 = 300;
+
+/// An access token with its validity (unix seconds).
+#[derive(Clone)]
+pub struct BearerToken {
+    /// The token itself.
+    pub secret: SecretString,
+    /// When it was obtained.
+    pub obtained_at: i64,
+    /// When it expires.
+    pub expires_at: i64,
+}
+
+impl BearerToken {
+    /// Seconds of validity left (never negative).
+    pub fn expires_in(&self) -> u64 {
+        u64::try_from(self.expires_at - now_unix()).unwrap_or(0)
+    }
+
+    /// What the token says it grants (display only).
+    pub fn grants(&self) -> Grants {
+        decode_grants(self.secret.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerToken")
+            .field("obtained_at", &self.obtained_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly fetched token and what it grants.
+#[derive(Debug, Clone)]
+pub struct FetchedToken {
+    /// Lifetime Entra gave it.
+    pub expires_in: Duration,
+    /// Decoded grants.
+    pub grants: Grants,
+}
+
+/// Whether a token obtained at `obtained_at` and expiring at `expires_at` is still worth using
+/// at `now`: more than a fifth of its life (at most 5 minutes) is left.
+pub(crate) fn is_fresh(obtained_at: i64, expires_at: i64, now: i64) -> bool {
+    let lifetime = (expires_at - obtained_at).max(1);
+    let margin = (lifetime / 5).min(MAX_MARGIN_SECS);
+    expires_at - now > margin
+}
+
+/// What the in-memory cache holds.
+#[derive(Default)]
+struct Cache {
+    /// The token in use.
+    current: Option<BearerToken>,
+    /// The last token the API refused: never taken back from the state file.
+    rejected: Option<SecretString>,
+    /// Set while the asset needs consent (cleared when tokens arrive).
+    consent: Option<AuthError>,
+    /// A refresh token Entra refused as dead: not offered again.
+    dead_refresh: Option<SecretString>,
+}
+
+/// The tokens of one asset, both auth kinds.
+pub struct TokenManager {
+    pub(crate) asset_id: String,
+    pub(crate) auth: AuthKind,
+    tenant_id: String,
+    client_id: String,
+    pub(crate) client: EntraClient,
+    pub(crate) token_endpoint: TokenEndpoint,
+    pub(crate) resource: String,
+    pub(crate) scope: String,
+    pub(crate) http: OAuthHttp,
+    pub(crate) store: StateStore,
+    consent_url: String,
+    cache: Mutex<Cache>,
+    /// One token request (or consent completion) at a time per asset.
+    pub(crate) flight: tokio::sync::Mutex<()>,
+    /// Bumped whenever a consent completes, for `test_connectivity` waiting on it.
+    connected: watch::Sender<u64>,
+    /// Hashes of consent states used recently (to tell a replay from a forgery).
+    pub(crate) consumed: Mutex<VecDeque<(String, i64)>>,
+}
+
+impl TokenManager {
+    /// Builds the token manager of an asset over the host's state store.
+    pub fn new(
+        asset: &AssetConfig,
+        server: &ServerConfig,
+        store: StateStore,
+        http: reqwest::Client,
+    ) -> Result<TokenManager, AuthError> {
+        let invalid = |what: &str, url: &str| {
+            AuthError::Config(format!(
+                "asset {}: {what} {url} is not a valid URL",
+                asset.id
+            ))
+        };
+        let token_url = TokenUrl::new(asset.token_url())
+            .map_err(|_| invalid("token URL", &asset.token_url()))?;
+        let auth_url = AuthUrl::new(asset.authorize_url())
+            .map_err(|_| invalid("authorize URL", &asset.authorize_url()))?;
+        let redirect = RedirectUrl::new(server.redirect_uri())
+            .map_err(|_| invalid("redirect URI", &server.redirect_uri()))?;
+        let client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                asset.client_secret.expose_secret().to_string(),
+            ))
+            .set_auth_type(AuthType::RequestBody)
+            .set_auth_uri(auth_url)
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect);
+        let consent_url = format!(
+            "{}/start_oauth?asset_id={}",
+            server.public_url.as_str().trim_end_matches('/'),
+            asset.id
+        );
+        Ok(TokenManager {
+            asset_id: asset.id.clone(),
+            auth: asset.auth,
+            tenant_id: asset.tenant_id.clone(),
+            client_id: asset.client_id.clone(),
+            client,
+            token_endpoint: asset.token_endpoint,
+            resource: asset.resource.clone(),
+            scope: asset.scope(),
+            http: OAuthHttp(http),
+            store,
+            consent_url,
+            cache: Mutex::new(Cache::default()),
+            flight: tokio::sync::Mutex::new(()),
+            connected: watch::Sender::new(0),
+            consumed: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The asset's id.
+    pub fn asset_id(&self) -> &str {
+        &self.asset_id
+    }
+
+    /// How the asset obtains tokens.
+    pub fn auth_kind(&self) -> AuthKind {
+        self.auth
+    }
+
+    /// `{public_url}/start_oauth?asset_id=<asset>`.
+    pub fn consent_url(&self) -> &str {
+        &self.consent_url
+    }
+
+    /// A receiver that changes each time a consent for this asset completes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.connected.subscribe()
+    }
+
+    /// The consent-required error while the asset is known to need consent.
+    pub fn consent_required(&self) -> Option<AuthError> {
+        self.lock_cache().consent.clone()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self) -> Option<BearerToken> {
+        let now = now_unix();
+        self.lock_cache()
+            .current
+            .as_ref()
+            .filter(|t| is_fresh(t.obtained_at, t.expires_at, now))
+            .cloned()
+    }
+
+    /// A valid access token: the cached one, a stored one, or one obtained now (one request
+    /// at a time per asset, shared by every concurrent caller).
+    pub async fn token(&self) -> Result<BearerToken, AuthError> {
+        if let Some(t) = self.cached() {
+            return Ok(t);
+        }
+        let _flight = self.flight.lock().await;
+        if let Some(t) = self.cached() {
+            return Ok(t);
+        }
+        self.obtain().await
+    }
+
+    /// The token to use if it is at hand without asking Entra (in memory, or fresh in the
+    /// state file); `None` when one must be fetched or refreshed. Fails when the asset needs
+    /// consent (an interactive asset without a usable refresh token) or its state file is
+    /// broken.
+    pub async fn peek(&self) -> Result<Option<BearerToken>, AuthError> {
+        if let Some(t) = self.cached() {
+            return Ok(Some(t));
+        }
+        let state = self
+            .store
+            .load(&self.asset_id)
+            .await
+            .map_err(|e| AuthError::State(e.to_string()))?;
+        let stored = state.tokens.filter(|t| self.stored_usable(t));
+        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
+            self.install(&token);
+            return Ok(Some(token));
+        }
+        if self.auth == AuthKind::AuthorizationCode {
+            self.usable_refresh_token(stored.as_ref())?;
+        }
+        Ok(None)
+    }
+
+    /// Always asks Entra for a new client-credentials token (test_connectivity checks the
+    /// credentials with it); the token is stored and used afterwards.
+    pub async fn fetch_fresh(&self) -> Result<FetchedToken, AuthError> {
+        let _flight = self.flight.lock().await;
+        let token = self.client_credentials().await?;
+        Ok(FetchedToken {
+            expires_in: Duration::from_secs(
+                u64::try_from(token.expires_at - token.obtained_at).unwrap_or(0),
+            ),
+            grants: token.grants(),
+        })
+    }
+
+    /// Drops `rejected` (the API answered 401 with it) so the next call obtains a new token.
+    pub fn invalidate(&self, rejected: &SecretString) {
+        let mut cache = self.lock_cache();
+        if cache
+            .current
+            .as_ref()
+            .is_some_and(|c| c.secret.expose_secret() == rejected.expose_secret())
+        {
+            cache.current = None;
+        }
+        cache.rejected = Some(rejected.clone());
+    }
+
+    /// Whether stored tokens belong to this asset's kind and target (a changed configuration
+    /// makes old tokens useless).
+    fn stored_usable(&self, t: &StoredTokens) -> bool {
+        let grant_ok = match self.auth {
+            AuthKind::ClientCredentials => t.grant == GRANT_CLIENT_CREDENTIALS,
+            AuthKind::AuthorizationCode => t.grant == GRANT_AUTHORIZATION_CODE,
+        };
+        grant_ok && t.scope.as_deref().is_none_or(|s| s == self.target())
+    }
+
+    /// The `scope` (v2) or `resource` (v1) tokens are requested for.
+    pub(crate) fn target(&self) -> &str {
+        match self.token_endpoint {
+            TokenEndpoint::V2 => &self.scope,
+            TokenEndpoint::V1 => &self.resource,
+        }
+    }
+
+    /// The stored access token, when it is fresh and not the one the API refused.
+    fn fresh_stored(&self, t: &StoredTokens) -> Option<BearerToken> {
+        let rejected = self
+            .lock_cache()
+            .rejected
+            .as_ref()
+            .is_some_and(|r| r.expose_secret() == t.access_token.expose_secret());
+        (!rejected && is_fresh(t.obtained_at, t.expires_at, now_unix())).then(|| BearerToken {
+            secret: t.access_token.clone(),
+            obtained_at: t.obtained_at,
+            expires_at: t.expires_at,
+        })
+    }
+
+    /// The stored refresh token, or the consent-required error when there is none or Entra
+    /// already refused it.
+    fn usable_refresh_token(
+        &self,
+        stored: Option<&StoredTokens>,
+    ) -> Result<SecretString, AuthError> {
+        let Some(tokens) = stored else {
+            return Err(self.needs_consent(format!(
+                "asset '{}' uses interactive consent and has no tokens yet: an admin must consent at {}",
+                self.asset_id, self.consent_url
+            )));
+        };
+        let Some(rt) = tokens.refresh_token.clone() else {
+            return Err(self.needs_consent(format!(
+                "asset '{}' has no refresh token stored (its access token expired): an admin must consent again at {}",
+                self.asset_id, self.consent_url
+            )));
+        };
+        let cache = self.lock_cache();
+        if let (Some(dead), Some(err)) = (&cache.dead_refresh, &cache.consent)
+            && dead.expose_secret() == rt.expose_secret()
+        {
+            return Err(err.clone());
+        }
+        Ok(rt)
+    }
+
+    /// Called with the fetch lock held and no fresh token in memory.
+    async fn obtain(&self) -> Result<BearerToken, AuthError> {
+        let state = self
+            .store
+            .load(&self.asset_id)
+            .await
+            .map_err(|e| AuthError::State(e.to_string()))?;
+        let stored = state.tokens.filter(|t| self.stored_usable(t));
+        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
+            self.install(&token);
+            tracing::debug!(asset = %self.asset_id, "using the stored access token");
+            return Ok(token);
+        }
+        match self.auth {
+            AuthKind::ClientCredentials => self.client_credentials().await,
+            AuthKind::AuthorizationCode => {
+                let rt = self.usable_refresh_token(stored.as_ref())?;
+                self.refresh(rt).await
+            }
+        }
+    }
+
+    /// Records and returns a consent-required error.
+    fn needs_consent(&self, message: String) -> AuthError {
+        let err = AuthError::ConsentRequired {
+            message,
+            url: self.consent_url.clone(),
+        };
+        self.lock_cache().consent = Some(err.clone());
+        err
+    }
+
+    /// Makes `token` the one in use and clears the consent flag.
+    pub(crate) fn install(&self, token: &BearerToken) {
+        let mut cache = self.lock_cache();
+        cache.current = Some(token.clone());
+        cache.consent = None;
+        cache.dead_refresh = None;
+    }
+
+    /// Signals waiters that a consent completed.
+    pub(crate) fn notify_connected(&self) {
+        self.connected.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Client credentials grant; the token is stored. Fetch lock held.
+    async fn client_credentials(&self) -> Result<BearerToken, AuthError> {
+        let mut request = self.client.exchange_client_credentials();
+        request = match self.token_endpoint {
+            TokenEndpoint::V2 => request.add_scope(Scope::new(self.scope.clone())),
+            TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
+        };
+        let obtained_at = now_unix();
+        let result = request.request_async(&self.http).await;
+        self.count_fetch(GRANT_CLIENT_CREDENTIALS, result.is_ok());
+        let response = result.map_err(|e| self.explain(e))?;
+        let stored = self.stored_from(&response, obtained_at, GRANT_CLIENT_CREDENTIALS, None);
+        self.persist(stored, obtained_at).await
+    }
+
+    /// Refresh token grant for an interactive asset; the new pair replaces the old one in one
+    /// state update. Fetch lock held.
+    async fn refresh(&self, refresh_token: SecretString) -> Result<BearerToken, AuthError> {
+        let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
+        let mut request = self.client.exchange_refresh_token(&rt);
+        request = match self.token_endpoint {
+            TokenEndpoint::V2 => request
+                .add_scope(Scope::new(self.scope.clone()))
+                .add_scope(Scope::new("offline_access".to_string())),
+            TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
+        };
+        let obtained_at = now_unix();
+        let result = request.request_async(&self.http).await;
+        self.count_fetch("refresh_token", result.is_ok());
+        let response = match result {
+            Ok(r) => r,
+            Err(oauth2::RequestTokenError::ServerResponse(err)) if needs_new_consent(&err) => {
+                let explained = err.explain(&self.tenant_id, &self.client_id);
+                tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
+                let err = self.needs_consent(format!(
+                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must consent again at {}",
+                    self.asset_id, self.consent_url
+                ));
+                self.lock_cache().dead_refresh = Some(refresh_token);
+                return Err(err);
+            }
+            Err(e) => return Err(self.explain(e)),
+        };
+        let stored = self.stored_from(
+            &response,
+            obtained_at,
+            GRANT_AUTHORIZATION_CODE,
+            Some(refresh_token),
+        );
+        let token = self.persist(stored, obtained_at).await?;
+        tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
+        Ok(token)
+    }
+
+    /// The stored form of a token response. `previous_refresh` is kept when Entra sent no
+    /// new refresh token.
+    pub(crate) fn stored_from(
+        &self,
+        response: &EntraTokenResponse,
+        obtained_at: i64,
+        grant: &str,
+        previous_refresh: Option<SecretString>,
+    ) -> StoredTokens {
+        let lifetime = response
+            .expires_in
+            .and_then(|s| i64::try_from(s).ok())
+            .or_else(|| {
+                response
+                    .expires_on
+                    .and_then(|on| i64::try_from(on).ok())
+                    .map(|on| on - obtained_at)
+            })
+            .unwrap_or(DEFAULT_LIFETIME_SECS)
+            .max(1);
+        StoredTokens {
+            access_token: SecretString::from(response.access_token().secret().clone()),
+            refresh_token: response
+                .refresh_token()
+                .map(|r| SecretString::from(r.secret().clone()))
+                .or(previous_refresh),
+            expires_at: obtained_at + lifetime,
+            obtained_at,
+            grant: grant.to_string(),
+            scope: Some(self.target().to_string()),
+        }
+    }
+
+    /// Stores `tokens` (one atomic update, pruning expired consent sessions) and puts the
+    /// access token in use.
+    async fn persist(&self, tokens: StoredTokens, now: i64) -> Result<BearerToken, AuthError> {
+        let token = BearerToken {
+            secret: tokens.access_token.clone(),
+            obtained_at: tokens.obtained_at,
+            expires_at: tokens.expires_at,
+        };
+        self.store
+            .update(&self.asset_id, move |s: &mut AssetState| {
+                prune_sessions(s, now);
+                s.tokens = Some(tokens);
+                Ok::<(), Infallible>(())
+            })
+            .await
+            .map_err(|e| match e {
+                UpdateError::State(e) => AuthError::State(e.to_string()),
+                UpdateError::Inner(never) => match never {},
+            })?;
+        self.install(&token);
+        Ok(token)
+    }
+
+    fn count_fetch(&self, grant: &'static str, ok: bool) {
+        metrics::counter!("defender_token_fetches_total",
+            "asset" => self.asset_id.clone(),
+            "grant" => grant,
+            "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+    }
+
+    /// A token request failure as a message for people (never the raw body).
+    pub(crate) fn explain(
+        &self,
+        e: oauth2::RequestTokenError<entra::TransportError, EntraError>,
+    ) -> AuthError {
+        match e {
+            oauth2::RequestTokenError::ServerResponse(err) => AuthError::Refused {
+                message: err.explain(&self.tenant_id, &self.client_id),
+                code: err.code(),
+            },
+            oauth2::RequestTokenError::Request(t) => AuthError::Transport(t.0),
+            // The Parse variant holds the raw body, which may contain a token: never show it.
+            oauth2::RequestTokenError::Parse(_, _) => AuthError::Transport(
+                "the token endpoint answered something that is not a token response".to_string(),
+            ),
+            oauth2::RequestTokenError::Other(msg) => {
+                AuthError::Transport(format!("token request failed: {msg}"))
+            }
+        }
+    }
+}
+
+/// Whether a refused refresh means only a new consent can help.
+fn needs_new_consent(err: &EntraError) -> bool {
+    err.is_dead_grant()
+        || matches!(
+            err.error.as_str(),
+            "invalid_grant" | "interaction_required" | "consent_required"
+        )
+}
+
+/// Drops consent sessions that have expired at `now`.
+pub(crate) fn prune_sessions(state: &mut AssetState, now: i64) {
+    state.consent_sessions.retain(|s| s.expires_at > now);
+}
+
+impl TokenSource for TokenManager {
+    fn token(&self) -> BoxFuture<'_, Result<SecretString, DefenderError>> {
+        Box::pin(async move {
+            let token = TokenManager::token(self).await.map_err(|e| {
+                preflight::record_error(&e);
+                DefenderError::Auth(e.to_string())
+            })?;
+            // The action's permission preflight, when the token was not at hand before.
+            if let Some(message) = preflight::check_in_scope(self, &token) {
+                return Err(DefenderError::Auth(message));
+            }
+            Ok(token.secret)
+        })
+    }
+
+    fn invalidate(&self, rejected: &SecretString) {
+        TokenManager::invalidate(self, rejected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_margin_is_a_fifth_up_to_five_minutes() {
+        // One hour: renewed in the last 5 minutes.
+        assert!(is_fresh(0, 3600, 3600 - 301));
+        assert!(!is_fresh(0, 3600, 3600 - 300));
+        // Ten minutes: renewed in the last 2 minutes.
+        assert!(is_fresh(0, 600, 600 - 121));
+        assert!(!is_fresh(0, 600, 600 - 120));
+        // Expired, or nonsense.
+        assert!(!is_fresh(0, 10, 11));
+        assert!(!is_fresh(10, 0, 5));
+    }
+
+    #[test]
+    fn dead_grants_need_consent() {
+        let e = |error: &str, code: Option<u64>| EntraError {
+            error: error.into(),
+            error_codes: code.into_iter().collect(),
+            ..Default::default()
+        };
+        assert!(needs_new_consent(&e("invalid_grant", Some(70008))));
+        assert!(needs_new_consent(&e("invalid_grant", Some(700082))));
+        assert!(needs_new_consent(&e("invalid_grant", Some(50173))));
+        assert!(needs_new_consent(&e("invalid_grant", None)));
+        assert!(needs_new_consent(&e("interaction_required", Some(50076))));
+        assert!(!needs_new_consent(&e("invalid_client", Some(7000215))));
+        assert!(!needs_new_consent(&e("temporarily_unavailable", None)));
+    }
+}

@@ -1,0 +1,508 @@
+//! The client-side request budget of one asset: how many calls each endpoint family may make
+//! in any rolling minute and hour, enforced before a request is sent so the host slows down
+//! before Defender answers 429.
+//!
+//! Each family keeps a log of the moments its calls were (or will be) sent. A call gets the
+//! earliest moment at which sending it keeps every rolling window within its limit; that
+//! moment is reserved under a short lock (no await while holding it) and the caller then
+//! sleeps outside the lock, so thousands of concurrent callers each cost one timer. A sliding
+//! log, rather than a token bucket, is what matches "N calls per minute": a bucket holding N
+//! permits that refills at N per minute lets through up to 2N − 1 calls in one rolling minute,
+//! exactly the burst that makes Defender answer 429. Windows are one second longer than their
+//! nominal length, for the time a request takes to reach Defender.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::Method;
+use tokio::time::Instant;
+
+use crate::config::{BudgetConfig, RateLimit};
+
+/// Added to each window: a request reaches Defender a little after it is reserved.
+const WINDOW_MARGIN: Duration = Duration::from_secs(1);
+/// One minute.
+const MINUTE: Duration = Duration::from_secs(60);
+/// One hour.
+const HOUR: Duration = Duration::from_secs(3600);
+/// Upper bound of the longest wait without a deadline (config allows at most an hour).
+const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Endpoint families with limits of their own, picked from the method and the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Every endpoint without a limit of its own (100/min, 1500/h).
+    Default,
+    /// `POST .../runliveresponse` (10/min).
+    LiveResponse,
+    /// `GET .../getPackageUri` (2/min, 120/h).
+    PackageUri,
+    /// `POST /api/advancedqueries/run` (45/min, 1500/h).
+    Hunting,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 4] = [
+        Family::Default,
+        Family::LiveResponse,
+        Family::PackageUri,
+        Family::Hunting,
+    ];
+
+    /// The family of a call (`path` without the query; case does not matter).
+    pub fn of(method: &Method, path: &str) -> Family {
+        let path = path.trim_end_matches('/');
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if *method == Method::POST && last.eq_ignore_ascii_case("runliveresponse") {
+            Family::LiveResponse
+        } else if *method == Method::GET && last.eq_ignore_ascii_case("getpackageuri") {
+            Family::PackageUri
+        } else if *method == Method::POST
+            && last.eq_ignore_ascii_case("run")
+            && path
+                .rsplit('/')
+                .nth(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case("advancedqueries"))
+        {
+            Family::Hunting
+        } else {
+            Family::Default
+        }
+    }
+
+    /// Metric label: `default`, `live_response`, `package_uri`, `hunting`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Default => "default",
+            Family::LiveResponse => "live_response",
+            Family::PackageUri => "package_uri",
+            Family::Hunting => "hunting",
+        }
+    }
+
+    /// The calls of this family in words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Family::Default => "Defender API",
+            Family::LiveResponse => "live response",
+            Family::PackageUri => "investigation package link",
+            Family::Hunting => "advanced hunting",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Family::Default => 0,
+            Family::LiveResponse => 1,
+            Family::PackageUri => 2,
+            Family::Hunting => 3,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// No permit before the caller's limit: when the next one frees up and which limit is spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spent {
+    /// The earliest moment a call could be sent.
+    pub at: Instant,
+    /// The spent limit, e.g. `100/min` or `1500/h`.
+    pub limit: String,
+}
+
+/// The request budget of one asset, shared by every clone of its client.
+pub struct Budget {
+    config: BudgetConfig,
+    max_wait: Duration,
+    families: [Window; 4],
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget::standard()
+    }
+}
+
+impl Budget {
+    /// A budget with these limits.
+    pub fn new(config: &BudgetConfig) -> Budget {
+        Budget::with_windows(config, MINUTE + WINDOW_MARGIN, HOUR + WINDOW_MARGIN)
+    }
+
+    /// Microsoft's documented limits ([`BudgetConfig::STANDARD`]).
+    pub fn standard() -> Budget {
+        Budget::new(&BudgetConfig::STANDARD)
+    }
+
+    /// The configured limits.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// How long a call without a deadline may wait for a permit or a `Retry-After`.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The limits of one family.
+    pub fn limit(&self, family: Family) -> RateLimit {
+        match family {
+            Family::Default => self.config.default,
+            Family::LiveResponse => self.config.live_response,
+            Family::PackageUri => self.config.package_uri,
+            Family::Hunting => self.config.hunting,
+        }
+    }
+
+    /// A budget whose "minute" and "hour" last `minute` and `hour` (tests use short ones).
+    pub(crate) fn with_windows(config: &BudgetConfig, minute: Duration, hour: Duration) -> Budget {
+        let window = |limit: RateLimit| Window::new(limit, minute, hour);
+        Budget {
+            config: *config,
+            max_wait: Duration::from_secs(config.max_wait_secs).min(MAX_WAIT_CAP),
+            families: [
+                window(config.default),
+                window(config.live_response),
+                window(config.package_uri),
+                window(config.hunting),
+            ],
+        }
+    }
+
+    /// Reserves the earliest moment, not before `now`, at which a call of `family` keeps
+    /// every window within its limit, provided it is not after `latest`; otherwise reserves
+    /// nothing and says when a permit frees up. The caller sleeps until the returned moment.
+    pub(crate) fn reserve(
+        &self,
+        family: Family,
+        now: Instant,
+        latest: Instant,
+    ) -> Result<Instant, Spent> {
+        self.families[family.index()].reserve(now, latest)
+    }
+}
+
+/// The sliding log of one family.
+struct Window {
+    per_minute: usize,
+    per_hour: Option<usize>,
+    minute: Duration,
+    hour: Duration,
+    /// Send moments, oldest first; the last ones may lie in the future (reserved).
+    log: Mutex<VecDeque<Instant>>,
+}
+
+impl Window {
+    fn new(limit: RateLimit, minute: Duration, hour: Duration) -> Window {
+        let per_minute = usize::try_from(limit.per_minute.max(1)).unwrap_or(usize::MAX);
+        let per_hour = limit
+            .per_hour
+            .map(|h| usize::try_from(h.max(1)).unwrap_or(usize::MAX));
+        Window {
+            per_minute,
+            per_hour,
+            minute,
+            hour,
+            log: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Entries beyond this many never decide anything.
+    fn capacity(&self) -> usize {
+        self.per_hour
+            .map_or(self.per_minute, |h| h.max(self.per_minute))
+    }
+
+    /// How long entries matter.
+    fn horizon(&self) -> Duration {
+        if self.per_hour.is_some() {
+            self.hour.max(self.minute)
+        } else {
+            self.minute
+        }
+    }
+
+    fn reserve(&self, now: Instant, latest: Instant) -> Result<Instant, Spent> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(expired) = now.checked_sub(self.horizon()) {
+            while log.front().is_some_and(|t| *t <= expired) {
+                log.pop_front();
+            }
+        }
+        // The log is sorted: every reservation is at or after the previous one, because the
+        // k-th latest entry only moves forward.
+        let mut slot = now;
+        let mut binding: Option<String> = None;
+        if let Some(earliest) = Self::frees_at(&log, self.per_minute, self.minute)
+            && earliest > slot
+        {
+            slot = earliest;
+            binding = Some(format!("{}/min", self.per_minute));
+        }
+        if let Some(per_hour) = self.per_hour
+            && let Some(earliest) = Self::frees_at(&log, per_hour, self.hour)
+            && earliest > slot
+        {
+            slot = earliest;
+            binding = Some(format!("{per_hour}/h"));
+        }
+        if slot > latest {
+            return Err(Spent {
+                at: slot,
+                limit: binding.unwrap_or_else(|| format!("{}/min", self.per_minute)),
+            });
+        }
+        log.push_back(slot);
+        let capacity = self.capacity();
+        while log.len() > capacity {
+            log.pop_front();
+        }
+        Ok(slot)
+    }
+
+    /// When the `limit`-th latest entry leaves a window of `length` (`None`: fewer entries).
+    fn frees_at(log: &VecDeque<Instant>, limit: usize, length: Duration) -> Option<Instant> {
+        let index = log.len().checked_sub(limit)?;
+        let entry = log.get(index)?;
+        // An instant a window past an existing one always fits; saturate just in case.
+        Some(entry.checked_add(length).unwrap_or(*entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn config(per_minute: u32, per_hour: Option<u32>) -> BudgetConfig {
+        BudgetConfig {
+            default: RateLimit::new(per_minute, per_hour),
+            ..BudgetConfig::STANDARD
+        }
+    }
+
+    fn far(now: Instant) -> Instant {
+        now + Duration::from_secs(365 * 24 * 3600)
+    }
+
+    #[test]
+    fn families_from_method_and_path() {
+        let id = "1234567890abcdef1234567890abcdef12345678";
+        let cases = [
+            (
+                Method::POST,
+                format!("/api/machines/{id}/runliveresponse"),
+                Family::LiveResponse,
+            ),
+            (
+                Method::POST,
+                format!("/API/Machines/{id}/RunLiveResponse/"),
+                Family::LiveResponse,
+            ),
+            (
+                Method::GET,
+                format!("/api/machines/{id}/runliveresponse"),
+                Family::Default,
+            ),
+            (
+                Method::GET,
+                "/api/machineactions/abc/getPackageUri".to_string(),
+                Family::PackageUri,
+            ),
+            (
+                Method::GET,
+                "/mde/api/machineactions/abc/GetPackageUri".to_string(),
+                Family::PackageUri,
+            ),
+            (
+                Method::POST,
+                "/api/machineactions/abc/getPackageUri".to_string(),
+                Family::Default,
+            ),
+            (
+                Method::POST,
+                "/api/advancedqueries/run".to_string(),
+                Family::Hunting,
+            ),
+            (
+                Method::POST,
+                "/api/AdvancedQueries/Run".to_string(),
+                Family::Hunting,
+            ),
+            (
+                Method::GET,
+                "/api/advancedqueries/run".to_string(),
+                Family::Default,
+            ),
+            (
+                Method::POST,
+                "/api/machines/x/run".to_string(),
+                Family::Default,
+            ),
+            (Method::GET, "/api/machines".to_string(), Family::Default),
+            (
+                Method::POST,
+                format!("/api/machines/{id}/isolate"),
+                Family::Default,
+            ),
+            (Method::GET, "/".to_string(), Family::Default),
+            (Method::GET, String::new(), Family::Default),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(Family::of(&method, &path), want, "{method} {path}");
+        }
+        let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(
+            names,
+            ["default", "live_response", "package_uri", "hunting"]
+        );
+    }
+
+    #[test]
+    fn standard_limits() {
+        let b = Budget::standard();
+        assert_eq!(b.limit(Family::Default), RateLimit::new(100, Some(1500)));
+        assert_eq!(b.limit(Family::LiveResponse), RateLimit::new(10, None));
+        assert_eq!(b.limit(Family::PackageUri), RateLimit::new(2, Some(120)));
+        assert_eq!(b.limit(Family::Hunting), RateLimit::new(45, Some(1500)));
+        assert_eq!(b.max_wait(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_limit_is_a_burst_then_the_oldest_call_leaves_the_window() {
+        let b = Budget::new(&config(3, None));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
+        }
+        // The fourth call cannot go now; nothing is reserved when it does not fit.
+        let spent = b.reserve(Family::Default, t0, t0).unwrap_err();
+        assert_eq!(spent.at, t0 + MINUTE + WINDOW_MARGIN);
+        assert_eq!(spent.limit, "3/min");
+        assert_eq!(b.reserve(Family::Default, t0, t0).unwrap_err(), spent);
+        // With room to wait, it gets the moment the first call leaves the window.
+        assert_eq!(b.reserve(Family::Default, t0, far(t0)), Ok(spent.at));
+        // The next one queues behind the second call.
+        assert_eq!(
+            b.reserve(Family::Default, t0, far(t0)),
+            Ok(t0 + MINUTE + WINDOW_MARGIN)
+        );
+        // Families are independent.
+        assert_eq!(b.reserve(Family::Hunting, t0, t0), Ok(t0));
+    }
+
+    #[test]
+    fn the_hourly_limit_binds_after_the_minute_one() {
+        let b = Budget::new(&config(2, Some(3)));
+        let t0 = Instant::now();
+        assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
+        let t1 = t0 + Duration::from_secs(70);
+        assert_eq!(b.reserve(Family::Default, t1, t1), Ok(t1));
+        let spent = b.reserve(Family::Default, t1, t1).unwrap_err();
+        assert_eq!(spent.limit, "3/h");
+        assert_eq!(spent.at, t0 + HOUR + WINDOW_MARGIN);
+    }
+
+    #[test]
+    fn spent_windows_free_up_as_time_passes() {
+        let b = Budget::new(&config(1, None));
+        let t0 = Instant::now();
+        assert_eq!(b.reserve(Family::PackageUri, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::PackageUri, t0, t0), Ok(t0));
+        assert!(b.reserve(Family::PackageUri, t0, t0).is_err());
+        let later = t0 + MINUTE + WINDOW_MARGIN;
+        assert_eq!(b.reserve(Family::PackageUri, later, later), Ok(later));
+    }
+
+    proptest::proptest! {
+        /// Whatever the arrival pattern and however long callers may wait, no rolling
+        /// window ever holds more calls than its limit.
+        #[test]
+        fn no_window_ever_exceeds_its_limit(
+            per_minute in 1u32..6,
+            per_hour in proptest::option::of(1u32..12),
+            arrivals in proptest::collection::vec((0u64..400, 0u64..200), 1..80),
+        ) {
+            let minute = Duration::from_millis(100);
+            let hour = Duration::from_millis(1000);
+            let b = Budget::with_windows(&config(per_minute, per_hour), minute, hour);
+            let t0 = Instant::now();
+            let mut offset = 0u64;
+            let mut sent = Vec::new();
+            for (gap, patience) in arrivals {
+                offset += gap;
+                let now = t0 + Duration::from_millis(offset);
+                if let Ok(at) = b.reserve(Family::Default, now, now + Duration::from_millis(patience)) {
+                    proptest::prop_assert!(at >= now);
+                    sent.push(at);
+                }
+            }
+            let mut sorted = sent.clone();
+            sorted.sort();
+            proptest::prop_assert_eq!(&sorted, &sent);
+            for (i, start) in sent.iter().enumerate() {
+                let in_minute = sent[i..].iter().filter(|t| **t < *start + minute).count();
+                proptest::prop_assert!(in_minute <= per_minute as usize);
+                if let Some(h) = per_hour {
+                    let in_hour = sent[i..].iter().filter(|t| **t < *start + hour).count();
+                    proptest::prop_assert!(in_hour <= h as usize);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn thousands_of_concurrent_callers_wait_without_holding_the_lock() {
+        let b = Arc::new(Budget::with_windows(
+            &config(50, None),
+            Duration::from_millis(20),
+            Duration::from_millis(20),
+        ));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..2000)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let now = Instant::now();
+                    let at = b
+                        .reserve(Family::Default, now, now + Duration::from_secs(60))
+                        .unwrap();
+                    tokio::time::sleep_until(at).await;
+                    at
+                })
+            })
+            .collect();
+        let mut sent = Vec::new();
+        for t in tasks {
+            sent.push(t.await.unwrap());
+        }
+        sent.sort();
+        assert_eq!(sent.len(), 2000);
+        assert!(sent.iter().all(|t| *t >= started));
+        for (i, start) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .filter(|t| **t < *start + Duration::from_millis(20))
+                .count();
+            assert!(in_window <= 50, "{in_window} calls in one window");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `GET /vault/{vault_id}` (a retrieved file, streamed, with its original name) and
+//! `GET /vault/{vault_id}/info` (its metadata), behind the API key.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, json};
+use tokio_util::io::ReaderStream;
+
+use crate::app::App;
+use crate::envelope::{ActionError, EnvelopeResponse};
+use crate::vault::Vault;
+
+fn not_found(id: &str) -> Response {
+    EnvelopeResponse::error(
+        "",
+        "",
+        Map::new(),
+        &ActionError::NotFound(format!(
+            "no file '{}' in the vault (ids are SHA256 hex)",
+            crate::actions::truncate(id, 80)
+        )),
+    )
+    .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "vault read failed");
+    EnvelopeResponse::error(
+        "",
+        "",
+        Map::new(),
+        &ActionError::Internal("the vault could not be read (logged)".into()),
+    )
+    .into_response()
+}
+
+/// The stored file, with its original name in Content-Disposition.
+#[utoipa::path(get, path = "/vault/{vault_id}", security(("api_key" = [])),
+    params(("vault_id" = String, Path, description = "SHA256 of the file")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 404, description = "No such file", body = crate::envelope::Envelope)))]
+pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let vault = Vault::in_state_dir(&app.config.server.state_dir);
+    let entry = match vault.info(&id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return not_found(&id),
+        Err(e) => return internal(e),
+    };
+    let Some(path) = vault.file_path(&id) else {
+        return not_found(&id);
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    let name =
+        crate::vault::safe_file_name(&entry.file_name).unwrap_or_else(|| entry.sha256.clone());
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut resp = (StatusCode::OK, Body::from_stream(ReaderStream::new(file))).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&entry.size.to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+/// The stored file's metadata.
+#[utoipa::path(get, path = "/vault/{vault_id}/info", security(("api_key" = [])),
+    params(("vault_id" = String, Path, description = "SHA256 of the file")),
+    responses(
+        (status = 200, description = "file_name, size, sha1, sha256, asset, device, event_id, retrieved_at"),
+        (status = 404, description = "No such file", body = crate::envelope::Envelope)))]
+pub async fn info(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match Vault::in_state_dir(&app.config.server.state_dir)
+        .info(&id)
+        .await
+    {
+        Ok(Some(entry)) => Json(json!(entry)).into_response(),
+        Ok(None) => not_found(&id),
+        Err(e) => internal(e),
+    }
+}

@@ -1,0 +1,598 @@
+//! The vault: a content-addressed store of files retrieved from devices (investigation
+//! packages, live response downloads).
+//!
+//! A file lives at `<state_dir>/vault/<sha256>` next to `<sha256>.json`, its metadata (file
+//! name, size, SHA1, SHA256, asset, device, event id, retrieval time). Content arrives through a
+//! [`VaultWriter`]: streamed into a temporary file in the vault directory while both hashes are
+//! computed, flushed to disk, then renamed to its SHA256. The same content stored twice is kept
+//! once (the first metadata stays). Files and metadata are readable by the owner only.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Longest file name kept in metadata.
+const MAX_FILE_NAME: usize = 200;
+
+/// Why the vault could not store or read a file.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// A file system operation failed.
+    #[error("vault: {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A metadata file could not be read.
+    #[error("vault: metadata {0} is unreadable")]
+    BadMetadata(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> VaultError {
+    let what = what.into();
+    move |source| VaultError::Io { what, source }
+}
+
+/// The metadata of a stored file (`<sha256>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultEntry {
+    /// Original file name, reduced to a safe base name.
+    pub file_name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA1, lower-case hex.
+    pub sha1: String,
+    /// SHA256, lower-case hex: the vault id.
+    pub sha256: String,
+    /// Asset it was retrieved with.
+    pub asset: String,
+    /// Device it came from.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Machine action (event) that produced it.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// When it was retrieved (RFC 3339, UTC).
+    pub retrieved_at: String,
+}
+
+impl VaultEntry {
+    /// The vault id (the SHA256).
+    pub fn vault_id(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// Where a new file came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// File name as offered (any path is dropped, unsafe characters replaced).
+    pub file_name: String,
+    /// Asset id.
+    pub asset: String,
+    /// Device id.
+    pub device: Option<String>,
+    /// Event id.
+    pub event_id: Option<String>,
+}
+
+/// The result of storing a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its metadata (the first stored, when the content was already there).
+    pub entry: VaultEntry,
+    /// The content was already in the vault.
+    pub already_present: bool,
+}
+
+/// The vault directory.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    dir: PathBuf,
+}
+
+impl Vault {
+    /// The vault of a state directory (`<state_dir>/vault`).
+    pub fn in_state_dir(state_dir: &Path) -> Vault {
+        Vault {
+            dir: state_dir.join("vault"),
+        }
+    }
+
+    /// The vault directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts storing a new file: content goes in through [`VaultWriter::write`].
+    pub async fn writer(&self) -> Result<VaultWriter, VaultError> {
+        create_dir(&self.dir).await?;
+        let tmp = self
+            .dir
+            .join(format!(".incoming-{}", uuid::Uuid::new_v4().simple()));
+        let file = open_private(&tmp).await?;
+        Ok(VaultWriter {
+            dir: self.dir.clone(),
+            tmp: Some(tmp),
+            file: Some(file),
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores bytes already in memory.
+    pub async fn store_bytes(&self, bytes: &[u8], origin: Origin) -> Result<Stored, VaultError> {
+        let mut w = self.writer().await?;
+        w.write(bytes).await?;
+        w.finish(origin).await
+    }
+
+    /// The path of a stored file, when `vault_id` is a SHA256 and the file exists.
+    pub fn file_path(&self, vault_id: &str) -> Option<PathBuf> {
+        let id = normalize_id(vault_id)?;
+        let path = self.dir.join(&id);
+        path.is_file().then_some(path)
+    }
+
+    /// The metadata of a stored file.
+    pub async fn info(&self, vault_id: &str) -> Result<Option<VaultEntry>, VaultError> {
+        let Some(id) = normalize_id(vault_id) else {
+            return Ok(None);
+        };
+        if !self.dir.join(&id).is_file() {
+            return Ok(None);
+        }
+        read_entry(&self.dir.join(format!("{id}.json"))).await
+    }
+
+    /// A stored file retrieved by `event_id` with `asset` (the first found), if any.
+    pub async fn find_by_event(
+        &self,
+        asset: &str,
+        event_id: &str,
+    ) -> Result<Option<VaultEntry>, VaultError> {
+        let mut dir = match tokio::fs::read_dir(&self.dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("listing the vault")(e)),
+        };
+        while let Some(item) = dir
+            .next_entry()
+            .await
+            .map_err(io_err("listing the vault"))?
+        {
+            let path = item.path();
+            let is_meta = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .is_some_and(|stem| normalize_id(stem).as_deref() == Some(stem));
+            if !is_meta {
+                continue;
+            }
+            let Ok(Some(entry)) = read_entry(&path).await else {
+                continue;
+            };
+            let matches = entry.asset == asset
+                && entry
+                    .event_id
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(event_id));
+            if matches && self.dir.join(&entry.sha256).is_file() {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A file being stored: hashes are computed as content arrives. Dropped without
+/// [`finish`](Self::finish), it removes its temporary file.
+pub struct VaultWriter {
+    dir: PathBuf,
+    tmp: Option<PathBuf>,
+    file: Option<tokio::fs::File>,
+    sha1: Sha1,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl VaultWriter {
+    /// Appends content.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), VaultError> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(io_err("writing a finished file")(io::Error::other(
+                "already finished",
+            )));
+        };
+        file.write_all(chunk)
+            .await
+            .map_err(io_err("writing to the vault"))?;
+        self.sha1.update(chunk);
+        self.sha256.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes the content to disk, names it by its SHA256 and writes the metadata (unless the
+    /// content was already stored).
+    pub async fn finish(mut self, origin: Origin) -> Result<Stored, VaultError> {
+        let (Some(mut file), Some(tmp)) = (self.file.take(), self.tmp.take()) else {
+            return Err(io_err("finishing a file")(io::Error::other(
+                "already finished",
+            )));
+        };
+        let result = async {
+            file.flush().await.map_err(io_err("writing to the vault"))?;
+            file.sync_all()
+                .await
+                .map_err(io_err("flushing the vault file"))?;
+            drop(file);
+            let sha256 = hex(&std::mem::take(&mut self.sha256).finalize());
+            let sha1 = hex(&std::mem::take(&mut self.sha1).finalize());
+            let target = self.dir.join(&sha256);
+            let meta_path = self.dir.join(format!("{sha256}.json"));
+            if target.is_file()
+                && let Ok(Some(existing)) = read_entry(&meta_path).await
+            {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Ok(Stored {
+                    entry: existing,
+                    already_present: true,
+                });
+            }
+            tokio::fs::rename(&tmp, &target)
+                .await
+                .map_err(io_err("naming the vault file"))?;
+            let entry = VaultEntry {
+                file_name: safe_file_name(&origin.file_name)
+                    .unwrap_or_else(|| format!("{sha256}.bin")),
+                size: self.size,
+                sha1,
+                sha256: sha256.clone(),
+                asset: origin.asset,
+                device: origin.device,
+                event_id: origin.event_id,
+                retrieved_at: now_rfc3339(),
+            };
+            write_entry(&self.dir, &meta_path, &entry).await?;
+            sync_dir(&self.dir).await;
+            Ok(Stored {
+                entry,
+                already_present: false,
+            })
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+impl Drop for VaultWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A SHA256 in lower case, when `id` is one (64 hex characters).
+fn normalize_id(id: &str) -> Option<String> {
+    let id = id.trim();
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// The base name of `raw` (after the last `/` or `\`) with anything but letters, digits, `.`,
+/// `-`, `_`, `(`, `)`, `+` and spaces replaced by `_`, no leading dots, at most 200 characters;
+/// `None` when nothing usable is left.
+pub fn safe_file_name(raw: &str) -> Option<String> {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
+    let cleaned: String = base
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '(' | ')' | '+' | ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim().trim_start_matches('.').trim();
+    let cut: String = trimmed.chars().take(MAX_FILE_NAME).collect();
+    let cut = cut.trim_end().to_string();
+    (!cut.is_empty() && cut.chars().any(|c| c != '_')).then_some(cut)
+}
+
+/// The file name of a `Content-Disposition` header (`filename*=UTF-8''…` preferred over
+/// `filename="…"`), reduced by [`safe_file_name`].
+pub fn content_disposition_file_name(header: &str) -> Option<String> {
+    let mut plain = None;
+    let mut extended = None;
+    for part in header.split(';') {
+        let Some((key, value)) = part.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        if key == "filename*" {
+            // charset'language'percent-encoded
+            let encoded = value.splitn(3, '\'').nth(2).unwrap_or(value);
+            extended = Some(percent_decode(encoded));
+        } else if key == "filename" {
+            plain = Some(value.trim_matches('"').replace("\\\"", "\""));
+        }
+    }
+    extended
+        .and_then(|n| safe_file_name(&n))
+        .or_else(|| plain.and_then(|n| safe_file_name(&n)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = bytes.get(i + 1..i + 3)
+            && let Ok(text) = std::str::from_utf8(h)
+            && let Ok(b) = u8::from_str_radix(text, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn create_dir(dir: &Path) -> Result<(), VaultError> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(io_err(format!("creating {}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await;
+    }
+    Ok(())
+}
+
+async fn open_private(path: &Path) -> Result<tokio::fs::File, VaultError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+        .open(path)
+        .await
+        .map_err(io_err("creating a vault file"))
+}
+
+async fn read_entry(path: &Path) -> Result<Option<VaultEntry>, VaultError> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| VaultError::BadMetadata(path.display().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("reading vault metadata")(e)),
+    }
+}
+
+/// Writes metadata through a temporary file renamed into place.
+async fn write_entry(dir: &Path, path: &Path, entry: &VaultEntry) -> Result<(), VaultError> {
+    let tmp = dir.join(format!(".meta-{}", uuid::Uuid::new_v4().simple()));
+    let body = serde_json::to_vec_pretty(entry).map_err(|e| VaultError::Io {
+        what: "encoding vault metadata".into(),
+        source: io::Error::other(e),
+    })?;
+    let result = async {
+        let mut f = open_private(&tmp).await?;
+        f.write_all(&body)
+            .await
+            .map_err(io_err("writing vault metadata"))?;
+        f.sync_all()
+            .await
+            .map_err(io_err("flushing vault metadata"))?;
+        drop(f);
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(io_err("naming vault metadata"))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// Makes the renames durable (best effort; not every platform can sync a directory).
+async fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(name: &str, event: &str) -> Origin {
+        Origin {
+            file_name: name.into(),
+            asset: "contoso".into(),
+            device: Some("d".repeat(40)),
+            event_id: Some(event.into()),
+        }
+    }
+
+    fn sha256_hex(b: &[u8]) -> String {
+        hex(&Sha256::digest(b))
+    }
+
+    #[tokio::test]
+    async fn stores_by_sha256_with_metadata() {
+        let state = tempfile::tempdir().unwrap();
+        let vault = Vault::in_state_dir(state.path());
+        let mut w = vault.writer().await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        assert_eq!(w.size(), 11);
+        let stored = w.finish(origin("dir/report.zip", "e1")).await.unwrap();
+        assert!(!stored.already_present);
+        let e = &stored.entry;
+        assert_eq!(e.sha256, sha256_hex(b"hello world"));
+        assert_eq!(e.sha1, "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed");
+        assert_eq!(e.size, 11);
+        assert_eq!(e.file_name, "report.zip");
+        assert_eq!(e.vault_id(), e.sha256);
+        let path = vault.file_path(&e.sha256).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        assert_eq!(vault.info(&e.sha256).await.unwrap().as_ref(), Some(e));
+        assert_eq!(
+            vault.info(&e.sha256.to_uppercase()).await.unwrap().as_ref(),
+            Some(e)
+        );
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(vault.dir().join(format!("{}.json", e.sha256))).unwrap(),
+        )
+        .unwrap();
+        for key in [
+            "file_name",
+            "size",
+            "sha1",
+            "sha256",
+            "asset",
+            "device",
+            "event_id",
+            "retrieved_at",
+        ] {
+            assert!(meta.get(key).is_some(), "{key} missing in {meta}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // Only the file and its metadata: no temporary files left.
+        assert_eq!(std::fs::read_dir(vault.dir()).unwrap().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn same_content_twice_is_stored_once() {
+        let state = tempfile::tempdir().unwrap();
+        let vault = Vault::in_state_dir(state.path());
+        let first = vault
+            .store_bytes(b"package", origin("a.zip", "e1"))
+            .await
+            .unwrap();
+        let second = vault
+            .store_bytes(b"package", origin("b.zip", "e2"))
+            .await
+            .unwrap();
+        assert!(second.already_present);
+        assert_eq!(second.entry, first.entry, "the first metadata stays");
+        assert_eq!(std::fs::read_dir(vault.dir()).unwrap().count(), 2);
+        let other = vault
+            .store_bytes(b"other", origin("c.zip", "e3"))
+            .await
+            .unwrap();
+        assert_ne!(other.entry.sha256, first.entry.sha256);
+        assert_eq!(std::fs::read_dir(vault.dir()).unwrap().count(), 4);
+    }
+
+    #[tokio::test]
+    async fn finds_by_event_and_ignores_other_assets() {
+        let state = tempfile::tempdir().unwrap();
+        let vault = Vault::in_state_dir(state.path());
+        assert_eq!(vault.find_by_event("contoso", "E1").await.unwrap(), None);
+        let stored = vault.store_bytes(b"x", origin("a", "e1")).await.unwrap();
+        assert_eq!(
+            vault.find_by_event("contoso", "E1").await.unwrap(),
+            Some(stored.entry)
+        );
+        assert_eq!(vault.find_by_event("fabrikam", "e1").await.unwrap(), None);
+        assert_eq!(vault.find_by_event("contoso", "e2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn abandoned_writer_leaves_nothing() {
+        let state = tempfile::tempdir().unwrap();
+        let vault = Vault::in_state_dir(state.path());
+        let mut w = vault.writer().await.unwrap();
+        w.write(b"partial").await.unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(vault.dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn ids_are_checked() {
+        let state = tempfile::tempdir().unwrap();
+        let vault = Vault::in_state_dir(state.path());
+        assert!(vault.file_path("../etc/passwd").is_none());
+        assert!(vault.file_path(&"a".repeat(64)).is_none());
+        assert_eq!(vault.info("nope").await.unwrap(), None);
+    }
+
+    #[test]
+    fn file_names_are_made_safe() {
+        assert_eq!(safe_file_name("a/b/c.zip").as_deref(), Some("c.zip"));
+        assert_eq!(safe_file_name("C:\\x\\y.txt").as_deref(), Some("y.txt"));
+        assert_eq!(safe_file_name("../..").as_deref(), None);
+        assert_eq!(safe_file_name("..hidden").as_deref(), Some("hidden"));
+        assert_eq!(safe_file_name("a\u{0}b;c").as_deref(), Some("a_b_c"));
+        assert_eq!(safe_file_name("").as_deref(), None);
+        assert_eq!(safe_file_name("///").as_deref(), None);
+        assert_eq!(safe_file_name(&"n".repeat(500)).unwrap().len(), 200);
+    }
+
+    #[test]
+    fn content_disposition_names() {
+        assert_eq!(
+            content_disposition_file_name(r#"attachment; filename="investigation-package-1.zip""#)
+                .as_deref(),
+            Some("investigation-package-1.zip")
+        );
+        assert_eq!(
+            content_disposition_file_name(
+                "attachment; filename=\"fallback.zip\"; filename*=UTF-8''r%C3%A9sum%C3%A9.zip"
+            )
+            .as_deref(),
+            Some("résumé.zip")
+        );
+        assert_eq!(
+            content_disposition_file_name("attachment; filename=../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(content_disposition_file_name("inline").as_deref(), None);
+    }
+}
