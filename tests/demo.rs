@@ -30,14 +30,14 @@ fn demo_curl_examples_work_when_pasted() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut banner = String::new();
+        // Reads until the process ends, so its stdout never sees a closed pipe.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let done = line.starts_with("Press ctrl-c");
             banner.push_str(&line);
             banner.push('\n');
             if done {
-                let _ = tx.send(banner);
-                break;
+                let _ = tx.send(std::mem::take(&mut banner));
             }
         }
     });

@@ -5,6 +5,8 @@
 pub mod connectivity;
 pub mod definition;
 pub mod devices;
+pub mod library;
+pub mod live_response;
 pub mod machine;
 pub mod manifest;
 pub mod validate;
@@ -94,6 +96,8 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         ]
         .into_iter()
         .chain(machine::handlers())
+        .chain(live_response::handlers())
+        .chain(library::handlers())
         .collect()
     })
 }
@@ -159,7 +163,7 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         Ok(p) => p,
         Err(e) => return fail(Map::new(), e),
     };
-    let echoed = validate::redacted(definition, &params);
+    let echoed = shorten_blobs(validate::redacted(definition, &params));
     let count = |status: &'static str| {
         metrics::counter!("defender_actions_total", "action" => action_id.to_string(), "status" => status)
             .increment(1);
@@ -240,6 +244,21 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     }
 }
 
+/// Longest parameter string echoed in full in the envelope.
+const MAX_ECHOED_CHARS: usize = 4096;
+
+/// Replaces very long string parameters (inline file content) by a short note in the echo.
+fn shorten_blobs(mut params: Map<String, Value>) -> Map<String, Value> {
+    for value in params.values_mut() {
+        if let Value::String(s) = value
+            && s.len() > MAX_ECHOED_CHARS
+        {
+            *value = Value::String(format!("<{} characters, not echoed>", s.chars().count()));
+        }
+    }
+    params
+}
+
 /// Cuts a caller-controlled string for echoing in messages.
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -252,6 +271,16 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_strings_are_not_echoed() {
+        let mut m = Map::new();
+        m.insert("content".into(), Value::String("a".repeat(5000)));
+        m.insert("comment".into(), Value::String("short".into()));
+        let out = shorten_blobs(m);
+        assert_eq!(out["content"], "<5000 characters, not echoed>");
+        assert_eq!(out["comment"], "short");
+    }
 
     #[test]
     fn every_definition_has_a_handler_and_every_handler_a_definition() {
