@@ -82,20 +82,46 @@ pub enum TokenError {
     Expired,
 }
 
-/// Verifies a token's signature and lifetime against the simulated clock.
-pub fn verify(sim: &Sim, token: &str) -> Result<Claims, TokenError> {
+/// Most verified tokens remembered at once.
+const VERIFIED_CACHE_MAX: usize = 4096;
+
+/// Checks the signature and decodes the claims (no lifetime checks).
+fn verify_signature(sim: &Sim, token: &str) -> Result<Claims, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<Claims>(
+    jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(&sim.signing_key),
         &validation,
     )
-    .map_err(|_| TokenError::Invalid)?;
-    let claims = data.claims;
+    .map(|d| d.claims)
+    .map_err(|_| TokenError::Invalid)
+}
+
+/// Verifies a token's signature and lifetime against the simulated clock.
+pub fn verify(sim: &Sim, token: &str) -> Result<Claims, TokenError> {
+    let cached = sim
+        .verified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(token)
+        .cloned();
+    let claims = match cached {
+        Some(c) => c,
+        None => {
+            let c = verify_signature(sim, token)?;
+            let mut cache = sim.verified.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: a long run issuing many tokens starts over rather than growing.
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), c.clone());
+            c
+        }
+    };
     let now = sim.clock.unix();
     if now >= claims.exp {
         return Err(TokenError::Expired);
@@ -194,4 +220,30 @@ pub fn test_token(sim: &Sim) -> Option<String> {
         )
         .0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn cached_tokens_still_expire_and_changed_tokens_are_refused() {
+        let sim = Sim::new(Scenario::default_scenario());
+        let token = test_token(&sim).unwrap();
+        assert!(verify(&sim, &token).is_ok());
+        assert!(
+            verify(&sim, &token).is_ok(),
+            "second use comes from the cache"
+        );
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(verify(&sim, &tampered), Err(TokenError::Invalid));
+        sim.expire_access_tokens(None);
+        assert_eq!(verify(&sim, &token), Err(TokenError::Expired));
+        let fresh = test_token(&sim).unwrap();
+        sim.clock.advance(std::time::Duration::from_secs(4000));
+        assert_eq!(verify(&sim, &fresh), Err(TokenError::Expired));
+    }
 }

@@ -25,6 +25,9 @@ pub struct Sim {
     pub signing_key: [u8; 32],
     /// The scenario as last loaded (start or `load_scenario`), for [`Sim::reset`].
     pub loaded: Mutex<Scenario>,
+    /// Tokens whose signature was verified, with their claims (lifetime checks still run on
+    /// every use). Keyed by the whole token, so a changed token is verified afresh.
+    pub verified: Mutex<HashMap<String, crate::jwt::Claims>>,
 }
 
 /// The mutable part of the simulator.
@@ -101,6 +104,7 @@ impl Sim {
         rand::thread_rng().fill_bytes(&mut key);
         Sim {
             loaded: Mutex::new(scenario.clone()),
+            verified: Mutex::new(HashMap::new()),
             world: Mutex::new(World::new(scenario)),
             clock: Clock::default(),
             counters: Mutex::new(Counters::default()),
