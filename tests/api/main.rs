@@ -7,6 +7,8 @@ mod connectivity;
 mod consent;
 mod devices;
 mod host;
+mod library;
+mod live_response;
 mod machine;
 mod secrets;
 mod throttling;
