@@ -67,7 +67,13 @@ pub async fn result_link(
             )));
         }
     };
-    let link = match &answer {
+    presigned_link(&answer).map_err(|e| Fetch::Failed(format!("Defender answered {e}")))
+}
+
+/// The pre-signed link in an `Edm.String` answer (`{"value": "<url>"}`, any key case, or a
+/// bare string); the error says what was wrong, never the link.
+pub fn presigned_link(answer: &Value) -> Result<Url, &'static str> {
+    let link = match answer {
         Value::String(s) => Some(s.as_str()),
         Value::Object(o) => o
             .iter()
@@ -77,11 +83,11 @@ pub async fn result_link(
     }
     .map(str::trim)
     .filter(|s| !s.is_empty())
-    .ok_or_else(|| Fetch::Failed("Defender answered without a download link".into()))?;
+    .ok_or("without a download link")?;
     Url::parse(link)
         .ok()
         .filter(|u| matches!(u.scheme(), "https" | "http"))
-        .ok_or_else(|| Fetch::Failed("Defender answered with an unusable download link".into()))
+        .ok_or("with an unusable download link")
 }
 
 /// The host of a link, for messages (never the whole link: its query is the signature).

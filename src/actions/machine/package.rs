@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::device::{
@@ -279,22 +279,9 @@ async fn retrieve(
         Err(e @ DefenderError::Throttled { .. }) => return Err(Retrieval::Throttled(e)),
         Err(e) => return Err(Retrieval::Failed(format!("getPackageUri failed: {e}"))),
     };
-    let link = match &answer {
-        Value::String(s) => Some(s.as_str()),
-        Value::Object(o) => o
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("value"))
-            .and_then(|(_, v)| v.as_str()),
-        _ => None,
-    }
-    .map(str::trim)
-    .filter(|s| !s.is_empty())
-    .ok_or_else(|| Retrieval::Failed("getPackageUri answered without a link".into()))?;
-    let url = url::Url::parse(link)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "https" | "http"))
-        .ok_or_else(|| Retrieval::Failed("getPackageUri answered with an unusable link".into()))?;
-    let host = url.host_str().unwrap_or("the storage host").to_string();
+    let url = crate::actions::live_response::download::presigned_link(&answer)
+        .map_err(|e| Retrieval::Failed(format!("getPackageUri answered {e}")))?;
+    let host = crate::actions::live_response::download::link_host(&url);
     ctx.progress(&format!("downloading the package from {host}"));
     // A pre-signed link: no bearer token goes with it. Errors never show the URL (its query
     // is the signature).
