@@ -1,0 +1,382 @@
+//! `defender-soar serve` as a child process: a generated configuration with one asset pointed
+//! at a simulator (secrets through environment variables, state in a temporary directory), a
+//! free loopback port, readiness through `/readyz`, and a client that invokes actions.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::BoxError;
+use crate::process::{self, ProcStats, TempDir};
+use crate::simctl::AppCreds;
+
+/// The asset id every generated configuration uses.
+pub const ASSET: &str = "bench";
+/// Environment variable carrying the host's API key.
+const API_KEY_ENV: &str = "DEFENDER_BENCH_API_KEY";
+/// Environment variable carrying the asset's client secret.
+const SECRET_ENV: &str = "DEFENDER_BENCH_CLIENT_SECRET";
+/// How long the host may take to answer `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two readiness probes.
+const READY_POLL: Duration = Duration::from_millis(1);
+
+/// How the host is configured.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// `[assets.bench.budget] per_minute`.
+    pub per_minute: u32,
+    /// `[assets.bench.budget] per_hour`.
+    pub per_hour: u32,
+    /// `[assets.bench.budget] max_wait_secs` (the host's default when `None`).
+    pub max_wait_secs: Option<u64>,
+    /// `RUST_LOG` of the host process.
+    pub log_level: String,
+}
+
+impl HostSpec {
+    /// A budget large enough never to interfere (100,000 calls per minute and per hour).
+    pub fn unlimited(log_level: &str) -> HostSpec {
+        HostSpec {
+            per_minute: 100_000,
+            per_hour: 100_000,
+            max_wait_secs: None,
+            log_level: log_level.to_string(),
+        }
+    }
+}
+
+/// A running host (killed when dropped; its temporary directory is removed then too).
+pub struct HostProcess {
+    child: Child,
+    pid: u32,
+    base_url: String,
+    api_key: String,
+    /// How long from spawn to the first 200 of `/readyz`.
+    pub startup: Duration,
+    /// Configuration, state and log; removed when the host is dropped.
+    _dir: TempDir,
+}
+
+/// The configuration file for `spec`, with the asset pointed at `sim_base`.
+pub fn config_toml(
+    listen_port: u16,
+    state_dir: &Path,
+    sim_base: &str,
+    app: &AppCreds,
+    spec: &HostSpec,
+) -> String {
+    let mut out = format!(
+        "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n\n\
+         [assets.{ASSET}]\ntenant_id = {}\nclient_id = {}\nclient_secret_env = \"{SECRET_ENV}\"\n\
+         auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\n\
+         [assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
+        toml_str(&state_dir.display().to_string()),
+        toml_str(&app.tenant_id),
+        toml_str(&app.client_id),
+        toml_str(sim_base),
+        toml_str(sim_base),
+        spec.per_minute,
+        spec.per_hour,
+    );
+    if let Some(w) = spec.max_wait_secs {
+        out.push_str(&format!("max_wait_secs = {w}\n"));
+    }
+    out
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl HostProcess {
+    /// Writes a configuration for `spec` into a new temporary directory, starts
+    /// `bin serve --config <file>` and waits for `/readyz` to answer 200 (polled every
+    /// millisecond; the time it took is [`HostProcess::startup`]).
+    pub async fn spawn(
+        bin: &Path,
+        sim_base: &str,
+        app: &AppCreds,
+        spec: &HostSpec,
+        probe: &reqwest::Client,
+    ) -> Result<HostProcess, BoxError> {
+        let dir = TempDir::new("host")?;
+        let port = process::free_port()?;
+        let state_dir = dir.path().join("state");
+        let config_path = dir.path().join("defender-soar.toml");
+        std::fs::write(
+            &config_path,
+            config_toml(port, &state_dir, sim_base, app, spec),
+        )?;
+        let log_path = dir.path().join("host.log");
+        let log = std::fs::File::create(&log_path)?;
+        let api_key = format!(
+            "bench-{}-{}",
+            std::process::id(),
+            crate::simctl::now_ms().rem_euclid(1_000_000_007)
+        );
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        // No setting from the caller's environment may change the measured configuration.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("DEFENDER_SOAR") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env(API_KEY_ENV, &api_key)
+            .env(SECRET_ENV, &app.secret)
+            .env("RUST_LOG", &spec.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let pid = child.id().ok_or("the host exited at once")?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{base_url}/readyz");
+        let deadline = started + READY_TIMEOUT;
+        loop {
+            if let Ok(r) = probe
+                .get(&ready)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the host exited ({status}) before it was ready: {}",
+                    log_tail(&log_path)
+                )
+                .into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the host did not answer /readyz within {} s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    log_tail(&log_path)
+                )
+                .into());
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+        let startup = started.elapsed();
+        Ok(HostProcess {
+            child,
+            pid,
+            base_url,
+            api_key,
+            startup,
+            _dir: dir,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// CPU time so far and memory of the process.
+    pub fn stats(&self) -> Result<ProcStats, BoxError> {
+        process::stats(self.pid)
+    }
+
+    /// A client for this host over `client`'s connection pool.
+    pub fn client(&self, client: &reqwest::Client) -> Result<HostClient, BoxError> {
+        Ok(HostClient {
+            client: client.clone(),
+            base: self.base_url.clone(),
+            auth: HeaderValue::from_str(&format!("Bearer {}", self.api_key))?,
+        })
+    }
+
+    /// Stops the process and reaps it (the temporary directory goes with `self`).
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The last lines of the host's log, for start-up errors.
+fn log_tail(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+            if tail.is_empty() {
+                "(no output)".into()
+            } else {
+                tail
+            }
+        }
+        Err(_) => "(no log)".into(),
+    }
+}
+
+/// Invokes actions on one host.
+#[derive(Clone)]
+pub struct HostClient {
+    client: reqwest::Client,
+    base: String,
+    auth: HeaderValue,
+}
+
+/// One action's answer.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `Retry-After`, when present.
+    pub retry_after: Option<String>,
+    /// The envelope (`Null` when the body was not JSON).
+    pub envelope: Value,
+}
+
+impl Invoked {
+    /// HTTP 200 and envelope status `success`.
+    pub fn succeeded(&self) -> bool {
+        self.status == StatusCode::OK && self.envelope["status"] == "success"
+    }
+
+    /// A summary value as text.
+    pub fn summary(&self, key: &str) -> Option<String> {
+        match &self.envelope["summary"][key] {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// One line saying what went wrong, for errors.
+    pub fn describe(&self) -> String {
+        format!(
+            "HTTP {}: {}",
+            self.status,
+            crate::simctl::truncate(
+                self.envelope["message"].as_str().unwrap_or("(no message)"),
+                300
+            )
+        )
+    }
+}
+
+impl HostClient {
+    /// `POST /assets/bench/actions/{action}` with `{"parameters": params}`, not sent yet.
+    pub fn request(&self, action: &str, params: &Value) -> reqwest::RequestBuilder {
+        self.request_body(action, body_of(params))
+    }
+
+    /// The same with an already serialised body (load loops build it once).
+    pub fn request_body(&self, action: &str, body: String) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/assets/{ASSET}/actions/{action}", self.base))
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
+    /// An authenticated `GET {base}{path}`.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, self.auth.clone())
+    }
+
+    /// Runs an action and reads its envelope; `timeout` bounds the whole call.
+    pub async fn invoke(
+        &self,
+        action: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Invoked, BoxError> {
+        let resp = self.request(action, params).timeout(timeout).send().await?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await?;
+        let envelope = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Invoked {
+            status,
+            retry_after,
+            envelope,
+        })
+    }
+
+    /// Action ids the host knows (`GET /actions`).
+    pub async fn action_ids(&self) -> Result<Vec<String>, BoxError> {
+        let v = crate::simctl::ok_json(
+            self.get("/actions")
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?,
+        )
+        .await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// `{"parameters": params}` as JSON text.
+pub fn body_of(params: &Value) -> String {
+    json!({ "parameters": params }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_toml_with_budget() {
+        let app = AppCreds {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            secret: "never-written".into(),
+        };
+        let spec = HostSpec {
+            max_wait_secs: Some(5),
+            ..HostSpec::unlimited("warn")
+        };
+        let text = config_toml(
+            8080,
+            Path::new("/tmp/a \"b\""),
+            "http://127.0.0.1:1",
+            &app,
+            &spec,
+        );
+        assert!(text.contains("state_dir = \"/tmp/a \\\"b\\\"\""));
+        assert!(text.contains(
+            "[assets.bench.budget]\nper_minute = 100000\nper_hour = 100000\nmax_wait_secs = 5\n"
+        ));
+        assert!(text.contains("login_url = \"http://127.0.0.1:1\""));
+        assert!(!text.contains("never-written"));
+    }
+}
