@@ -493,9 +493,12 @@ impl Poller {
                 let c = lock(&self.control);
                 c.check_by.map_or(scheduled, |by| by.min(scheduled))
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.wake.notified() => continue,
+            // A check due now goes out at once: the timer would round up to its next tick.
+            if next > Instant::now() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = self.wake.notified() => continue,
+                }
             }
             if self.retire(false) {
                 return;
