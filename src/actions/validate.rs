@@ -10,7 +10,7 @@
 //! parameter marked `secret`.
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use regex::Regex;
 use serde_json::{Map, Number, Value};
@@ -103,16 +103,17 @@ fn is_absent(value: &Value) -> bool {
     }
 }
 
-/// The compiled form of a definition pattern, compiled once per distinct pattern.
-pub(crate) fn compiled_pattern(pattern: &str) -> Result<Regex, String> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Regex>>> = OnceLock::new();
+/// The compiled form of a definition pattern, compiled once per distinct pattern. Shared
+/// through an `Arc`: a cloned `Regex` would start with an empty match cache every time.
+pub(crate) fn compiled_pattern(pattern: &str) -> Result<Arc<Regex>, String> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Arc<Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| RwLock::new(HashMap::new()));
     if let Ok(map) = cache.read()
         && let Some(regex) = map.get(pattern)
     {
         return Ok(regex.clone());
     }
-    let regex = Regex::new(pattern).map_err(|e| e.to_string())?;
+    let regex = Arc::new(Regex::new(pattern).map_err(|e| e.to_string())?);
     if let Ok(mut map) = cache.write() {
         map.insert(pattern.to_string(), regex.clone());
     }
