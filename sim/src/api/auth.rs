@@ -191,35 +191,56 @@ pub async fn guard(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) ->
                 .then(|| token.trim().to_string())
         });
     let Some(token) = bearer else {
-        return ApiError::unauthorized("Authorization header is missing or is not a Bearer token")
-            .into_response();
+        return refuse(
+            req,
+            ApiError::unauthorized("Authorization header is missing or is not a Bearer token"),
+        )
+        .await;
     };
     let claims = match jwt::verify(&sim, &token) {
         Ok(c) => c,
         Err(TokenError::Expired) => {
-            return ApiError::unauthorized("The access token has expired").into_response();
+            return refuse(req, ApiError::unauthorized("The access token has expired")).await;
         }
         Err(TokenError::Invalid) => {
-            return ApiError::unauthorized("The access token is invalid").into_response();
+            return refuse(req, ApiError::unauthorized("The access token is invalid")).await;
         }
     };
     let (roles, family) = lookup(req.method(), &route);
     if !roles.iter().any(|r| claims.has_permission(r)) {
-        return ApiError::new(
+        let e = ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
                 "The application does not have any of the required application roles: {}",
                 roles.join(", ")
             ),
-        )
-        .into_response();
+        );
+        return refuse(req, e).await;
     }
     if let Err(e) = check_rate(&sim, &claims, family) {
-        return e.into_response();
+        return refuse(req, e).await;
     }
     req.extensions_mut().insert(claims);
     next.run(req).await
+}
+
+/// Most request body read and discarded before refusing a request.
+const DRAIN_LIMIT: usize = 300 * 1024 * 1024;
+
+/// Refuses a request after reading its body to the end (as a front end does), so a client
+/// still sending a large upload gets the answer instead of a broken connection.
+async fn refuse(req: Request, error: ApiError) -> Response {
+    use futures::StreamExt;
+    let mut body = req.into_body().into_data_stream();
+    let mut read = 0usize;
+    while let Some(Ok(chunk)) = body.next().await {
+        read += chunk.len();
+        if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+    error.into_response()
 }
 
 /// Counts one call against the caller's budget for `family`; 429 with Retry-After when spent.
