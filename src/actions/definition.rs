@@ -375,7 +375,7 @@ pub(crate) fn load_files(files: &[(&str, &str)]) -> Result<Vec<Definition>, Stri
 
 /// Every embedded action definition, sorted by id.
 ///
-/// The files are this crate's own data (embedded by `build.rs`); a broken one panics here with
+/// The files are this crate's own data (embedded by `src/build.rs`); a broken one panics here with
 /// the file name and the parse error, and the unit tests parse every file so CI catches it.
 pub fn definitions() -> &'static [Definition] {
     static DEFINITIONS: OnceLock<Vec<Definition>> = OnceLock::new();
