@@ -149,10 +149,7 @@ impl TokenManager {
                 Ok::<(), Infallible>(())
             })
             .await
-            .map_err(|e| match e {
-                UpdateError::State(e) => AuthError::State(e.to_string()),
-                UpdateError::Inner(never) => match never {},
-            })?;
+            .map_err(|e| AuthError::State(e.into_state().to_string()))?;
         let mut request = self
             .client
             .authorize_url(move || CsrfToken::new(state))

@@ -25,7 +25,7 @@ use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
 use super::{AuthError, Grants, decode_grants, now_unix, preflight};
 use crate::config::{AssetConfig, AuthKind, ServerConfig, TokenEndpoint};
 use crate::defender::{DefenderError, TokenSource};
-use crate::state::{AssetState, StateStore, StoredTokens, UpdateError};
+use crate::state::{AssetState, StateStore, StoredTokens};
 
 /// The oauth2 client of an asset: authorize and token endpoints set, redirect URI set.
 pub(crate) type EntraClient = oauth2::Client<
@@ -494,10 +494,7 @@ impl TokenManager {
                 Ok::<(), Infallible>(())
             })
             .await
-            .map_err(|e| match e {
-                UpdateError::State(e) => AuthError::State(e.to_string()),
-                UpdateError::Inner(never) => match never {},
-            })?;
+            .map_err(|e| AuthError::State(e.into_state().to_string()))?;
         self.install(&token);
         Ok(token)
     }

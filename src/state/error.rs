@@ -197,6 +197,16 @@ impl<E: std::error::Error + 'static> std::error::Error for UpdateError<E> {
     }
 }
 
+impl UpdateError<std::convert::Infallible> {
+    /// The state error of an update whose function cannot fail.
+    pub fn into_state(self) -> StateError {
+        match self {
+            UpdateError::State(e) => e,
+            UpdateError::Inner(never) => match never {},
+        }
+    }
+}
+
 impl<E> From<StateError> for UpdateError<E> {
     fn from(e: StateError) -> Self {
         UpdateError::State(e)

@@ -505,3 +505,10 @@ pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Co
         shutdown: Some(tx),
     }
 }
+
+/// The default scenario where machine actions only move when the test moves them.
+pub fn manual() -> Scenario {
+    let mut s = Scenario::default_scenario();
+    s.timings.manual = true;
+    s
+}

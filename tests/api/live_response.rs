@@ -30,13 +30,6 @@ fn instant() -> Scenario {
     s
 }
 
-/// The default scenario where actions only move when the test moves them.
-fn manual() -> Scenario {
-    let mut s = Scenario::default_scenario();
-    s.timings.manual = true;
-    s
-}
-
 /// Adds a device file to the first machine.
 fn with_file(mut s: Scenario, file: DeviceFile) -> Scenario {
     s.device_files

@@ -21,13 +21,6 @@ fn timed(pending_ms: u64, in_progress_ms: u64) -> Scenario {
     s
 }
 
-/// The default scenario where actions only move when a test moves them.
-fn manual() -> Scenario {
-    let mut s = Scenario::default_scenario();
-    s.timings.manual = true;
-    s
-}
-
 /// The id of the scenario's `n`th machine.
 fn device(app: &TestApp, n: usize) -> String {
     app.sim.scenario().machines[n]["id"]

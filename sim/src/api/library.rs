@@ -220,7 +220,7 @@ async fn upload(
     let now = Clock::format_ms(sim.clock.now_ms());
     let parameters_description = form.parameters_description.filter(|s| !s.is_empty());
     let mut w = sim.world();
-    let created_by = super::live_response::requestor(&w.scenario, &claims);
+    let created_by = super::requestor(&w.scenario, &claims);
     let library = &mut w.scenario.library;
     let existing = library
         .iter()

@@ -16,7 +16,6 @@ use crate::actions::{self, Command, MachineAction};
 use crate::api::{base_url, download, odata_context};
 use crate::error::ApiError;
 use crate::jwt::Claims;
-use crate::scenario::Scenario;
 use crate::state::Sim;
 
 /// The action type live response sessions are recorded as.
@@ -198,22 +197,6 @@ fn param<'a>(command: &'a Command, key: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
-/// Who the caller is in `requestor` and `createdBy` fields: its app's display name, else its
-/// client id.
-pub fn requestor(scenario: &Scenario, claims: &Claims) -> String {
-    let client_id = claims.client_id();
-    scenario
-        .tenant(&claims.tid)
-        .and_then(|t| {
-            t.apps
-                .iter()
-                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
-        })
-        .map(|a| a.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client_id.to_string())
-}
-
 /// `POST /api/machines/{id}/runliveresponse`.
 async fn run_live_response(
     State(sim): State<Arc<Sim>>,
@@ -300,7 +283,7 @@ async fn run_live_response(
             "Live response on {}",
             dns_name.as_deref().unwrap_or(&machine_id)
         ),
-        requestor: requestor(&w.scenario, &claims),
+        requestor: super::requestor(&w.scenario, &claims),
         comment: request.comment,
         machine_id: machine_id.clone(),
         computer_dns_name: dns_name,

@@ -20,7 +20,6 @@ use super::odata::{self, ListQuery, ListSpec};
 use crate::actions::{self, Cancellation, MachineAction, is_final};
 use crate::error::ApiError;
 use crate::jwt::Claims;
-use crate::scenario::Scenario;
 use crate::state::Sim;
 
 /// Machine action properties `$filter` may use.
@@ -148,21 +147,6 @@ fn not_found_action(id: &str) -> ApiError {
     ApiError::not_found(format!("Machine action {id} was not found"))
 }
 
-/// Who the caller is in `requestor` fields: its app's display name, else its client id.
-fn requestor_name(scenario: &Scenario, claims: &Claims) -> String {
-    let client_id = claims.client_id();
-    scenario
-        .tenant(&claims.tid)
-        .and_then(|t| {
-            t.apps
-                .iter()
-                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
-        })
-        .map(|a| a.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| client_id.to_string())
-}
-
 /// A MachineAction answer with `@odata.context` `...#MachineActions/$entity`.
 fn action_json(headers: &HeaderMap, action: &MachineAction, now_ms: i64) -> Value {
     let mut body = Map::new();
@@ -273,7 +257,7 @@ fn create(
         let manual = w.scenario.timings.manual;
         let (outcome, error) =
             actions::pick_outcome(&mut w.scenario.outcomes, new.action_type, &canonical_id);
-        let requestor = requestor_name(&w.scenario, claims);
+        let requestor = super::requestor(&w.scenario, claims);
         let action = MachineAction {
             id: uuid::Uuid::new_v4().to_string(),
             tenant_id: claims.tid.clone(),
@@ -474,7 +458,7 @@ async fn cancel(
     let now = sim.clock.now_ms();
     let action = {
         let mut w = sim.world();
-        let requestor = requestor_name(&w.scenario, &claims);
+        let requestor = super::requestor(&w.scenario, &claims);
         let Some(action) = w
             .actions
             .get_mut(&id)

@@ -40,3 +40,19 @@ pub fn base_url(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or("127.0.0.1");
     format!("http://{host}")
 }
+
+/// Who the caller is in `requestor` and `createdBy` fields: its app's display name, else its
+/// client id.
+pub fn requestor(scenario: &crate::scenario::Scenario, claims: &crate::jwt::Claims) -> String {
+    let client_id = claims.client_id();
+    scenario
+        .tenant(&claims.tid)
+        .and_then(|t| {
+            t.apps
+                .iter()
+                .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        })
+        .map(|a| a.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client_id.to_string())
+}

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::command::LiveCommand;
 use crate::actions::{ActionContext, truncate};
 use crate::envelope::ActionError;
-use crate::state::{IdempotencyRecord, UpdateError, now_unix};
+use crate::state::{IdempotencyRecord, now_unix};
 
 /// How long a key is remembered: seven days.
 pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
@@ -148,10 +148,7 @@ pub async fn remember(
             Ok::<_, std::convert::Infallible>(())
         })
         .await
-        .map_err(|e| match e {
-            UpdateError::State(e) => e.to_string(),
-            UpdateError::Inner(never) => match never {},
-        })
+        .map_err(|e| e.into_state().to_string())
 }
 
 #[cfg(test)]
