@@ -1,8 +1,8 @@
 //! Shared application state: configuration, the state store, the assets with their token
 //! managers and clients, the API key.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -21,6 +21,33 @@ pub struct Asset {
     pub tokens: Arc<TokenManager>,
     /// Defender API client using those tokens.
     pub defender: DefenderClient,
+    /// The machine actions it follows (shared pollers) and its recent final ones.
+    pub tracker: actions::waiting::Tracker,
+    /// One lock per investigation package being downloaded.
+    pub package_locks: KeyedLocks,
+    /// One lock per `Idempotency-Key` being looked up, submitted and recorded.
+    pub idempotency_locks: KeyedLocks,
+}
+
+/// Async locks by key, created on first use and forgotten when nobody holds them: concurrent
+/// work on the same key (a download, an idempotency key) runs one at a time.
+#[derive(Debug, Default)]
+pub struct KeyedLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    /// The lock of `key` (the same one for every caller while any holds it).
+    pub fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(lock) = map.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&lock));
+        lock
+    }
 }
 
 impl Asset {
@@ -45,6 +72,9 @@ impl Asset {
             config,
             tokens,
             defender,
+            tracker: actions::waiting::Tracker::default(),
+            package_locks: KeyedLocks::default(),
+            idempotency_locks: KeyedLocks::default(),
         })
     }
 

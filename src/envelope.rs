@@ -1,10 +1,21 @@
-//! The result envelope (design §4) and the mapping from action errors to HTTP statuses.
+//! The result envelope (design §4) and the outcome policy: how every failure becomes an
+//! envelope with its HTTP status.
+//!
+//! The policy lives here, in the application layer, and nowhere else: the Defender client and
+//! the token manager report their own error types and know nothing of envelopes. A handler's
+//! `?` on a [`DefenderError`] does the right thing through `From`: throttling past the
+//! action's deadline answers 503 with `Retry-After`; any other upstream failure is a `failed`
+//! envelope with HTTP 200 naming what Defender said (the action ran, and its answer is that
+//! it could not do the job). 502 stays for answers the host cannot interpret at all.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::auth::{AuthError, Denied};
+use crate::defender::DefenderError;
 
 /// `success` or `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -106,6 +117,9 @@ pub enum ActionError {
         /// The consent URL.
         url: String,
     },
+    /// 200 with a `failed` envelope: the upstream refused or failed, and the message says so.
+    #[error("{0}")]
+    Failed(String),
     /// 502: the upstream failed in a way the action could not handle.
     #[error("{0}")]
     Upstream(String),
@@ -131,6 +145,7 @@ impl ActionError {
             ActionError::Disabled(_) => StatusCode::FORBIDDEN,
             ActionError::NotFound(_) => StatusCode::NOT_FOUND,
             ActionError::ConsentRequired { .. } => StatusCode::CONFLICT,
+            ActionError::Failed(_) => StatusCode::OK,
             ActionError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ActionError::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ActionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,6 +158,44 @@ impl ActionError {
             ActionError::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+}
+
+impl From<DefenderError> for ActionError {
+    /// Throttled past the deadline → 503 with `Retry-After`; anything else → a failed result.
+    fn from(error: DefenderError) -> ActionError {
+        match error.retry_after_secs() {
+            Some(retry_after) => ActionError::Throttled {
+                message: error.to_string(),
+                retry_after,
+            },
+            None => ActionError::Failed(error.to_string()),
+        }
+    }
+}
+
+impl AuthError {
+    /// The action error for failures that are not the action's to report: consent needed
+    /// (409 with the URL) and a broken state file (500 with the recovery advice). `None` for
+    /// refusals and transport failures, which an action reports as a failed result.
+    pub fn action_error(&self) -> Option<ActionError> {
+        match self {
+            AuthError::ConsentRequired { message, url } => Some(ActionError::ConsentRequired {
+                message: message.clone(),
+                url: url.clone(),
+            }),
+            AuthError::State(message) => Some(ActionError::Internal(message.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl Denied {
+    /// The failed result an action answers with (HTTP 200, no API call made).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::failed(self.message.clone())
+            .with_summary("missing_permissions", self.missing.clone())
+            .with_summary("granted_permissions", self.granted.clone())
     }
 }
 
@@ -236,5 +289,30 @@ impl IntoResponse for EnvelopeResponse {
             resp.headers_mut().insert("retry-after", v);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn defender_errors_follow_the_outcome_policy() {
+        let throttled = ActionError::from(DefenderError::upstream_throttled(Duration::from_secs(7)));
+        assert_eq!(throttled.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(throttled.retry_after(), Some(7));
+        assert_eq!(
+            throttled.to_string(),
+            "Defender throttled the request (HTTP 429 TooManyRequests); retry after 7 s"
+        );
+        let refused = ActionError::from(DefenderError::Transport("could not connect".into()));
+        assert!(matches!(&refused, ActionError::Failed(m) if m == "could not connect"));
+        assert_eq!(refused.status(), StatusCode::OK);
+        let response = EnvelopeResponse::error("a", "b", Map::new(), &refused);
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.envelope.status, Status::Failed);
+        assert_eq!(response.envelope.message, "could not connect");
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{Action, ActionContext, definitions};
 use crate::auth::{AuthError, Grants, missing_permissions};
 use crate::config::AuthKind;
+use crate::defender::endpoints;
 use crate::envelope::{ActionError, Outcome};
 
 pub use crate::auth::satisfies;
@@ -103,7 +104,11 @@ impl Action for TestConnectivity {
         };
         ctx.progress("calling GET /api/machines?$top=1");
         let call = "GET /api/machines?$top=1";
-        let api = ctx.asset.defender.get("/api/machines?$top=1").await;
+        let api = ctx
+            .asset
+            .defender
+            .get_with_query(&endpoints::MACHINES.at(&[]), &[("$top", "1")])
+            .await;
         let granted = token.grants.permissions.clone();
         let mut allowed = Vec::new();
         let mut blocked = Vec::new();

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Action, ActionContext};
-use crate::defender::ListQuery;
+use crate::defender::{ListQuery, endpoints};
 use crate::envelope::{ActionError, Outcome};
 
 /// Lists devices.
@@ -93,17 +93,17 @@ impl Action for ListDevices {
 
     async fn run(ctx: ActionContext, p: Params) -> Result<Outcome, ActionError> {
         let source = source(&p)?;
-        let path = match &source {
-            Source::All => "/api/machines".to_string(),
-            Source::Domain(d) => format!("/api/domains/{d}/machines"),
-            Source::File(h) => format!("/api/files/{h}/machines"),
+        let call = match &source {
+            Source::All => endpoints::MACHINES.at(&[]),
+            Source::Domain(d) => endpoints::DOMAIN_MACHINES.at(&[d.as_str()]),
+            Source::File(h) => endpoints::FILE_MACHINES.at(&[h.as_str()]),
         };
         let query = ListQuery {
             filter: p.query.clone().filter(|q| !q.trim().is_empty()),
             ..ListQuery::default()
         };
         let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
-        let devices = match ctx.asset.defender.list(&path, &query, limit).await {
+        let devices = match ctx.asset.defender.list(&call, &query, limit).await {
             Ok(d) => d,
             Err(e) if e.is_not_found() && source != Source::All => Vec::new(),
             // Throttled past the deadline: 503 with Retry-After, so the caller retries later.

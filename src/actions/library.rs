@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
 use super::{Action, ActionContext, HandlerFn, erase};
-use crate::defender::DefenderError;
+use crate::defender::{DefenderError, endpoints};
 use crate::envelope::{ActionError, Outcome};
 use crate::vault::Vault;
 
@@ -41,9 +41,6 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Read size when streaming a vault file into an upload.
 const STREAM_CHUNK: usize = 64 * 1024;
-
-/// The library endpoint.
-const LIBRARY_PATH: &str = "/api/libraryfiles";
 
 /// The handlers of this module.
 pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
@@ -63,7 +60,7 @@ impl Action for ListLibraryFiles {
 
     async fn run(ctx: ActionContext, _p: ListParams) -> Result<Outcome, ActionError> {
         let client = ctx.asset.defender.with_deadline(Instant::now() + DEADLINE);
-        let answer = match client.get(LIBRARY_PATH).await {
+        let answer = match client.get(&endpoints::LIBRARY_FILES.at(&[])).await {
             Ok(v) => v,
             Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
             Err(e) => {
@@ -342,7 +339,7 @@ impl Action for UploadLibraryFile {
             "uploading {name} ({size} bytes) to the live response library"
         ));
         let client = ctx.asset.defender.with_deadline(Instant::now() + DEADLINE);
-        let answer = match client.post_multipart(LIBRARY_PATH, &form).await {
+        let answer = match client.post_multipart(&endpoints::UPLOAD_LIBRARY_FILE.at(&[]), &form).await {
             Ok(v) => v,
             Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
             Err(e) => {

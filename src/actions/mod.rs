@@ -5,6 +5,7 @@
 pub mod connectivity;
 pub mod definition;
 pub mod devices;
+pub mod engine;
 pub mod library;
 pub mod live_response;
 pub mod machine;

@@ -18,18 +18,18 @@
 //! `lastUpdateDateTimeUtc`, numbers as strings, PascalCase keys, unknown fields, ids that are not
 //! GUIDs, and the status spellings seen in the wild.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::actions::ActionContext;
 use crate::app::Asset;
-use crate::defender::DefenderError;
+use crate::defender::{Call, DefenderError, endpoints};
+pub use crate::defender::{ActionStatus, CommandError, MachineAction};
 
 /// Delay of the first check after a submission.
 pub const FIRST_CHECK: Duration = Duration::from_millis(250);
@@ -45,322 +45,98 @@ const GROWTH: f64 = 1.5;
 const MIN_GAP: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------------
-// The MachineAction model
-
-/// The status of a machine action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActionStatus {
-    /// Waiting for the device.
-    Pending,
-    /// The device is working on it.
-    InProgress,
-    /// Done.
-    Succeeded,
-    /// The device reported an error.
-    Failed,
-    /// The device did not answer in time.
-    TimeOut,
-    /// Cancelled by someone.
-    Cancelled,
-    /// A status this host does not know (kept as sent), or none at all (empty).
-    Other(String),
-}
-
-impl ActionStatus {
-    /// Reads a status, accepting other spellings (`Canceled`, `Timeout`, `In Progress`, any case).
-    pub fn parse(text: &str) -> ActionStatus {
-        let folded: String = text
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match folded.as_str() {
-            "pending" | "created" | "queued" => ActionStatus::Pending,
-            "inprogress" | "running" => ActionStatus::InProgress,
-            "succeeded" | "success" | "completed" => ActionStatus::Succeeded,
-            "failed" | "failure" => ActionStatus::Failed,
-            "timeout" | "timedout" => ActionStatus::TimeOut,
-            "cancelled" | "canceled" => ActionStatus::Cancelled,
-            _ => ActionStatus::Other(text.trim().to_string()),
-        }
-    }
-
-    /// The canonical spelling (`Unknown` when the answer had none).
-    pub fn as_str(&self) -> &str {
-        match self {
-            ActionStatus::Pending => "Pending",
-            ActionStatus::InProgress => "InProgress",
-            ActionStatus::Succeeded => "Succeeded",
-            ActionStatus::Failed => "Failed",
-            ActionStatus::TimeOut => "TimeOut",
-            ActionStatus::Cancelled => "Cancelled",
-            ActionStatus::Other(s) if s.is_empty() => "Unknown",
-            ActionStatus::Other(s) => s,
-        }
-    }
-
-    /// Succeeded, Failed, TimeOut or Cancelled.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            ActionStatus::Succeeded
-                | ActionStatus::Failed
-                | ActionStatus::TimeOut
-                | ActionStatus::Cancelled
-        )
-    }
-
-    /// How far along: 0 not started (or unknown), 1 in progress, 2 final.
-    fn rank(&self) -> u8 {
-        match self {
-            ActionStatus::InProgress => 1,
-            s if s.is_final() => 2,
-            _ => 0,
-        }
-    }
-}
-
-impl fmt::Display for ActionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A failed live response command of a machine action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandError {
-    /// Position of the command.
-    pub index: Option<i64>,
-    /// Command type (`GetFile`, `RunScript`, ...).
-    pub command_type: Option<String>,
-    /// `commandStatus`.
-    pub status: Option<String>,
-    /// The error texts.
-    pub errors: Vec<String>,
-}
-
-/// A MachineAction as read from the API, tolerant of the variants the API answers with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MachineAction {
-    /// The action id: the event id playbooks pass around.
-    pub id: String,
-    /// `Isolate`, `RunAntiVirusScan`, `LiveResponse`, ...
-    pub action_type: Option<String>,
-    /// Current status.
-    pub status: ActionStatus,
-    /// Target device id.
-    pub machine_id: Option<String>,
-    /// Target device name.
-    pub computer_dns_name: Option<String>,
-    /// Who asked.
-    pub requestor: Option<String>,
-    /// The request's comment.
-    pub requestor_comment: Option<String>,
-    /// Full/Selective, Quick/Full, or none.
-    pub scope: Option<String>,
-    /// Creation time as sent.
-    pub creation_time: Option<String>,
-    /// Last update time as sent (`lastUpdateDateTimeUtc` or `lastUpdateTimeUtc`).
-    pub last_update_time: Option<String>,
-    /// Who cancelled it.
-    pub cancellation_requestor: Option<String>,
-    /// Why it was cancelled.
-    pub cancellation_comment: Option<String>,
-    /// When it was cancelled.
-    pub cancellation_time: Option<String>,
-    /// `errorHResult` (0 when all is well).
-    pub error_hresult: Option<i64>,
-    /// Live response commands that failed or reported errors.
-    pub command_errors: Vec<CommandError>,
-    /// The object as the API sent it, without `@odata.*` annotations.
-    pub raw: Map<String, Value>,
-}
-
-impl MachineAction {
-    /// Reads a MachineAction object; fails only when it is not an object or has no id.
-    pub fn parse(value: &Value) -> Result<MachineAction, String> {
-        let Value::Object(obj) = value else {
-            return Err("the answer is not a MachineAction object".into());
-        };
-        let id = text(obj, &["id"])
-            .ok_or_else(|| "the MachineAction in the answer carries no id".to_string())?;
-        let status = text(obj, &["status"])
-            .map(|s| ActionStatus::parse(&s))
-            .unwrap_or_else(|| ActionStatus::Other(String::new()));
-        let raw: Map<String, Value> = obj
-            .iter()
-            .filter(|(k, _)| !k.starts_with("@odata."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(MachineAction {
-            id,
-            action_type: text(obj, &["type"]),
-            status,
-            machine_id: text(obj, &["machineId"]),
-            computer_dns_name: text(obj, &["computerDnsName"]),
-            requestor: text(obj, &["requestor"]),
-            requestor_comment: text(obj, &["requestorComment"]),
-            scope: text(obj, &["scope"]),
-            creation_time: text(obj, &["creationDateTimeUtc", "creationTimeUtc"]),
-            last_update_time: text(obj, &["lastUpdateDateTimeUtc", "lastUpdateTimeUtc"]),
-            cancellation_requestor: text(obj, &["cancellationRequestor"]),
-            cancellation_comment: text(obj, &["cancellationComment"]),
-            cancellation_time: text(obj, &["cancellationDateTimeUtc"]),
-            error_hresult: get_ci(obj, "errorHResult").and_then(integer),
-            command_errors: command_errors(obj),
-            raw,
-        })
-    }
-
-    /// Whether the status is final.
-    pub fn is_final(&self) -> bool {
-        self.status.is_final()
-    }
-
-    /// The action type, or `machine` when the answer had none (for messages).
-    pub fn type_name(&self) -> &str {
-        self.action_type.as_deref().unwrap_or("machine")
-    }
-
-    /// What Defender says about a Failed, TimeOut or Cancelled action: the status, the
-    /// HRESULT, the cancellation and the command errors, as one sentence.
-    pub fn failure_details(&self) -> String {
-        let mut parts = vec![format!("status {}", self.status)];
-        if let Some(h) = self.error_hresult.filter(|h| *h != 0) {
-            // HRESULTs are 32-bit; show the usual hexadecimal form too.
-            parts.push(format!("errorHResult {h} (0x{:08X})", h as u32));
-        }
-        if self.status == ActionStatus::Cancelled
-            || self.cancellation_requestor.is_some()
-            || self.cancellation_comment.is_some()
-        {
-            let mut c = String::from("cancelled");
-            if let Some(who) = &self.cancellation_requestor {
-                c.push_str(&format!(" by {who}"));
-            }
-            if let Some(when) = &self.cancellation_time {
-                c.push_str(&format!(" at {when}"));
-            }
-            if let Some(why) = &self.cancellation_comment {
-                c.push_str(&format!(" ({why})"));
-            }
-            parts.push(c);
-        }
-        for e in &self.command_errors {
-            let mut c = String::from("command");
-            if let Some(i) = e.index {
-                c.push_str(&format!(" {i}"));
-            }
-            if let Some(t) = &e.command_type {
-                c.push_str(&format!(" {t}"));
-            }
-            if let Some(s) = &e.status {
-                c.push_str(&format!(" {s}"));
-            }
-            if !e.errors.is_empty() {
-                c.push_str(&format!(": {}", e.errors.join("; ")));
-            }
-            parts.push(c);
-        }
-        parts.join(", ")
-    }
-
-    /// The object as Defender sent it, for an envelope's `data`.
-    pub fn data_row(&self) -> Value {
-        Value::Object(self.raw.clone())
-    }
-}
-
-/// A key looked up as given, then without regard to ASCII case.
-fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
-/// The first of `keys` present as text (numbers and booleans printed); empty is `None`.
-fn text(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| match get_ci(obj, k)? {
-        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    })
-}
-
-/// An integer from a number or a decimal or `0x` hexadecimal string.
-fn integer(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_u64().map(|u| u as i64))
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-        Value::String(s) => {
-            let s = s.trim();
-            if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                u32::from_str_radix(hex, 16)
-                    .ok()
-                    .map(|u| i64::from(u as i32))
-            } else {
-                s.parse::<i64>().ok()
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Commands whose status is Failed or that carry errors.
-fn command_errors(obj: &Map<String, Value>) -> Vec<CommandError> {
-    let Some(Value::Array(commands)) = get_ci(obj, "commands") else {
-        return Vec::new();
-    };
-    commands
-        .iter()
-        .filter_map(|c| {
-            let c = c.as_object()?;
-            let errors: Vec<String> = match get_ci(c, "errors") {
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(|e| match e {
-                        Value::String(s) => Some(s.trim().to_string()),
-                        Value::Object(o) => text(o, &["message", "error", "description"]),
-                        Value::Null => None,
-                        other => Some(other.to_string()),
-                    })
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
-                _ => Vec::new(),
-            };
-            let status = text(c, &["commandStatus"]);
-            let failed = status
-                .as_deref()
-                .is_some_and(|s| ActionStatus::parse(s) == ActionStatus::Failed);
-            if errors.is_empty() && !failed {
-                return None;
-            }
-            let command_type = match get_ci(c, "command") {
-                Some(Value::Object(cmd)) => text(cmd, &["type"]),
-                _ => None,
-            };
-            Some(CommandError {
-                index: get_ci(c, "index").and_then(integer),
-                command_type,
-                status,
-                errors,
-            })
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Shared pollers
 
-/// (asset identity, lower-case event id). The asset's address is stable while a poller holds
-/// the asset.
-type Key = (usize, String);
+/// Final machine actions kept per asset (oldest forgotten first).
+pub const FINAL_CACHE_ENTRIES: usize = 10_000;
+
+/// What one asset knows about the machine actions it follows: the shared poller of each event
+/// being followed, and the recent actions seen in a final status. A final MachineAction never
+/// changes, so a status request for one is answered from here without an upstream call.
+pub struct Tracker {
+    pollers: Mutex<HashMap<String, Weak<Poller>>>,
+    finals: Mutex<FinalCache>,
+}
+
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker::with_capacity(FINAL_CACHE_ENTRIES)
+    }
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("pollers", &lock(&self.pollers).len())
+            .field("finals", &lock(&self.finals).map.len())
+            .finish()
+    }
+}
+
+/// A bounded map of final actions by lower-case id, forgetting the oldest first.
+struct FinalCache {
+    map: HashMap<String, Arc<MachineAction>>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Tracker {
+    /// A tracker keeping at most `capacity` final actions.
+    pub fn with_capacity(capacity: usize) -> Tracker {
+        Tracker {
+            pollers: Mutex::new(HashMap::new()),
+            finals: Mutex::new(FinalCache {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: capacity.max(1),
+            }),
+        }
+    }
+
+    /// The action, when it was seen in a final status.
+    pub fn final_action(&self, event_id: &str) -> Option<Arc<MachineAction>> {
+        lock(&self.finals).map.get(&key_of(event_id)).cloned()
+    }
+
+    /// Remembers `action` when it is final.
+    pub fn remember(&self, action: &MachineAction) {
+        if !action.is_final() {
+            return;
+        }
+        let key = key_of(&action.id);
+        let mut cache = lock(&self.finals);
+        if cache.map.contains_key(&key) {
+            return;
+        }
+        while cache.map.len() >= cache.capacity {
+            match cache.order.pop_front() {
+                Some(old) => {
+                    cache.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        cache.order.push_back(key.clone());
+        cache.map.insert(key, Arc::new(action.clone()));
+    }
+
+    /// How many callers currently follow `event_id`; for diagnostics and tests.
+    pub fn watchers(&self, event_id: &str) -> usize {
+        lock(&self.pollers)
+            .get(&key_of(event_id))
+            .and_then(Weak::upgrade)
+            .map_or(0, |p| p.tx.receiver_count())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The key of an event: its id trimmed, lower case.
+fn key_of(event_id: &str) -> String {
+    event_id.trim().to_ascii_lowercase()
+}
 
 /// What the poller last learnt.
 #[derive(Clone, Default)]
@@ -407,46 +183,12 @@ struct Control {
 
 /// One event's poller: the channel its subscribers listen on and its scheduling state.
 struct Poller {
-    key: Key,
+    key: String,
     asset: Arc<Asset>,
-    path: String,
+    call: Call,
     tx: watch::Sender<Snapshot>,
     control: Mutex<Control>,
     wake: Notify,
-}
-
-fn registry() -> &'static Mutex<HashMap<Key, Weak<Poller>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<Key, Weak<Poller>>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn key_of(asset: &Arc<Asset>, event_id: &str) -> Key {
-    (
-        Arc::as_ptr(asset) as usize,
-        event_id.trim().to_ascii_lowercase(),
-    )
-}
-
-/// `/api/machineactions/{id}` with the id percent-encoded as one path segment.
-pub fn action_path(event_id: &str) -> String {
-    format!("/api/machineactions/{}", encode_segment(event_id.trim()))
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Errors after which polling again cannot help. A 404 only counts while the action was never
@@ -468,7 +210,7 @@ impl Poller {
     /// answers whether it must stop. Runs under the registry lock, as subscribing does, so a
     /// subscriber never joins a poller that is about to stop.
     fn retire(&self, force: bool) -> bool {
-        let mut reg = lock(registry());
+        let mut reg = lock(&self.asset.tracker.pollers);
         if !force && self.tx.receiver_count() > 0 {
             return false;
         }
@@ -511,7 +253,7 @@ impl Poller {
                 c.deadline
             };
             let client = self.asset.defender.with_deadline(deadline);
-            let answer = client.get(&self.path).await;
+            let answer = client.get(&self.call).await;
             let now = Instant::now();
             let mut stop = false;
             let mut at_least = Duration::ZERO;
@@ -527,6 +269,7 @@ impl Poller {
                     match parsed {
                         Ok(action) => {
                             stop = action.is_final();
+                            self.asset.tracker.remember(&action);
                             snap.error = None;
                             snap.absorb(action, now);
                         }
@@ -588,10 +331,10 @@ fn subscribe(
     eager: bool,
     fresh_since: Option<Instant>,
 ) -> Subscription {
-    let key = key_of(asset, event_id);
+    let key = key_of(event_id);
     let now = Instant::now();
     let (poller, rx, created) = {
-        let mut reg = lock(registry());
+        let mut reg = lock(&asset.tracker.pollers);
         match reg.get(&key).and_then(Weak::upgrade) {
             Some(p) => {
                 let rx = p.tx.subscribe();
@@ -606,7 +349,7 @@ fn subscribe(
                 let p = Arc::new(Poller {
                     key: key.clone(),
                     asset: asset.clone(),
-                    path: action_path(event_id),
+                    call: endpoints::MACHINE_ACTION.at(&[event_id]),
                     tx,
                     control: Mutex::new(Control {
                         deadline: answer_by,
@@ -678,8 +421,9 @@ fn subscribe(
 /// Publishes an action learnt another way (the answer of a cancel) to the event's poller, if
 /// one runs, so its subscribers see it without another call.
 pub fn observe(asset: &Arc<Asset>, action: &MachineAction) {
-    let key = key_of(asset, &action.id);
-    let poller = lock(registry()).get(&key).and_then(Weak::upgrade);
+    asset.tracker.remember(action);
+    let key = key_of(&action.id);
+    let poller = lock(&asset.tracker.pollers).get(&key).and_then(Weak::upgrade);
     if let Some(p) = poller {
         let now = Instant::now();
         p.tx.send_if_modified(|snap| {
@@ -693,17 +437,6 @@ pub fn observe(asset: &Arc<Asset>, action: &MachineAction) {
             advances
         });
     }
-}
-
-/// How many callers currently follow `event_id` (all assets); for diagnostics and tests.
-pub fn watchers(event_id: &str) -> usize {
-    let id = event_id.trim().to_ascii_lowercase();
-    lock(registry())
-        .iter()
-        .filter(|((_, e), _)| *e == id)
-        .filter_map(|(_, w)| w.upgrade())
-        .map(|p| p.tx.receiver_count())
-        .sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,6 +477,12 @@ pub enum Waited {
 /// upstream checks with every other caller following the same event. Fails when the API gives
 /// a permanent error, or when no status could be read by `answer_by`.
 pub async fn wait(ctx: &ActionContext, spec: WaitSpec) -> Result<Waited, DefenderError> {
+    if let Some(done) = ctx.asset.tracker.final_action(&spec.event_id) {
+        return Ok(Waited::Final(done.as_ref().clone()));
+    }
+    if let Some(known) = &spec.known {
+        ctx.asset.tracker.remember(known);
+    }
     let started = Instant::now();
     let mut sub = subscribe(
         &ctx.asset,
@@ -840,167 +579,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn documented_shape() {
-        let v = json!({
-            "@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#MachineActions/$entity",
-            "id": "7a6f6e8c-1b2d-4c3e-8f90-0123456789ab",
-            "type": "Isolate",
-            "title": "Isolate device",
-            "requestor": "app",
-            "requestorComment": "contain",
-            "status": "Succeeded",
-            "machineId": "1e5bc9d7e413ddd7902c2932e418702b84d0cc07",
-            "computerDnsName": "pc1",
-            "creationDateTimeUtc": "2026-01-01T10:00:00.0000000Z",
-            "lastUpdateDateTimeUtc": "2026-01-01T10:01:00.0000000Z",
-            "cancellationRequestor": null,
-            "cancellationComment": null,
-            "cancellationDateTimeUtc": null,
-            "errorHResult": 0,
-            "scope": "Full",
-            "externalId": null,
-            "requestSource": "PublicApi",
-            "relatedFileInfo": null,
-            "commands": [],
-            "troubleshootInfo": null
-        });
-        let a = MachineAction::parse(&v).unwrap();
-        assert_eq!(a.id, "7a6f6e8c-1b2d-4c3e-8f90-0123456789ab");
-        assert_eq!(a.action_type.as_deref(), Some("Isolate"));
-        assert_eq!(a.status, ActionStatus::Succeeded);
-        assert!(a.is_final());
-        assert_eq!(a.scope.as_deref(), Some("Full"));
-        assert_eq!(
-            a.last_update_time.as_deref(),
-            Some("2026-01-01T10:01:00.0000000Z")
-        );
-        assert_eq!(a.error_hresult, Some(0));
-        assert!(a.command_errors.is_empty());
-        assert!(!a.raw.contains_key("@odata.context"));
-        assert_eq!(a.raw.len(), 20);
-        assert_eq!(a.data_row()["requestSource"], "PublicApi");
-    }
-
-    #[test]
-    fn last_update_time_utc_spelling() {
-        let a = MachineAction::parse(&json!({
-            "id": "x1", "status": "Pending", "lastUpdateTimeUtc": "2026-01-01T00:00:00Z"
-        }))
-        .unwrap();
-        assert_eq!(a.last_update_time.as_deref(), Some("2026-01-01T00:00:00Z"));
-        assert_eq!(a.status, ActionStatus::Pending);
-    }
-
-    #[test]
-    fn missing_fields_are_tolerated() {
-        let a = MachineAction::parse(&json!({"id": "abc"})).unwrap();
-        assert_eq!(a.status, ActionStatus::Other(String::new()));
-        assert_eq!(a.status.as_str(), "Unknown");
-        assert!(!a.is_final());
-        assert_eq!(a.action_type, None);
-        assert_eq!(a.type_name(), "machine");
-        assert_eq!(a.error_hresult, None);
-        assert!(MachineAction::parse(&json!({"status": "Pending"})).is_err());
-        assert!(MachineAction::parse(&json!({"id": ""})).is_err());
-        assert!(MachineAction::parse(&json!([1])).is_err());
-        assert!(MachineAction::parse(&Value::Null).is_err());
-    }
-
-    #[test]
-    fn numbers_as_strings_and_numeric_ids() {
-        let a = MachineAction::parse(&json!({
-            "id": 12345,
-            "status": "Failed",
-            "errorHResult": "-2147467259"
-        }))
-        .unwrap();
-        assert_eq!(a.id, "12345");
-        assert_eq!(a.error_hresult, Some(-2147467259));
-        let b = MachineAction::parse(&json!({"id": "n", "errorHResult": "0x80004005"})).unwrap();
-        assert_eq!(b.error_hresult, Some(-2147467259));
-        let c = MachineAction::parse(&json!({"id": "n", "errorHResult": 2147500037u64})).unwrap();
-        assert_eq!(c.error_hresult, Some(2147500037));
-        let d = MachineAction::parse(&json!({"id": "n", "errorHResult": 5.0})).unwrap();
-        assert_eq!(d.error_hresult, Some(5));
-        let e = MachineAction::parse(&json!({"id": "n", "errorHResult": "n/a"})).unwrap();
-        assert_eq!(e.error_hresult, None);
-    }
-
-    #[test]
-    fn pascal_case_keys_and_unknown_fields() {
-        let a = MachineAction::parse(&json!({
-            "Id": "not-a-guid:42",
-            "Type": "RunAntiVirusScan",
-            "Status": "InProgress",
-            "MachineId": "m",
-            "SomethingNew": {"nested": [1, 2]}
-        }))
-        .unwrap();
-        assert_eq!(a.id, "not-a-guid:42");
-        assert_eq!(a.action_type.as_deref(), Some("RunAntiVirusScan"));
-        assert_eq!(a.status, ActionStatus::InProgress);
-        assert_eq!(a.machine_id.as_deref(), Some("m"));
-        assert_eq!(a.raw["SomethingNew"]["nested"][1], 2);
-    }
-
-    #[test]
-    fn status_spellings() {
-        for (s, want) in [
-            ("Canceled", ActionStatus::Cancelled),
-            ("CANCELLED", ActionStatus::Cancelled),
-            ("Timeout", ActionStatus::TimeOut),
-            ("TimedOut", ActionStatus::TimeOut),
-            ("In Progress", ActionStatus::InProgress),
-            ("succeeded", ActionStatus::Succeeded),
-            ("Pending", ActionStatus::Pending),
-        ] {
-            assert_eq!(ActionStatus::parse(s), want, "{s}");
-        }
-        let other = ActionStatus::parse("Scheduled");
-        assert_eq!(other, ActionStatus::Other("Scheduled".into()));
-        assert_eq!(other.as_str(), "Scheduled");
-        assert!(!other.is_final());
-        assert_eq!(
-            ActionStatus::parse("Canceled").to_string(),
-            "Cancelled",
-            "canonical spelling"
-        );
-    }
-
-    #[test]
-    fn failure_details_name_everything_defender_said() {
-        let a = MachineAction::parse(&json!({
-            "id": "e",
-            "type": "LiveResponse",
-            "status": "Failed",
-            "errorHResult": -2147467259,
-            "commands": [
-                {"index": 0, "commandStatus": "Completed", "errors": [], "command": {"type": "PutFile"}},
-                {"index": 1, "commandStatus": "Failed", "errors": ["File not found", {"message": "second"}], "command": {"type": "GetFile", "params": []}}
-            ]
-        }))
-        .unwrap();
-        assert_eq!(a.command_errors.len(), 1);
-        let d = a.failure_details();
-        assert_eq!(
-            d,
-            "status Failed, errorHResult -2147467259 (0x80004005), command 1 GetFile Failed: File not found; second"
-        );
-        let c = MachineAction::parse(&json!({
-            "id": "e", "status": "Cancelled", "cancellationRequestor": "soc@contoso.com",
-            "cancellationComment": "wrong device", "cancellationDateTimeUtc": "2026-01-01T00:00:00Z",
-            "errorHResult": 0
-        }))
-        .unwrap();
-        assert_eq!(
-            c.failure_details(),
-            "status Cancelled, cancelled by soc@contoso.com at 2026-01-01T00:00:00Z (wrong device)"
-        );
-        let t = MachineAction::parse(&json!({"id": "e", "status": "TimeOut"})).unwrap();
-        assert_eq!(t.failure_details(), "status TimeOut");
-    }
-
-    #[test]
     fn snapshot_keeps_the_most_advanced_status() {
         let now = Instant::now();
         let mut s = Snapshot::default();
@@ -1009,15 +587,6 @@ mod tests {
         s.absorb(p, now);
         s.absorb(q, now);
         assert_eq!(s.action.unwrap().status, ActionStatus::InProgress);
-    }
-
-    #[test]
-    fn paths_encode_the_event_id() {
-        assert_eq!(
-            action_path("7a6f6e8c-1b2d-4c3e-8f90-0123456789ab"),
-            "/api/machineactions/7a6f6e8c-1b2d-4c3e-8f90-0123456789ab"
-        );
-        assert_eq!(action_path("a/b c"), "/api/machineactions/a%2Fb%20c");
     }
 
     #[test]

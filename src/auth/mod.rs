@@ -24,7 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde_json::Value;
 
-use crate::envelope::ActionError;
 
 pub use preflight::{ActionScope, Denied};
 pub use tokens::{BearerToken, FetchedToken, TokenManager};
@@ -57,22 +56,6 @@ pub enum AuthError {
     /// The asset's state file cannot be read or written; the message says how to recover.
     #[error("{0}")]
     State(String),
-}
-
-impl AuthError {
-    /// The action error for failures that are not the action's to report: consent needed
-    /// (409 with the URL) and a broken state file (500 with the recovery advice). `None` for
-    /// refusals and transport failures, which an action reports as a failed result.
-    pub fn action_error(&self) -> Option<ActionError> {
-        match self {
-            AuthError::ConsentRequired { message, url } => Some(ActionError::ConsentRequired {
-                message: message.clone(),
-                url: url.clone(),
-            }),
-            AuthError::State(message) => Some(ActionError::Internal(message.clone())),
-            _ => None,
-        }
-    }
 }
 
 /// What a token grants, decoded from its claims (for display only, never trusted).

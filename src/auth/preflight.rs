@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 
 use super::{AuthError, BearerToken, TokenManager, missing_permissions};
 use crate::config::AuthKind;
-use crate::envelope::Outcome;
 
 tokio::task_local! {
     static SCOPE: Arc<ActionScope>;
@@ -34,14 +33,6 @@ pub struct Denied {
     pub message: String,
 }
 
-impl Denied {
-    /// The failed result an action answers with (HTTP 200, no API call made).
-    pub fn outcome(&self) -> Outcome {
-        Outcome::failed(self.message.clone())
-            .with_summary("missing_permissions", self.missing.clone())
-            .with_summary("granted_permissions", self.granted.clone())
-    }
-}
 
 impl TokenManager {
     /// Whether `token` carries every permission in `required` for `action_id`. A token whose

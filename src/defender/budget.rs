@@ -19,6 +19,7 @@ use std::time::Duration;
 use http::Method;
 use tokio::time::Instant;
 
+use super::endpoints::Priority;
 use crate::config::{BudgetConfig, RateLimit};
 
 /// Added to each window: a request reaches Defender a little after it is reserved.
@@ -27,6 +28,9 @@ const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 /// One hour.
 const HOUR: Duration = Duration::from_secs(3600);
+/// Reads may use all but a tenth of each window (integer division, so families of fewer than
+/// ten calls keep no headroom): the rest is kept for state-changing calls.
+const HEADROOM_DIVISOR: usize = 10;
 /// Upper bound of the longest wait without a deadline (config allows at most an hour).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 3600);
 
@@ -191,10 +195,11 @@ impl Budget {
     pub(crate) fn reserve(
         &self,
         family: Family,
+        priority: Priority,
         now: Instant,
         latest: Instant,
     ) -> Result<Instant, Spent> {
-        self.families[family.index()].reserve(now, latest)
+        self.families[family.index()].reserve(priority, now, latest)
     }
 }
 
@@ -202,6 +207,10 @@ impl Budget {
 struct Window {
     per_minute: usize,
     per_hour: Option<usize>,
+    /// Permits of each minute that reads leave for state-changing calls.
+    minute_headroom: usize,
+    /// Permits of each hour that reads leave for state-changing calls.
+    hour_headroom: usize,
     minute: Duration,
     hour: Duration,
     /// Send moments, oldest first; the last ones may lie in the future (reserved).
@@ -217,16 +226,12 @@ impl Window {
         Window {
             per_minute,
             per_hour,
+            minute_headroom: per_minute / HEADROOM_DIVISOR,
+            hour_headroom: per_hour.map_or(0, |h| h / HEADROOM_DIVISOR),
             minute,
             hour,
             log: Mutex::new(VecDeque::new()),
         }
-    }
-
-    /// Entries beyond this many never decide anything.
-    fn capacity(&self) -> usize {
-        self.per_hour
-            .map_or(self.per_minute, |h| h.max(self.per_minute))
     }
 
     /// How long entries matter.
@@ -238,29 +243,52 @@ impl Window {
         }
     }
 
-    fn reserve(&self, now: Instant, latest: Instant) -> Result<Instant, Spent> {
+    fn reserve(
+        &self,
+        priority: Priority,
+        now: Instant,
+        latest: Instant,
+    ) -> Result<Instant, Spent> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(expired) = now.checked_sub(self.horizon()) {
             while log.front().is_some_and(|t| *t <= expired) {
                 log.pop_front();
             }
         }
-        // The log is sorted: every reservation is at or after the previous one, because the
-        // k-th latest entry only moves forward.
-        let mut slot = now;
+        // A state-changing call goes now when every window containing `now` has room,
+        // counting the reads already reserved for later: it overtakes queued reads.
+        if priority == Priority::Respond && self.fits_now(&log, now) {
+            let at = log.partition_point(|t| *t <= now);
+            log.insert(at, now);
+            return Ok(now);
+        }
+        // Otherwise the call queues after every reservation. Reads leave the headroom of
+        // each window free, so state-changing calls find room even under a flood of reads.
+        let (minute_limit, hour_limit) = match priority {
+            Priority::Respond => (self.per_minute, self.per_hour),
+            Priority::Read => (
+                self.per_minute
+                    .saturating_sub(self.minute_headroom)
+                    .max(1),
+                self.per_hour
+                    .map(|h| h.saturating_sub(self.hour_headroom).max(1)),
+            ),
+        };
+        // The log is sorted: a queued reservation is at or after the last entry.
+        let mut slot = log.back().map_or(now, |last| (*last).max(now));
         let mut binding: Option<String> = None;
-        if let Some(earliest) = Self::frees_at(&log, self.per_minute, self.minute)
+        if let Some(earliest) = Self::frees_at(&log, minute_limit, self.minute)
             && earliest > slot
         {
             slot = earliest;
             binding = Some(format!("{}/min", self.per_minute));
         }
-        if let Some(per_hour) = self.per_hour
+        if let Some(per_hour) = hour_limit
             && let Some(earliest) = Self::frees_at(&log, per_hour, self.hour)
             && earliest > slot
         {
             slot = earliest;
-            binding = Some(format!("{per_hour}/h"));
+            binding = Some(format!("{}/h", self.per_hour.unwrap_or(per_hour)));
         }
         if slot > latest {
             return Err(Spent {
@@ -269,11 +297,43 @@ impl Window {
             });
         }
         log.push_back(slot);
-        let capacity = self.capacity();
-        while log.len() > capacity {
-            log.pop_front();
-        }
         Ok(slot)
+    }
+
+    /// Whether one more call at `now` keeps every minute and hour window that contains `now`
+    /// within its limit, reservations in the future included.
+    fn fits_now(&self, log: &VecDeque<Instant>, now: Instant) -> bool {
+        let minute_ok = Self::max_in_windows_around(log, now, self.minute) < self.per_minute;
+        let hour_ok = self
+            .per_hour
+            .is_none_or(|h| Self::max_in_windows_around(log, now, self.hour) < h);
+        minute_ok && hour_ok
+    }
+
+    /// The largest number of entries in any window `[s, s + length)` that contains `at`.
+    fn max_in_windows_around(log: &VecDeque<Instant>, at: Instant, length: Duration) -> usize {
+        let first_start = at
+            .checked_sub(length)
+            .map_or(at, |t| t + Duration::from_nanos(1))
+            .min(at);
+        let end = at.checked_add(length).unwrap_or(at);
+        let near: Vec<Instant> = log
+            .iter()
+            .copied()
+            .filter(|t| *t >= first_start && *t < end)
+            .collect();
+        // The fullest window containing `at` starts at the earliest possible moment or at an
+        // entry no later than `at`.
+        let starts =
+            std::iter::once(first_start).chain(near.iter().copied().filter(|t| *t <= at));
+        let mut best = 0usize;
+        for s in starts {
+            let lo = near.partition_point(|t| *t < s);
+            let stop = s.checked_add(length).unwrap_or(s);
+            let hi = near.partition_point(|t| *t < stop);
+            best = best.max(hi.saturating_sub(lo));
+        }
+        best
     }
 
     /// When the `limit`-th latest entry leaves a window of `length` (`None`: fewer entries).
@@ -390,33 +450,33 @@ mod tests {
         let b = Budget::new(&config(3, None));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
+            assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
         }
         // The fourth call cannot go now; nothing is reserved when it does not fit.
-        let spent = b.reserve(Family::Default, t0, t0).unwrap_err();
+        let spent = b.reserve(Family::Default, Priority::Respond, t0, t0).unwrap_err();
         assert_eq!(spent.at, t0 + MINUTE + WINDOW_MARGIN);
         assert_eq!(spent.limit, "3/min");
-        assert_eq!(b.reserve(Family::Default, t0, t0).unwrap_err(), spent);
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0).unwrap_err(), spent);
         // With room to wait, it gets the moment the first call leaves the window.
-        assert_eq!(b.reserve(Family::Default, t0, far(t0)), Ok(spent.at));
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, far(t0)), Ok(spent.at));
         // The next one queues behind the second call.
         assert_eq!(
-            b.reserve(Family::Default, t0, far(t0)),
+            b.reserve(Family::Default, Priority::Respond, t0, far(t0)),
             Ok(t0 + MINUTE + WINDOW_MARGIN)
         );
         // Families are independent.
-        assert_eq!(b.reserve(Family::Hunting, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::Hunting, Priority::Respond, t0, t0), Ok(t0));
     }
 
     #[test]
     fn the_hourly_limit_binds_after_the_minute_one() {
         let b = Budget::new(&config(2, Some(3)));
         let t0 = Instant::now();
-        assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
-        assert_eq!(b.reserve(Family::Default, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
         let t1 = t0 + Duration::from_secs(70);
-        assert_eq!(b.reserve(Family::Default, t1, t1), Ok(t1));
-        let spent = b.reserve(Family::Default, t1, t1).unwrap_err();
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t1, t1), Ok(t1));
+        let spent = b.reserve(Family::Default, Priority::Respond, t1, t1).unwrap_err();
         assert_eq!(spent.limit, "3/h");
         assert_eq!(spent.at, t0 + HOUR + WINDOW_MARGIN);
     }
@@ -425,11 +485,11 @@ mod tests {
     fn spent_windows_free_up_as_time_passes() {
         let b = Budget::new(&config(1, None));
         let t0 = Instant::now();
-        assert_eq!(b.reserve(Family::PackageUri, t0, t0), Ok(t0));
-        assert_eq!(b.reserve(Family::PackageUri, t0, t0), Ok(t0));
-        assert!(b.reserve(Family::PackageUri, t0, t0).is_err());
+        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0), Ok(t0));
+        assert!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0).is_err());
         let later = t0 + MINUTE + WINDOW_MARGIN;
-        assert_eq!(b.reserve(Family::PackageUri, later, later), Ok(later));
+        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, later, later), Ok(later));
     }
 
     proptest::proptest! {
@@ -450,7 +510,7 @@ mod tests {
             for (gap, patience) in arrivals {
                 offset += gap;
                 let now = t0 + Duration::from_millis(offset);
-                if let Ok(at) = b.reserve(Family::Default, now, now + Duration::from_millis(patience)) {
+                if let Ok(at) = b.reserve(Family::Default, Priority::Respond, now, now + Duration::from_millis(patience)) {
                     proptest::prop_assert!(at >= now);
                     sent.push(at);
                 }
@@ -469,6 +529,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reads_leave_headroom_that_state_changing_calls_use_at_once() {
+        let b = Budget::with_windows(&config(20, None), MINUTE, HOUR);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(3600);
+        // A flood of reads: 18 go now (20 less the headroom of 2), the rest queue a minute on.
+        let reads: Vec<Instant> = (0..40)
+            .map(|_| b.reserve(Family::Default, Priority::Read, t0, far).unwrap())
+            .collect();
+        assert_eq!(reads.iter().filter(|t| **t == t0).count(), 18);
+        assert!(reads[18] >= t0 + MINUTE);
+        // A state-changing call overtakes the queued reads and goes now, twice.
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+        // The minute is now full: the third waits, like any call.
+        assert!(b.reserve(Family::Default, Priority::Respond, t0, t0).is_err());
+    }
+
+    #[test]
+    fn a_state_changing_call_overtakes_only_where_every_window_has_room() {
+        let b = Budget::with_windows(&config(10, None), MINUTE, HOUR);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(3600);
+        // Nine reads now, nine queued a minute on (headroom 1).
+        for _ in 0..18 {
+            b.reserve(Family::Default, Priority::Read, t0, far).unwrap();
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        // At t1 the window [t1 - 60 s, t1] holds 9, and [t0 + 60 s - ε ...] holds 9 too: one
+        // more fits in both.
+        assert_eq!(b.reserve(Family::Default, Priority::Respond, t1, t1), Ok(t1));
+        assert!(b.reserve(Family::Default, Priority::Respond, t1, t1).is_err());
+    }
+
     #[tokio::test]
     async fn thousands_of_concurrent_callers_wait_without_holding_the_lock() {
         let b = Arc::new(Budget::with_windows(
@@ -483,7 +577,7 @@ mod tests {
                 tokio::spawn(async move {
                     let now = Instant::now();
                     let at = b
-                        .reserve(Family::Default, now, now + Duration::from_secs(60))
+                        .reserve(Family::Default, Priority::Respond, now, now + Duration::from_secs(60))
                         .unwrap();
                     tokio::time::sleep_until(at).await;
                     at

@@ -14,7 +14,6 @@ use time::macros::format_description;
 
 use super::budget::Family;
 use super::retry;
-use crate::envelope::ActionError;
 
 /// Longest message kept from a body that is not JSON (HTML or plain text).
 const TEXT_MESSAGE_CHARS: usize = 200;
@@ -221,6 +220,15 @@ impl DefenderError {
         }
     }
 
+    /// Whole seconds to wait before retrying a throttled call (rounded up, at least 1);
+    /// `None` when the error is not throttling.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            DefenderError::Throttled { retry_after, .. } => Some(ceil_secs(*retry_after)),
+            _ => None,
+        }
+    }
+
     /// The correlation id Microsoft support asks for, when the answer carried one.
     pub fn correlation_id(&self) -> Option<&str> {
         match self {
@@ -231,17 +239,6 @@ impl DefenderError {
     }
 }
 
-impl From<DefenderError> for ActionError {
-    fn from(error: DefenderError) -> ActionError {
-        match error {
-            DefenderError::Throttled { retry_after, .. } => ActionError::Throttled {
-                message: error.to_string(),
-                retry_after: ceil_secs(retry_after),
-            },
-            other => ActionError::Upstream(other.to_string()),
-        }
-    }
-}
 
 /// Whole seconds, rounded up, at least 1 (a `Retry-After: 0` still means "wait").
 fn ceil_secs(d: Duration) -> u64 {
@@ -709,21 +706,14 @@ mod tests {
         assert_eq!(e, DefenderError::upstream_throttled(Duration::from_secs(7)));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
         assert_eq!(e.status(), Some(429));
-        match ActionError::from(e) {
-            ActionError::Throttled {
-                retry_after,
-                message,
-            } => {
-                assert_eq!(retry_after, 7);
-                assert_eq!(
-                    message,
-                    "Defender throttled the request (HTTP 429 TooManyRequests); retry after 7 s"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let upstream = ActionError::from(DefenderError::Transport("could not connect".into()));
-        assert!(matches!(upstream, ActionError::Upstream(m) if m == "could not connect"));
+        assert_eq!(e.retry_after_secs(), Some(7));
+        assert_eq!(
+            e.to_string(),
+            "Defender throttled the request (HTTP 429 TooManyRequests); retry after 7 s"
+        );
+        let upstream = DefenderError::Transport("could not connect".into());
+        assert_eq!(upstream.retry_after_secs(), None);
+        assert_eq!(upstream.to_string(), "could not connect");
         assert_eq!(DefenderError::Decode("x".into()).retry_after(), None);
     }
 
@@ -771,10 +761,8 @@ mod tests {
              10:42:17 UTC, more than the 30 s this asset waits at most; the request was not \
              sent to Defender; retry after 42 s"
         );
-        assert!(matches!(
-            ActionError::from(e),
-            ActionError::Throttled { retry_after: 42, message } if message.contains("budget")
-        ));
+        assert_eq!(e.retry_after_secs(), Some(42));
+        assert!(e.to_string().contains("budget"));
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //! and the path template.
 
 mod budget;
+pub mod endpoints;
 mod error;
+mod models;
+pub mod odata;
 mod paging;
 mod retry;
 mod urls;
@@ -47,7 +50,10 @@ use tracing::Instrument;
 use url::Url;
 
 pub use budget::{Budget, Family};
+pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
+pub use models::{ActionStatus, CommandError, MachineAction, link_host, presigned_link};
+pub use odata::Filter;
 pub use paging::{ListQuery, MAX_TOP};
 pub use retry::RetryPolicy;
 pub use urls::{encode_query, path_with_query};
@@ -116,6 +122,42 @@ enum AttemptError {
     Transport(reqwest::Error),
     /// Nothing to retry (the request could not be built, the body was too large).
     Fatal(DefenderError),
+}
+
+/// What the client needs to know about a call besides its URL: its budget family and
+/// priority, and its metric label.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    family: Family,
+    priority: Priority,
+    label: std::borrow::Cow<'static, str>,
+}
+
+impl Route {
+    /// The route of a catalogued endpoint.
+    fn of(endpoint: &'static Endpoint) -> Route {
+        Route {
+            family: endpoint.family,
+            priority: endpoint.priority,
+            label: std::borrow::Cow::Borrowed(endpoint.label()),
+        }
+    }
+
+    /// The route of an uncatalogued path (the client's own tests): family and label worked
+    /// out from the path, reads as reads.
+    #[cfg(test)]
+    fn guess(method: &Method, path: &str) -> Route {
+        let path = path.split('?').next().unwrap_or_default();
+        Route {
+            family: Family::of(method, path),
+            priority: if *method == Method::GET {
+                Priority::Read
+            } else {
+                Priority::Respond
+            },
+            label: std::borrow::Cow::Owned(urls::endpoint_template(path)),
+        }
+    }
 }
 
 impl DefenderClient {
@@ -242,24 +284,37 @@ impl DefenderClient {
         &self.inner.http
     }
 
-    /// GET `path_and_query` (`/api/machines?$top=1`; see [`path_with_query`]) as JSON; an
-    /// empty body is `Value::Null`.
-    pub async fn get(&self, path_and_query: &str) -> Result<Value, DefenderError> {
-        let url = self.url(path_and_query)?;
-        self.get_url(url).await
+    /// GET an endpoint as JSON; an empty body is `Value::Null`.
+    pub async fn get(&self, call: &Call) -> Result<Value, DefenderError> {
+        self.get_with_query(call, &[]).await
     }
 
-    /// POST a JSON body; never repeated except once after a 401 (the request was not run).
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
-        let url = self.url(path)?;
-        let raw = self.execute(Method::POST, url, Body::Json(body)).await?;
+    /// GET an endpoint with query parameters (encoded here) as JSON.
+    pub async fn get_with_query(
+        &self,
+        call: &Call,
+        query: &[(&str, &str)],
+    ) -> Result<Value, DefenderError> {
+        let url = self.url(&path_with_query(&call.path, query))?;
+        self.get_url(url, &Route::of(call.endpoint)).await
+    }
+
+    /// POST a JSON body; never repeated except once after a 401 (the request was not run)
+    /// and after a 429 (nothing was run).
+    pub async fn post(&self, call: &Call, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(&call.path)?;
+        let raw = self
+            .execute(Method::POST, url, Body::Json(body), Route::of(call.endpoint))
+            .await?;
         decode_json(success(raw)?)
     }
 
     /// PATCH a JSON body; like [`post`](Self::post), never repeated except after a 401.
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
-        let url = self.url(path)?;
-        let raw = self.execute(Method::PATCH, url, Body::Json(body)).await?;
+    pub async fn patch(&self, call: &Call, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(&call.path)?;
+        let raw = self
+            .execute(Method::PATCH, url, Body::Json(body), Route::of(call.endpoint))
+            .await?;
         decode_json(success(raw)?)
     }
 
@@ -267,20 +322,27 @@ impl DefenderClient {
     /// token after a 401). Never repeated otherwise.
     pub async fn post_multipart(
         &self,
-        path: &str,
+        call: &Call,
         form: &(dyn Fn() -> reqwest::multipart::Form + Send + Sync),
     ) -> Result<Value, DefenderError> {
-        let url = self.url(path)?;
+        let url = self.url(&call.path)?;
         let raw = self
-            .execute(Method::POST, url, Body::Multipart(form))
+            .execute(
+                Method::POST,
+                url,
+                Body::Multipart(form),
+                Route::of(call.endpoint),
+            )
             .await?;
         decode_json(success(raw)?)
     }
 
     /// DELETE; the answer's body is ignored.
-    pub async fn delete(&self, path: &str) -> Result<(), DefenderError> {
-        let url = self.url(path)?;
-        let raw = self.execute(Method::DELETE, url, Body::None).await?;
+    pub async fn delete(&self, call: &Call) -> Result<(), DefenderError> {
+        let url = self.url(&call.path)?;
+        let raw = self
+            .execute(Method::DELETE, url, Body::None, Route::of(call.endpoint))
+            .await?;
         success(raw).map(|_| ())
     }
 
@@ -290,11 +352,11 @@ impl DefenderClient {
     /// `limit` 0 asks for nothing and sends no request.
     pub async fn list(
         &self,
-        path: &str,
+        call: &Call,
         query: &ListQuery,
         limit: usize,
     ) -> Result<Vec<Value>, DefenderError> {
-        paging::list(self, path, query, limit).await
+        paging::list(self, &call.path, &Route::of(call.endpoint), query, limit).await
     }
 
     /// The parsed base URL, or why the configured one is unusable.
@@ -310,8 +372,10 @@ impl DefenderClient {
     }
 
     /// GET an absolute URL already on the configured host.
-    async fn get_url(&self, url: Url) -> Result<Value, DefenderError> {
-        let raw = self.execute(Method::GET, url, Body::None).await?;
+    async fn get_url(&self, url: Url, route: &Route) -> Result<Value, DefenderError> {
+        let raw = self
+            .execute(Method::GET, url, Body::None, route.clone())
+            .await?;
         decode_json(success(raw)?)
     }
 
@@ -321,14 +385,14 @@ impl DefenderClient {
         method: Method,
         url: Url,
         body: Body<'_>,
+        route: Route,
     ) -> Result<RawResponse, DefenderError> {
-        let endpoint = urls::endpoint_template(url.path());
         let span = tracing::debug_span!(
             "defender_request",
             method = %method,
-            endpoint = %endpoint
+            endpoint = %route.label
         );
-        self.execute_in_span(method, url, body, endpoint)
+        self.execute_in_span(method, url, body, route)
             .instrument(span)
             .await
     }
@@ -338,17 +402,21 @@ impl DefenderClient {
         method: Method,
         url: Url,
         body: Body<'_>,
-        endpoint: String,
+        route: Route,
     ) -> Result<RawResponse, DefenderError> {
         let idempotent = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
-        let family = Family::of(&method, url.path());
+        let Route {
+            family,
+            priority,
+            label: endpoint,
+        } = route;
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
         let mut refreshed = false;
         let mut throttled_answers: u32 = 0;
         let mut backoff = policy.backoff();
         loop {
-            self.permit(family).await?;
+            self.permit(family, priority).await?;
             let started = Instant::now();
             match self.attempt(&method, &url, &token, body).await {
                 Ok(raw) => {
@@ -427,10 +495,10 @@ impl DefenderClient {
 
     /// Takes a permit of the asset's budget for `family`: at once, after a wait that ends
     /// within the wait limit, or not at all ([`DefenderError::Throttled`], nothing sent).
-    async fn permit(&self, family: Family) -> Result<(), DefenderError> {
+    async fn permit(&self, family: Family, priority: Priority) -> Result<(), DefenderError> {
         let now = tokio::time::Instant::now();
         let (latest, gave_up) = self.wait_limit(now);
-        match self.inner.budget.reserve(family, now, latest) {
+        match self.inner.budget.reserve(family, priority, now, latest) {
             Ok(at) if at <= now => Ok(()),
             Ok(at) => {
                 count_budget_wait(family);
@@ -520,6 +588,62 @@ impl DefenderClient {
             headers,
             body: bytes,
         })
+    }
+}
+
+/// Calls by raw path, for the client's own tests (actions only call catalogued endpoints).
+#[cfg(test)]
+impl DefenderClient {
+    async fn get_path(&self, path_and_query: &str) -> Result<Value, DefenderError> {
+        let url = self.url(path_and_query)?;
+        self.get_url(url, &Route::guess(&Method::GET, path_and_query))
+            .await
+    }
+
+    async fn post_path(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let route = Route::guess(&Method::POST, path);
+        decode_json(success(
+            self.execute(Method::POST, url, Body::Json(body), route)
+                .await?,
+        )?)
+    }
+
+    async fn patch_path(&self, path: &str, body: &Value) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let route = Route::guess(&Method::PATCH, path);
+        decode_json(success(
+            self.execute(Method::PATCH, url, Body::Json(body), route)
+                .await?,
+        )?)
+    }
+
+    async fn delete_path(&self, path: &str) -> Result<(), DefenderError> {
+        let url = self.url(path)?;
+        let route = Route::guess(&Method::DELETE, path);
+        success(self.execute(Method::DELETE, url, Body::None, route).await?).map(|_| ())
+    }
+
+    async fn post_multipart_path(
+        &self,
+        path: &str,
+        form: &(dyn Fn() -> reqwest::multipart::Form + Send + Sync),
+    ) -> Result<Value, DefenderError> {
+        let url = self.url(path)?;
+        let route = Route::guess(&Method::POST, path);
+        decode_json(success(
+            self.execute(Method::POST, url, Body::Multipart(form), route)
+                .await?,
+        )?)
+    }
+
+    async fn list_path(
+        &self,
+        path: &str,
+        query: &ListQuery,
+        limit: usize,
+    ) -> Result<Vec<Value>, DefenderError> {
+        paging::list(self, path, &Route::guess(&Method::GET, path), query, limit).await
     }
 }
 
@@ -667,7 +791,6 @@ mod tests {
 
     use super::testing::{FakeTokens, Recorded, TestServer, client_at, client_for};
     use super::*;
-    use crate::envelope::ActionError;
 
     fn status(code: u16) -> Response {
         StatusCode::from_u16(code).unwrap().into_response()
@@ -691,12 +814,12 @@ mod tests {
             DefenderClient::new(http, "http://127.0.0.1:1", Arc::new(FakeTokens::default()));
         let body = json!({});
         let form = reqwest::multipart::Form::new;
-        send(client.get("/api/x"));
-        send(client.post("/api/x", &body));
-        send(client.patch("/api/x", &body));
-        send(client.delete("/api/x"));
-        send(client.post_multipart("/api/x", &form));
-        send(client.list("/api/x", &ListQuery::new(), 1));
+        send(client.get_path("/api/x"));
+        send(client.post_path("/api/x", &body));
+        send(client.patch_path("/api/x", &body));
+        send(client.delete_path("/api/x"));
+        send(client.post_multipart_path("/api/x", &form));
+        send(client.list_path("/api/x", &ListQuery::new(), 1));
     }
 
     #[tokio::test]
@@ -707,7 +830,7 @@ mod tests {
         .await;
         let tokens = Arc::new(FakeTokens::default());
         let client = client_for(&server, tokens.clone());
-        let got = client.get("/api/machines/m1").await.unwrap();
+        let got = client.get_path("/api/machines/m1").await.unwrap();
         assert_eq!(
             got,
             json!({"id": "m1", "riskScore": "5", "unknown": {"a": [1]}})
@@ -727,14 +850,14 @@ mod tests {
             TestServer::start(|_, _| axum::Json(json!({"value": []})).into_response()).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         client
-            .get(&path_with_query(
+            .get_path(&path_with_query(
                 "/api/machines",
                 &[("$filter", "computerDnsName eq 'a b'")],
             ))
             .await
             .unwrap();
         client
-            .get("/api/machines?$filter=computerDnsName eq 'a b'")
+            .get_path("/api/machines?$filter=computerDnsName eq 'a b'")
             .await
             .unwrap();
         let reqs = server.requests();
@@ -767,7 +890,7 @@ mod tests {
         let tokens = Arc::new(FakeTokens::default());
         let client = client_for(&server, tokens.clone());
         let got = client
-            .post(
+            .post_path(
                 "/api/machines/m1/isolate",
                 &json!({"Comment": "c", "IsolationType": "Full"}),
             )
@@ -788,7 +911,7 @@ mod tests {
         let server = TestServer::start(|_, _| unauthorized()).await;
         let tokens = Arc::new(FakeTokens::default());
         let client = client_for(&server, tokens.clone());
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert!(
             matches!(&err, DefenderError::Unauthorized(m) if m.contains("401 Unauthorized")),
             "{err}"
@@ -797,7 +920,7 @@ mod tests {
         assert_eq!(server.count(), 2);
         assert_eq!(tokens.invalidated(), 1);
         assert_eq!(tokens.fetched(), 2);
-        assert!(matches!(ActionError::from(err), ActionError::Upstream(_)));
+        assert!(!matches!(err, DefenderError::Throttled { .. }));
     }
 
     #[tokio::test]
@@ -806,7 +929,7 @@ mod tests {
         let tokens = Arc::new(FakeTokens::default());
         *tokens.fail.lock().unwrap() = Some("AADSTS7000222: the client secret expired".into());
         let client = client_for(&server, tokens.clone());
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert_eq!(
             err,
             DefenderError::Auth("AADSTS7000222: the client secret expired".into())
@@ -826,7 +949,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         assert_eq!(
-            client.get("/api/machines").await.unwrap(),
+            client.get_path("/api/machines").await.unwrap(),
             json!({"ok": true})
         );
         assert_eq!(server.count(), 3);
@@ -843,7 +966,7 @@ mod tests {
         })
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let err = client.delete("/api/indicators/5").await.unwrap_err();
+        let err = client.delete_path("/api/indicators/5").await.unwrap_err();
         assert_eq!(err.status(), Some(500));
         assert_eq!(err.code(), Some("InternalServerError"));
         assert_eq!(server.count(), 4);
@@ -854,13 +977,13 @@ mod tests {
         let server = TestServer::start(|_, _| status(503)).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let err = client
-            .post("/api/machines/m1/isolate", &json!({"Comment": "c"}))
+            .post_path("/api/machines/m1/isolate", &json!({"Comment": "c"}))
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(503));
         assert_eq!(server.count(), 1);
         let err = client
-            .patch("/api/alerts/a1", &json!({"status": "Resolved"}))
+            .patch_path("/api/alerts/a1", &json!({"status": "Resolved"}))
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(503));
@@ -896,7 +1019,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         assert_eq!(
-            client.get("/api/machines").await.unwrap(),
+            client.get_path("/api/machines").await.unwrap(),
             json!({"ok": true})
         );
         assert_eq!(server.count(), 2);
@@ -915,7 +1038,7 @@ mod tests {
         let client = client_for(&server, Arc::new(FakeTokens::default()))
             .with_deadline(tokio::time::Instant::now() + Duration::from_secs(20));
         let got = client
-            .post("/api/machines/m1/isolate", &json!({"Comment": "c"}))
+            .post_path("/api/machines/m1/isolate", &json!({"Comment": "c"}))
             .await
             .unwrap();
         assert_eq!(got["id"], "a1");
@@ -929,7 +1052,7 @@ mod tests {
     async fn a_retry_after_longer_than_the_longest_wait_fails_at_once() {
         let server = TestServer::start(|_, _| too_many("120")).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert_eq!(
             err,
             DefenderError::Throttled {
@@ -941,17 +1064,10 @@ mod tests {
             }
         );
         assert_eq!(server.count(), 1);
-        match ActionError::from(err) {
-            ActionError::Throttled {
-                retry_after,
-                message,
-            } => {
-                assert_eq!(retry_after, 120);
-                assert!(message.contains("HTTP 429"), "{message}");
-                assert!(message.contains("longer than the 30 s"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(err.retry_after_secs(), Some(120));
+        let message = err.to_string();
+        assert!(message.contains("HTTP 429"), "{message}");
+        assert!(message.contains("longer than the 30 s"), "{message}");
     }
 
     #[tokio::test]
@@ -959,7 +1075,7 @@ mod tests {
         let server = TestServer::start(|_, _| too_many("5")).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()))
             .with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
-        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        let err = client.post_path("/api/x", &json!({})).await.unwrap_err();
         assert_eq!(
             err,
             DefenderError::Throttled {
@@ -975,10 +1091,7 @@ mod tests {
                 .contains("the action's deadline leaves no time to wait 5 s"),
             "{err}"
         );
-        assert!(matches!(
-            ActionError::from(err),
-            ActionError::Throttled { retry_after: 5, .. }
-        ));
+        assert_eq!(err.retry_after_secs(), Some(5));
         assert_eq!(server.count(), 1);
     }
 
@@ -986,7 +1099,7 @@ mod tests {
     async fn endless_429s_give_up_after_the_retries() {
         let server = TestServer::start(|_, _| too_many("0.01")).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         let answers = MAX_THROTTLE_RETRIES + 1;
         assert_eq!(
             err,
@@ -1007,10 +1120,10 @@ mod tests {
         let client = client_for(&server, Arc::new(FakeTokens::default()))
             .with_budget(Budget::new(&budget(3, None)));
         for _ in 0..3 {
-            client.get("/api/machines").await.unwrap();
+            client.get_path("/api/machines").await.unwrap();
         }
         // No deadline: the next permit (a minute away) is beyond the 30 s longest wait.
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         let DefenderError::Throttled { retry_after, cause } = &err else {
             panic!("{err:?}")
         };
@@ -1035,7 +1148,7 @@ mod tests {
         // With a deadline shorter than the refill, the same.
         let bound = client.with_deadline(tokio::time::Instant::now() + Duration::from_secs(2));
         let err = bound
-            .post("/api/machines/m1/isolate", &json!({}))
+            .post_path("/api/machines/m1/isolate", &json!({}))
             .await
             .unwrap_err();
         assert!(
@@ -1052,13 +1165,10 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("deadline leaves no time"), "{err}");
-        assert!(matches!(
-            ActionError::from(err),
-            ActionError::Throttled { retry_after, .. } if retry_after > 30
-        ));
+        assert!(err.retry_after_secs().is_some_and(|s| s > 30), "{err:?}");
         // Other families have budgets of their own.
         client
-            .post("/api/advancedqueries/run", &json!({"Query": "x"}))
+            .post_path("/api/advancedqueries/run", &json!({"Query": "x"}))
             .await
             .unwrap();
         assert_eq!(server.count(), 4);
@@ -1072,8 +1182,8 @@ mod tests {
         let past = tokio::time::Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let late = client.with_deadline(past);
-        late.get("/api/machines").await.unwrap();
-        let err = late.get("/api/machines").await.unwrap_err();
+        late.get_path("/api/machines").await.unwrap();
+        let err = late.get_path("/api/machines").await.unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -1100,7 +1210,7 @@ mod tests {
         );
         let client = client_for(&server, Arc::new(FakeTokens::default())).with_budget(budget);
         for _ in 0..5 {
-            client.get("/api/machines").await.unwrap();
+            client.get_path("/api/machines").await.unwrap();
         }
         assert_eq!(server.count(), 5);
     }
@@ -1117,9 +1227,9 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()))
             .with_budget(Budget::new(&budget(2, None)));
-        client.get("/api/machines").await.unwrap();
+        client.get_path("/api/machines").await.unwrap();
         assert_eq!(server.count(), 2);
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert!(err.retry_after().is_some(), "{err:?}");
         assert_eq!(server.count(), 2);
     }
@@ -1129,9 +1239,14 @@ mod tests {
         let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()))
             .with_budget(Budget::new(&budget(20, Some(1500))));
+        // State-changing calls may use the whole budget (reads leave a tenth of it to them).
         let calls = (0..200).map(|_| {
             let client = client.clone();
-            async move { client.get("/api/machines").await }
+            async move {
+                client
+                    .post_path("/api/machines/m1/tags", &json!({}))
+                    .await
+            }
         });
         let results = futures::future::join_all(calls).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
@@ -1159,9 +1274,9 @@ mod tests {
             .with_budget(Budget::new(&budget(2, None)));
         let bound = client.with_deadline(tokio::time::Instant::now() + Duration::from_secs(1));
         let retried = client.clone().with_retry_policy(RetryPolicy::none());
-        bound.get("/api/machines").await.unwrap();
-        retried.get("/api/machines").await.unwrap();
-        assert!(client.get("/api/machines").await.is_err());
+        bound.get_path("/api/machines").await.unwrap();
+        retried.get_path("/api/machines").await.unwrap();
+        assert!(client.get_path("/api/machines").await.is_err());
         assert_eq!(server.count(), 2);
         assert_eq!(client.budget().limit(Family::Default).per_minute, 2);
         assert!(bound.deadline().is_some());
@@ -1183,7 +1298,7 @@ mod tests {
         })
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let err = client.get("/api/machines/X").await.unwrap_err();
+        let err = client.get_path("/api/machines/X").await.unwrap_err();
         assert!(err.is_not_found());
         assert_eq!(
             err.to_string(),
@@ -1208,12 +1323,12 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         assert_eq!(
-            client.post("/api/x", &json!({})).await.unwrap(),
+            client.post_path("/api/x", &json!({})).await.unwrap(),
             Value::Null
         );
-        assert_eq!(client.get("/api/x").await.unwrap(), Value::Null);
-        assert_eq!(client.get("/api/machines/$count").await.unwrap(), json!(42));
-        let err = client.get("/api/x").await.unwrap_err();
+        assert_eq!(client.get_path("/api/x").await.unwrap(), Value::Null);
+        assert_eq!(client.get_path("/api/machines/$count").await.unwrap(), json!(42));
+        let err = client.get_path("/api/x").await.unwrap_err();
         let DefenderError::Decode(message) = &err else {
             panic!("{err:?}")
         };
@@ -1228,7 +1343,7 @@ mod tests {
     async fn delete_ignores_the_body() {
         let server = TestServer::start(|_, _| status(204)).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        client.delete("/api/indicators/5").await.unwrap();
+        client.delete_path("/api/indicators/5").await.unwrap();
         assert_eq!(server.requests()[0].method, "DELETE");
     }
 
@@ -1241,7 +1356,7 @@ mod tests {
         })
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert_eq!(err.status(), Some(302));
         assert_eq!(other.count(), 0);
     }
@@ -1253,7 +1368,7 @@ mod tests {
         drop(listener);
         let client = client_at(&format!("http://{addr}"), Arc::new(FakeTokens::default()));
         let err = client
-            .get("/api/machines?$filter=x eq 'private'")
+            .get_path("/api/machines?$filter=x eq 'private'")
             .await
             .unwrap_err();
         let DefenderError::Transport(message) = &err else {
@@ -1263,7 +1378,7 @@ mod tests {
         assert!(message.starts_with("could not connect"), "{message}");
         assert!(!message.contains("private"), "{message}");
         assert!(!message.contains("token"), "{message}");
-        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        let err = client.post_path("/api/x", &json!({})).await.unwrap_err();
         assert!(err.to_string().starts_with("could not connect"), "{err}");
         assert!(!err.to_string().contains("may have reached"), "{err}");
     }
@@ -1287,12 +1402,12 @@ mod tests {
         )
         .with_retry_policy(RetryPolicy::none());
         assert_eq!(client.api_url(), format!("http://{addr}"));
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert_eq!(
             err,
             DefenderError::Transport(format!("request to {addr} timed out"))
         );
-        let err = client.post("/api/x", &json!({})).await.unwrap_err();
+        let err = client.post_path("/api/x", &json!({})).await.unwrap_err();
         assert!(
             err.to_string().contains("may have reached the API"),
             "{err}"
@@ -1304,7 +1419,7 @@ mod tests {
     async fn invalid_api_url_is_reported() {
         let http = DefenderClient::http_client(Duration::from_secs(1), Duration::from_secs(1));
         let client = DefenderClient::new(http, "not a url", Arc::new(FakeTokens::default()));
-        let err = client.get("/api/machines").await.unwrap_err();
+        let err = client.get_path("/api/machines").await.unwrap_err();
         assert!(
             matches!(&err, DefenderError::Transport(m) if m.contains("not a valid URL")),
             "{err}"
@@ -1332,7 +1447,7 @@ mod tests {
                 )
         };
         let got = client
-            .post_multipart("/api/libraryfiles", &form)
+            .post_multipart_path("/api/libraryfiles", &form)
             .await
             .unwrap();
         assert_eq!(got["fileName"], "x.ps1");

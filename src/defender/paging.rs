@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 use url::Url;
 
-use super::DefenderClient;
+use super::{DefenderClient, Route};
 use super::error::DefenderError;
 use super::urls;
 
@@ -83,6 +83,7 @@ struct PageRequest {
 pub(crate) async fn list(
     client: &DefenderClient,
     path: &str,
+    route: &Route,
     query: &ListQuery,
     limit: usize,
 ) -> Result<Vec<Value>, DefenderError> {
@@ -116,14 +117,14 @@ pub(crate) async fn list(
     while let Some(page) = next.take() {
         if pages >= max_pages {
             tracing::warn!(
-                endpoint = %urls::endpoint_template(path),
+                endpoint = %route.label,
                 pages,
                 "list stopped after too many pages"
             );
             break;
         }
         pages += 1;
-        let body = client.get_url(page.url.clone()).await?;
+        let body = client.get_url(page.url.clone(), route).await?;
         let (values, next_link) = split_page(body)?;
         let received = values.len();
         let room = limit - items.len();
@@ -135,7 +136,7 @@ pub(crate) async fn list(
             let url = urls::rebase_next_link(base, &page.url, &link)?;
             if !seen.insert(url.as_str().to_owned()) {
                 tracing::warn!(
-                    endpoint = %urls::endpoint_template(path),
+                    endpoint = %route.label,
                     "list stopped: @odata.nextLink repeats an earlier page"
                 );
                 break;
@@ -256,14 +257,14 @@ mod tests {
         let client = client_for(&server, tokens.clone());
 
         let all = client
-            .list("/api/machines", &ListQuery::new(), 100)
+            .list_path("/api/machines", &ListQuery::new(), 100)
             .await
             .unwrap();
         assert_eq!(all, items(0..7));
         assert_eq!(server.count(), 3);
 
         let five = client
-            .list("/api/machines", &ListQuery::new(), 5)
+            .list_path("/api/machines", &ListQuery::new(), 5)
             .await
             .unwrap();
         assert_eq!(five, items(0..5));
@@ -284,7 +285,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let two = client
-            .list("/api/machines", &ListQuery::new(), 2)
+            .list_path("/api/machines", &ListQuery::new(), 2)
             .await
             .unwrap();
         assert_eq!(two, items(0..2));
@@ -307,7 +308,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let all = client
-            .list("/api/machines", &ListQuery::new(), 50)
+            .list_path("/api/machines", &ListQuery::new(), 50)
             .await
             .unwrap();
         assert_eq!(all, items(0..5));
@@ -330,7 +331,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let err = client
-            .list("/api/machines", &ListQuery::new(), 5)
+            .list_path("/api/machines", &ListQuery::new(), 5)
             .await
             .unwrap_err();
         assert!(
@@ -354,7 +355,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let got = client
-            .list("/api/machines", &ListQuery::new(), 10)
+            .list_path("/api/machines", &ListQuery::new(), 10)
             .await
             .unwrap();
         assert_eq!(got.len(), 2);
@@ -369,7 +370,7 @@ mod tests {
         let query = ListQuery::new().filter("status eq 'New'");
 
         // A full page of $top=10,000 below the limit: $skip=10,000 fetches the rest (2,000 < 10,000).
-        let got = client.list("/api/alerts", &query, 25_000).await.unwrap();
+        let got = client.list_path("/api/alerts", &query, 25_000).await.unwrap();
         assert_eq!(got, items(0..12_000));
         let reqs = server.requests();
         assert_eq!(reqs.len(), 2);
@@ -379,14 +380,14 @@ mod tests {
         assert_eq!(q(&reqs[1], "$filter").as_deref(), Some("status eq 'New'"));
 
         // The second page only asks for what the limit still needs.
-        let got = client.list("/api/alerts", &query, 11_000).await.unwrap();
+        let got = client.list_path("/api/alerts", &query, 11_000).await.unwrap();
         assert_eq!(got.len(), 11_000);
         let reqs = server.requests();
         assert_eq!(reqs.len(), 4);
         assert_eq!(q(&reqs[3], "$top").as_deref(), Some("1000"));
 
         // Within one page: one request.
-        let got = client.list("/api/alerts", &query, 3).await.unwrap();
+        let got = client.list_path("/api/alerts", &query, 3).await.unwrap();
         assert_eq!(got, items(0..3));
         assert_eq!(server.count(), 5);
 
@@ -394,7 +395,7 @@ mod tests {
         let server = TestServer::start(paged(MAX_TOP, MAX_TOP, |_| None)).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let got = client
-            .list("/api/alerts", &ListQuery::new(), 50_000)
+            .list_path("/api/alerts", &ListQuery::new(), 50_000)
             .await
             .unwrap();
         assert_eq!(got.len(), MAX_TOP);
@@ -413,7 +414,7 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         // limit 5 asks $top=5 and gets 2 (< 5): the endpoint caps silently, nothing more to do.
-        let got = client.list("/api/x", &ListQuery::new(), 5).await.unwrap();
+        let got = client.list_path("/api/x", &ListQuery::new(), 5).await.unwrap();
         assert_eq!(got, items(0..2));
         assert_eq!(server.count(), 1);
     }
@@ -429,7 +430,7 @@ mod tests {
             .param("$skip", "4")
             .param("$top", "99");
         let got = client
-            .list("/api/alerts?lookBackHours=24", &query, 20_000)
+            .list_path("/api/alerts?lookBackHours=24", &query, 20_000)
             .await
             .unwrap();
         assert!(got.is_empty());
@@ -456,30 +457,30 @@ mod tests {
         })
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let got = client.list("/api/x", &ListQuery::new(), 10).await.unwrap();
+        let got = client.list_path("/api/x", &ListQuery::new(), 10).await.unwrap();
         assert_eq!(got, vec![json!({"id": 1}), json!({"id": 2})]);
         assert!(
             client
-                .list("/api/x", &ListQuery::new(), 10)
+                .list_path("/api/x", &ListQuery::new(), 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert!(
             client
-                .list("/api/x", &ListQuery::new(), 10)
+                .list_path("/api/x", &ListQuery::new(), 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         let err = client
-            .list("/api/x", &ListQuery::new(), 10)
+            .list_path("/api/x", &ListQuery::new(), 10)
             .await
             .unwrap_err();
         assert!(matches!(err, DefenderError::Decode(_)));
         assert!(
             client
-                .list("/api/x", &ListQuery::new(), 0)
+                .list_path("/api/x", &ListQuery::new(), 0)
                 .await
                 .unwrap()
                 .is_empty()
@@ -501,7 +502,7 @@ mod tests {
         let server = TestServer::start(move |_, _| axum::Json(body.clone()).into_response()).await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         let got = client
-            .list("/api/machines", &ListQuery::new(), 10)
+            .list_path("/api/machines", &ListQuery::new(), 10)
             .await
             .unwrap();
         assert_eq!(got, vec![row.clone()]);

@@ -50,6 +50,7 @@ pub fn capture_logs() {
 /// A running host with its simulator.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub app: std::sync::Arc<App>,
     pub sim: SimHandle,
     pub client: reqwest::Client,
     pub state_dir: tempfile::TempDir,
@@ -116,11 +117,12 @@ pub async fn spawn_with(scenario: Scenario) -> TestApp {
     config.server.public_url = format!("http://{addr}").parse().unwrap();
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app, listener, async move {
+    tokio::spawn(defender_soar::http::serve(app.clone(), listener, async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
+        app,
         sim,
         client: reqwest::Client::new(),
         state_dir,
@@ -142,6 +144,13 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// How many callers follow `event_id` on `asset`.
+    pub fn watchers(&self, asset: &str, event_id: &str) -> usize {
+        self.app
+            .asset(asset)
+            .map_or(0, |a| a.tracker.watchers(event_id))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -494,11 +503,12 @@ pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Co
     configure(&mut config);
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app, listener, async move {
+    tokio::spawn(defender_soar::http::serve(app.clone(), listener, async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
+        app,
         sim,
         client: reqwest::Client::new(),
         state_dir,

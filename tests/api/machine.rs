@@ -512,7 +512,7 @@ async fn fifty_concurrent_status_waits_share_the_upstream_checks() {
         }));
     }
     until("the 50 callers to follow the event", || {
-        waiting::watchers(&event_id) >= 50
+        app.watchers("contoso", &event_id) >= 50
     })
     .await;
     until("the first status check", || {
@@ -539,7 +539,7 @@ async fn fifty_concurrent_status_waits_share_the_upstream_checks() {
         "{gets} upstream checks for 50 callers in {elapsed:?}"
     );
     assert!(gets <= 6, "{gets} upstream checks");
-    assert_eq!(waiting::watchers(&event_id), 0, "nobody follows any more");
+    assert_eq!(app.watchers("contoso", &event_id), 0, "nobody follows any more");
 }
 
 #[tokio::test]
@@ -898,7 +898,7 @@ async fn cancelling_a_pending_action_ends_its_wait() {
         w.actions.iter().next().unwrap().id.clone()
     };
     until("the isolation to be followed", || {
-        waiting::watchers(&event_id) >= 1
+        app.watchers("contoso", &event_id) >= 1
     })
     .await;
     let (status, body) = app

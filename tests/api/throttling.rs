@@ -136,7 +136,9 @@ async fn a_burst_of_50_never_makes_the_simulator_answer_429() {
     let unavailable: Vec<&(u16, Option<String>, Value)> =
         results.iter().filter(|(s, _, _)| *s == 503).collect();
     assert_eq!(ok + unavailable.len(), 50, "{results:?}");
-    assert_eq!(ok, 20);
+    // Reads get 18 of the 20 permits a minute: the other two are kept for state-changing
+    // calls (an isolation goes out at once even under a flood of reads).
+    assert_eq!(ok, 18);
     for (_, retry_after, body) in unavailable {
         assert!(retry_after.is_some(), "{body}");
         assert!(

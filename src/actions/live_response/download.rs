@@ -6,13 +6,13 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use flate2::write::MultiGzDecoder;
-use serde_json::Value;
+
 use tokio::time::Instant;
 use url::Url;
 
 use crate::actions::ActionContext;
-use crate::actions::waiting;
-use crate::defender::DefenderError;
+pub use crate::defender::{link_host, presigned_link};
+use crate::defender::{DefenderError, endpoints};
 use crate::vault::{content_disposition_file_name, safe_file_name};
 
 /// Time allowed after the live response for the link request, even past the action's timeout.
@@ -42,11 +42,9 @@ pub async fn result_link(
         .asset
         .defender
         .with_deadline(deadline.max(Instant::now() + LINK_GRACE));
-    let path = format!(
-        "{}/GetLiveResponseResultDownloadLink(index={index})",
-        waiting::action_path(event_id)
-    );
-    let answer = match client.get(&path).await {
+    let index_text = index.to_string();
+    let call = endpoints::LIVE_RESPONSE_RESULT_LINK.at(&[event_id, &index_text]);
+    let answer = match client.get(&call).await {
         Ok(v) => v,
         Err(e @ DefenderError::Throttled { .. }) => return Err(Fetch::Throttled(e)),
         Err(e @ DefenderError::NotFound { .. }) => {
@@ -68,31 +66,6 @@ pub async fn result_link(
         }
     };
     presigned_link(&answer).map_err(|e| Fetch::Failed(format!("Defender answered {e}")))
-}
-
-/// The pre-signed link in an `Edm.String` answer (`{"value": "<url>"}`, any key case, or a
-/// bare string); the error says what was wrong, never the link.
-pub fn presigned_link(answer: &Value) -> Result<Url, &'static str> {
-    let link = match answer {
-        Value::String(s) => Some(s.as_str()),
-        Value::Object(o) => o
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("value"))
-            .and_then(|(_, v)| v.as_str()),
-        _ => None,
-    }
-    .map(str::trim)
-    .filter(|s| !s.is_empty())
-    .ok_or("without a download link")?;
-    Url::parse(link)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "https" | "http"))
-        .ok_or("with an unusable download link")
-}
-
-/// The host of a link, for messages (never the whole link: its query is the signature).
-pub fn link_host(link: &Url) -> String {
-    link.host_str().unwrap_or("the storage host").to_string()
 }
 
 /// Starts downloading from a pre-signed link: no bearer token goes with it, and errors never

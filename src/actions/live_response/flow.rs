@@ -10,10 +10,9 @@ use tokio::time::Instant;
 use super::command::{self, CommandInfo, LiveCommand};
 use super::{Kind, get_file, idempotency, run_script};
 use crate::actions::ActionContext;
-use crate::actions::machine::device::{self, ACTIVE_REQUEST_EXISTS, End};
-use crate::actions::machine::status::ANSWER_GRACE;
+use crate::actions::engine::{self, ANSWER_GRACE, End, Submitted};
 use crate::actions::waiting::{self, ActionStatus, FRESH, MachineAction, WaitSpec, Waited};
-use crate::defender::{DefenderClient, DefenderError, ListQuery};
+use crate::defender::{DefenderError, Endpoint, endpoints};
 use crate::envelope::{ActionError, Outcome};
 
 /// The MachineAction type of live response sessions.
@@ -297,6 +296,13 @@ async fn start(
     deadline: Instant,
     timeout: u64,
 ) -> Result<Outcome, ActionError> {
+    // A computer name or an address becomes the one device id it names, before the
+    // idempotency key is looked up (the key's parameters hold the id).
+    let device = engine::resolve_device(ctx, "device_id", &session.device_id).await?;
+    let session = &Session {
+        device_id: device.id,
+        ..session.clone()
+    };
     let mut note = String::new();
     let submitted = match ctx.idempotency_key.as_deref() {
         None => submit(ctx, session, deadline).await?,
@@ -333,7 +339,7 @@ async fn start(
         Submitted::Refused(o) => Ok(o),
         Submitted::Action { action, existing } => {
             tracing::Span::current().record("event_id", action.id.as_str());
-            let followed = device::follow(ctx, *action, deadline).await;
+            let followed = engine::follow(ctx, *action, deadline).await;
             let tracked = Tracked {
                 action: followed.action,
                 end: followed.end,
@@ -385,17 +391,58 @@ async fn replay(
     .with_summary("idempotent_replay", true))
 }
 
-/// What the POST produced.
-enum Submitted {
-    /// A live response to follow: new, or the same command already pending on the device.
-    Action {
-        /// The live response.
-        action: Box<MachineAction>,
-        /// It was pending already (`ActiveRequestAlreadyExists`).
-        existing: bool,
-    },
-    /// Defender refused; the outcome says why.
-    Refused(Outcome),
+impl engine::Kind for Session {
+    fn defender_type(&self) -> &'static str {
+        LIVE_RESPONSE
+    }
+
+    fn endpoint(&self) -> &'static Endpoint {
+        &endpoints::RUN_LIVE_RESPONSE
+    }
+
+    fn request(&self) -> String {
+        format!("live response ({})", self.command.describe())
+    }
+
+    /// A pending live response is the same request when it runs the same command with the
+    /// same parameters.
+    fn is_same(&self, pending: &MachineAction) -> bool {
+        command::commands(pending)
+            .iter()
+            .any(|c| c.command.same_as(&self.command))
+    }
+
+    /// Defender runs one live response per device: only a live response blocks another.
+    fn names_other_blockers(&self) -> bool {
+        false
+    }
+
+    fn busy(
+        &self,
+        device: &str,
+        refusal: &DefenderError,
+        blocking: Option<&MachineAction>,
+    ) -> Outcome {
+        let Some(pending) = blocking else {
+            return Outcome::failed(format!(
+                "Defender refused the live response for device {device}: {refusal}. No pending \
+                 live response was found on the device any more (it may just have finished); \
+                 try again"
+            ));
+        };
+        Outcome::failed(format!(
+            "Device {device} is busy: live response {} ({}) is {} on it, and Defender runs one \
+             live response per device at a time. Follow it with get_status or cancel it with \
+             cancel_action (event_id {}), then try again",
+            pending.id,
+            command::describe_all(pending),
+            pending.status,
+            pending.id
+        ))
+        .with_summary("blocking_event_id", pending.id.as_str())
+        .with_summary("blocking_event_status", pending.status.as_str())
+        .with_data(pending.data_row())
+    }
 }
 
 /// `POST /api/machines/{id}/runliveresponse`, once; a busy device resolved.
@@ -404,134 +451,7 @@ async fn submit(
     session: &Session,
     deadline: Instant,
 ) -> Result<Submitted, ActionError> {
-    let client = ctx.asset.defender.with_deadline(deadline);
-    let path = format!(
-        "/api/machines/{}/runliveresponse",
-        waiting::encode_segment(&session.device_id)
-    );
-    let what = session.command.describe();
-    ctx.progress(&format!(
-        "starting a live response ({what}) on device {}",
-        session.device_id
-    ));
-    match client.post(&path, &session.body()).await {
-        Ok(answer) => match MachineAction::parse(&answer) {
-            Ok(action) => Ok(Submitted::Action {
-                action: Box::new(action),
-                existing: false,
-            }),
-            Err(e) => Ok(Submitted::Refused(
-                Outcome::failed(format!(
-                    "Defender accepted the live response ({what}) for device {} but its answer \
-                     could not be read ({e}); check the device's action center before \
-                     repeating it",
-                    session.device_id
-                ))
-                .with_summary("existing_action", false),
-            )),
-        },
-        Err(e)
-            if e.code()
-                .is_some_and(|c| c.eq_ignore_ascii_case(ACTIVE_REQUEST_EXISTS)) =>
-        {
-            busy(ctx, &client, session, &e).await
-        }
-        Err(e @ DefenderError::Throttled { .. }) => Err(e.into()),
-        Err(e) => Ok(Submitted::Refused(
-            Outcome::failed(format!(
-                "Defender did not accept the live response ({what}) for device {}: {e}",
-                session.device_id
-            ))
-            .with_summary("existing_action", false),
-        )),
-    }
-}
-
-/// The newest live response on `device` that is not final, from a list of MachineActions.
-pub fn newest_active_session(items: &[Value], device: &str) -> Option<MachineAction> {
-    items
-        .iter()
-        .filter_map(|v| MachineAction::parse(v).ok())
-        .filter(|a| !a.is_final())
-        .filter(|a| {
-            a.action_type
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case(LIVE_RESPONSE))
-        })
-        .filter(|a| {
-            a.machine_id
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(device))
-        })
-        .max_by(|a, b| a.creation_time.cmp(&b.creation_time))
-}
-
-/// `ActiveRequestAlreadyExists`: the device's pending live response, followed when it runs the
-/// same command with the same parameters, named in the failure otherwise.
-async fn busy(
-    ctx: &ActionContext,
-    client: &DefenderClient,
-    session: &Session,
-    refusal: &DefenderError,
-) -> Result<Submitted, ActionError> {
-    let device = &session.device_id;
-    let filter = format!(
-        "machineId eq '{device}' and type eq '{LIVE_RESPONSE}' and (status eq 'Pending' or status eq 'InProgress')"
-    );
-    let items = match client
-        .list("/api/machineactions", &ListQuery::new().filter(filter), 50)
-        .await
-    {
-        Ok(items) => items,
-        Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
-        Err(e) => {
-            return Ok(Submitted::Refused(
-                Outcome::failed(format!(
-                    "Defender refused the live response for device {device}: {refusal}; looking \
-                     up the session that blocks the device failed: {e}"
-                ))
-                .with_summary("existing_action", false),
-            ));
-        }
-    };
-    let Some(pending) = newest_active_session(&items, device) else {
-        return Ok(Submitted::Refused(
-            Outcome::failed(format!(
-                "Defender refused the live response for device {device}: {refusal}. No pending \
-                 live response was found on the device any more (it may just have finished); \
-                 try again"
-            ))
-            .with_summary("existing_action", false),
-        ));
-    };
-    let same = command::commands(&pending)
-        .iter()
-        .any(|c| c.command.same_as(&session.command));
-    if same {
-        ctx.progress(&format!(
-            "live response {} with the same command is already pending on the device; following it",
-            pending.id
-        ));
-        return Ok(Submitted::Action {
-            action: Box::new(pending),
-            existing: true,
-        });
-    }
-    Ok(Submitted::Refused(
-        Outcome::failed(format!(
-            "Device {device} is busy: live response {} ({}) is {} on it, and Defender runs one \
-             live response per device at a time. Follow it with get_status or cancel it with \
-             cancel_action (event_id {}), then try again",
-            pending.id,
-            command::describe_all(&pending),
-            pending.status,
-            pending.id
-        ))
-        .with_summary("existing_action", false)
-        .with_summary("blocking_event_id", pending.id.as_str())
-        .with_summary("blocking_event_status", pending.status.as_str())
-        .with_data(pending.data_row()),
-    ))
+    engine::submit(ctx, session, &session.device_id, &session.body(), deadline).await
 }
 
 /// The command types of an action, for messages (`RunScript`, `PutFile + GetFile`).
@@ -623,7 +543,7 @@ async fn resume(
         );
     }
     let device_id = current.machine_id.clone().unwrap_or_default();
-    let followed = device::follow(ctx, current, deadline).await;
+    let followed = engine::follow(ctx, current, deadline).await;
     let tracked = Tracked {
         action: followed.action,
         end: followed.end,
@@ -844,8 +764,9 @@ mod tests {
             json!({"id": "5", "type": "LiveResponse", "status": "Pending", "machineId": "b".repeat(40), "creationDateTimeUtc": "2026-01-01T00:00:06Z"}),
             json!(null),
         ];
-        assert_eq!(newest_active_session(&items, &dev).unwrap().id, "3");
-        assert!(newest_active_session(&items[..1], &dev).is_none());
+        let newest = |items: &[Value]| engine::newest_active(items, &dev, Some(LIVE_RESPONSE));
+        assert_eq!(newest(&items).unwrap().id, "3");
+        assert!(newest(&items[..1]).is_none());
     }
 
     #[test]

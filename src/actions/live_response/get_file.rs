@@ -13,7 +13,6 @@ use super::Kind;
 use super::command::{CommandInfo, LiveCommand};
 use super::download::{self, Fetch, Unpacker};
 use super::flow::{self, Fields, Finished, Request, Session, Tracked};
-use crate::actions::machine::device::device_id;
 use crate::actions::{Action, ActionContext};
 use crate::envelope::{ActionError, Outcome};
 use crate::vault::{Origin, Stored, Vault, VaultError};
@@ -54,7 +53,7 @@ impl Action for GetFile {
         let comment = f.required("comment", p.comment.as_deref());
         let session = f.session(|| {
             Some(Session {
-                device_id: device_id(&device?),
+                device_id: device?,
                 command: LiveCommand::get_file(&path?),
                 comment: comment?,
             })

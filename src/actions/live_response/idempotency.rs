@@ -12,8 +12,8 @@
 //! at a time. Between processes the one-session-per-device rule of Defender stands in: a second
 //! POST is answered `ActiveRequestAlreadyExists` and resolved to the same session.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -46,20 +46,7 @@ pub fn params_hash(action: &str, device_id: &str, command: &LiveCommand, comment
 /// One lock per (asset, key): requests with the same key look up, submit and record one at a
 /// time within this process.
 pub fn key_lock(ctx: &ActionContext, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-    type Locks = Mutex<HashMap<(usize, String), Weak<tokio::sync::Mutex<()>>>>;
-    static LOCKS: OnceLock<Locks> = OnceLock::new();
-    let id = (Arc::as_ptr(&ctx.asset) as usize, key.to_string());
-    let mut map = LOCKS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(lock) = map.get(&id).and_then(Weak::upgrade) {
-        return lock;
-    }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    map.insert(id, Arc::downgrade(&lock));
-    lock
+    ctx.asset.idempotency_locks.get(key)
 }
 
 /// Whether a record is still within [`RETENTION_SECS`] at `now`.

@@ -6,7 +6,6 @@ use serde::Deserialize;
 use super::Kind;
 use super::command::{CommandInfo, LiveCommand};
 use super::flow::{self, Fields, Request, Session, Tracked};
-use crate::actions::machine::device::device_id;
 use crate::actions::{Action, ActionContext};
 use crate::envelope::{ActionError, Outcome};
 
@@ -43,7 +42,7 @@ impl Action for PutFile {
         let comment = f.required("comment", p.comment.as_deref());
         let session = f.session(|| {
             Some(Session {
-                device_id: device_id(&device?),
+                device_id: device?,
                 command: LiveCommand::put_file(&name?),
                 comment: comment?,
             })

@@ -14,7 +14,6 @@ use super::Kind;
 use super::command::{CommandInfo, LiveCommand};
 use super::download::{self, Fetch};
 use super::flow::{self, Fields, Finished, Request, Session, Tracked};
-use crate::actions::machine::device::device_id;
 use crate::actions::{Action, ActionContext};
 use crate::envelope::{ActionError, Outcome};
 
@@ -60,7 +59,7 @@ impl Action for RunScript {
         let comment = f.required("comment", p.comment.as_deref());
         let session = f.session(|| {
             Some(Session {
-                device_id: device_id(&device?),
+                device_id: device?,
                 command: LiveCommand::run_script(&script?, args.as_deref()),
                 comment: comment?,
             })

@@ -9,20 +9,17 @@
 //! downloaded again (`getPackageUri` allows two calls a minute), and concurrent invocations on
 //! one event download it once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::device::{
-    self, COLLECT_PACKAGE, End, Followed, Ran, Submission, device_id, required_text,
-};
+use super::device::{self, COLLECT_PACKAGE};
 use super::waiting::{self, ActionStatus, FRESH, MachineAction, WaitSpec, Waited};
+use crate::actions::engine::{self, ANSWER_GRACE, End, Followed, Ran, required_text};
 use crate::actions::{Action, ActionContext};
-use crate::defender::DefenderError;
+use crate::defender::{DefenderError, endpoints, link_host, presigned_link};
 use crate::envelope::{ActionError, Outcome};
 use crate::vault::{Origin, Stored, Vault, content_disposition_file_name};
 
@@ -74,11 +71,10 @@ impl Action for CollectInvestigationPackage {
         };
         // Check the parameters of a new request before any call.
         let submission = match &new_request {
-            Some((device, comment)) => Some(Submission {
-                device_id: device_id(device),
-                body: json!({ "Comment": required_text("comment", comment.as_deref())? }),
-                timeout: p.timeout,
-            }),
+            Some((device, comment)) => Some((
+                device.clone(),
+                json!({ "Comment": required_text("comment", comment.as_deref())? }),
+            )),
             None => None,
         };
         let mut note = String::new();
@@ -105,14 +101,17 @@ impl Action for CollectInvestigationPackage {
                 }
             }
         }
-        let Some(sub) = submission else {
+        let Some((device, body)) = submission else {
             return Err(ActionError::Internal(
                 "collect_investigation_package: nothing to do".into(),
             ));
         };
-        let mut outcome = match device::submit_and_follow(&ctx, &COLLECT_PACKAGE, &sub).await? {
+        let device = engine::resolve_device(&ctx, "device_id", &device).await?;
+        let ran =
+            engine::submit_and_follow(&ctx, &COLLECT_PACKAGE, &device.id, &body, p.timeout).await?;
+        let mut outcome = match ran {
             Ran::Followed(f) => finish(&ctx, *f, p.timeout, deadline).await?,
-            Ran::Refused(o) => o,
+            Ran::Refused(o) => o.with_summary("device_id", device.id.as_str()),
         };
         outcome.message = format!("{note}{}", outcome.message);
         Ok(outcome)
@@ -138,7 +137,7 @@ async fn resume(
         event_id: event_id.to_string(),
         known: None,
         hold_until: now,
-        answer_by: deadline.max(now + super::status::ANSWER_GRACE),
+        answer_by: deadline.max(now + ANSWER_GRACE),
         fresh_since: Some(now.checked_sub(FRESH).unwrap_or(now)),
         eager: false,
     };
@@ -161,7 +160,7 @@ async fn resume(
         )));
     }
     Ok(Resumed::Followed(Box::new(
-        device::follow(ctx, current, deadline).await,
+        engine::follow(ctx, current, deadline).await,
     )))
 }
 
@@ -224,27 +223,6 @@ enum Retrieval {
     Failed(String),
 }
 
-/// One lock per (asset, event): concurrent invocations download a package once.
-fn download_lock(ctx: &ActionContext, event_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-    type Locks = Mutex<HashMap<(usize, String), Weak<tokio::sync::Mutex<()>>>>;
-    static LOCKS: OnceLock<Locks> = OnceLock::new();
-    let key = (
-        Arc::as_ptr(&ctx.asset) as usize,
-        event_id.to_ascii_lowercase(),
-    );
-    let mut map = LOCKS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(lock) = map.get(&key).and_then(Weak::upgrade) {
-        return lock;
-    }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    map.insert(key, Arc::downgrade(&lock));
-    lock
-}
-
 /// Downloads the package of a succeeded collection into the vault (unless it is there).
 async fn retrieve(
     ctx: &ActionContext,
@@ -253,7 +231,7 @@ async fn retrieve(
 ) -> Result<Stored, Retrieval> {
     let asset_id = ctx.asset.config.id.clone();
     let vault = Vault::in_state_dir(&ctx.app.config.server.state_dir);
-    let lock = download_lock(ctx, &action.id);
+    let lock = ctx.asset.package_locks.get(&action.id.to_ascii_lowercase());
     let _guard = lock.lock().await;
     match vault.find_by_event(&asset_id, &action.id).await {
         Ok(Some(entry)) => {
@@ -273,15 +251,14 @@ async fn retrieve(
         .asset
         .defender
         .with_deadline(deadline.max(Instant::now() + LINK_GRACE));
-    let path = format!("{}/getPackageUri", waiting::action_path(&action.id));
-    let answer = match client.get(&path).await {
+    let answer = match client.get(&endpoints::PACKAGE_URI.at(&[&action.id])).await {
         Ok(v) => v,
         Err(e @ DefenderError::Throttled { .. }) => return Err(Retrieval::Throttled(e)),
         Err(e) => return Err(Retrieval::Failed(format!("getPackageUri failed: {e}"))),
     };
-    let url = crate::actions::live_response::download::presigned_link(&answer)
+    let url = presigned_link(&answer)
         .map_err(|e| Retrieval::Failed(format!("getPackageUri answered {e}")))?;
-    let host = crate::actions::live_response::download::link_host(&url);
+    let host = link_host(&url);
     ctx.progress(&format!("downloading the package from {host}"));
     // A pre-signed link: no bearer token goes with it. Errors never show the URL (its query
     // is the signature).

@@ -6,14 +6,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::device::required_text;
 use super::waiting::{self, FRESH, MachineAction, WaitSpec, Waited};
+pub use crate::actions::engine::ANSWER_GRACE;
+use crate::actions::engine::required_text;
 use crate::actions::{Action, ActionContext};
-use crate::defender::DefenderError;
+use crate::defender::{DefenderError, endpoints};
 use crate::envelope::{ActionError, Outcome};
-
-/// How long a status request may wait for a first answer (throttling) beyond its `wait`.
-pub const ANSWER_GRACE: Duration = Duration::from_secs(15);
 
 /// `get_status`: the status of a machine action, optionally held until it is final.
 pub struct GetStatus;
@@ -130,9 +128,9 @@ impl Action for CancelAction {
             .asset
             .defender
             .with_deadline(Instant::now() + ANSWER_GRACE);
-        let path = format!("{}/cancel", waiting::action_path(&event_id));
+        let call = endpoints::CANCEL_MACHINE_ACTION.at(&[&event_id]);
         ctx.progress(&format!("cancelling machine action {event_id}"));
-        let answer = match client.post(&path, &json!({ "Comment": comment })).await {
+        let answer = match client.post(&call, &json!({ "Comment": comment })).await {
             Ok(v) => v,
             Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
             Err(e) => {

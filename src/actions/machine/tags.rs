@@ -6,10 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::device::{device_id, required_text};
-use super::waiting::encode_segment;
+use crate::actions::engine::{self, required_text};
 use crate::actions::{Action, ActionContext};
-use crate::defender::DefenderError;
+use crate::defender::{DefenderError, endpoints};
 use crate::envelope::{ActionError, Outcome};
 
 /// How long the call may wait out throttling.
@@ -35,11 +34,15 @@ impl Action for UpdateDeviceTag {
 
     async fn run(ctx: ActionContext, p: TagParams) -> Result<Outcome, ActionError> {
         let tag = required_text("tag", p.tag.as_deref())?;
-        let device = device_id(&p.device_id);
+        let device = engine::resolve_device(&ctx, "device_id", &p.device_id)
+            .await?
+            .id;
         let client = ctx.asset.defender.with_deadline(Instant::now() + DEADLINE);
-        let path = format!("/api/machines/{}/tags", encode_segment(&device));
         let body = json!({ "Value": tag, "Action": p.operation });
-        let machine = match client.post(&path, &body).await {
+        let machine = match client
+            .post(&endpoints::MACHINE_TAGS.at(&[&device]), &body)
+            .await
+        {
             Ok(v) => v,
             Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
             Err(e) => {

@@ -1,0 +1,257 @@
+//! The catalogue of Defender API endpoints this host calls: one [`Endpoint`] per operation,
+//! knowing its method, path template, rate family, metric label, the application permission
+//! it needs and whether it changes state (and so goes first when the budget is short).
+//!
+//! Actions never build URLs: they pick an endpoint and fill its `{…}` placeholders with
+//! [`Endpoint::at`], which percent-encodes every value as one path segment. The client takes
+//! the family, the label and the priority from the endpoint instead of guessing them back from
+//! the path. Adding an API call is one entry here.
+
+use http::Method;
+
+use super::budget::Family;
+
+/// Who goes first when the request budget is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Changes something on a device or in the tenant (isolate, live response, cancel, tags,
+    /// uploads): takes the next permit before any read, and may use the headroom reads leave.
+    Respond,
+    /// Reads (status polls, lists, enrichment, downloads of links).
+    Read,
+}
+
+/// One Defender API operation.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: Method,
+    /// Path under the API base, with `{name}` placeholders for path segments
+    /// (`/api/machines/{id}/isolate`); also the metric label.
+    pub path: &'static str,
+    /// The rate-limit family its calls count against.
+    pub family: Family,
+    /// The application permission Microsoft requires (one of them, where several do).
+    pub permission: &'static str,
+    /// Budget priority.
+    pub priority: Priority,
+}
+
+/// One call of an endpoint: the endpoint and its concrete path (placeholders filled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The endpoint called.
+    pub endpoint: &'static Endpoint,
+    /// The path with its segments percent-encoded (no query).
+    pub path: String,
+}
+
+impl Endpoint {
+    /// The call of this endpoint with its placeholders filled, in order, by `segments`, each
+    /// percent-encoded as a single path segment (a `/` or `?` in a value cannot change the
+    /// path). Missing segments leave the placeholder empty; extra ones are ignored.
+    pub fn at(&'static self, segments: &[&str]) -> Call {
+        let mut path = String::with_capacity(self.path.len() + 48);
+        let mut rest = self.path;
+        let mut values = segments.iter();
+        while let Some(open) = rest.find('{') {
+            path.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            if let Some(v) = values.next() {
+                path.push_str(&encode_segment(v.trim()));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        path.push_str(rest);
+        Call {
+            endpoint: self,
+            path,
+        }
+    }
+
+    /// The metric label (`endpoint` label of the upstream counters): the path template.
+    pub fn label(&self) -> &'static str {
+        self.path
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const fn read(path: &'static str, permission: &'static str) -> Endpoint {
+    Endpoint {
+        method: Method::GET,
+        path,
+        family: Family::Default,
+        permission,
+        priority: Priority::Read,
+    }
+}
+
+const fn respond(path: &'static str, permission: &'static str) -> Endpoint {
+    Endpoint {
+        method: Method::POST,
+        path,
+        family: Family::Default,
+        permission,
+        priority: Priority::Respond,
+    }
+}
+
+// --- Devices --------------------------------------------------------------------------------
+
+/// `GET /api/machines`: the device list (OData).
+pub static MACHINES: Endpoint = read("/api/machines", "Machine.Read.All");
+/// `GET /api/domains/{domain}/machines`: devices that contacted a domain.
+pub static DOMAIN_MACHINES: Endpoint = read("/api/domains/{domain}/machines", "Machine.Read.All");
+/// `GET /api/files/{hash}/machines`: devices that saw a file.
+pub static FILE_MACHINES: Endpoint = read("/api/files/{hash}/machines", "Machine.Read.All");
+/// `POST /api/machines/{id}/tags`: add or remove a device tag.
+pub static MACHINE_TAGS: Endpoint = respond("/api/machines/{id}/tags", "Machine.ReadWrite.All");
+
+// --- Machine actions ------------------------------------------------------------------------
+
+/// `POST /api/machines/{id}/isolate`.
+pub static ISOLATE: Endpoint = respond("/api/machines/{id}/isolate", "Machine.Isolate");
+/// `POST /api/machines/{id}/unisolate`.
+pub static UNISOLATE: Endpoint = respond("/api/machines/{id}/unisolate", "Machine.Isolate");
+/// `POST /api/machines/{id}/StopAndQuarantineFile`.
+pub static STOP_AND_QUARANTINE_FILE: Endpoint = respond(
+    "/api/machines/{id}/StopAndQuarantineFile",
+    "Machine.StopAndQuarantine",
+);
+/// `POST /api/machines/{id}/runAntiVirusScan`.
+pub static RUN_ANTIVIRUS_SCAN: Endpoint =
+    respond("/api/machines/{id}/runAntiVirusScan", "Machine.Scan");
+/// `POST /api/machines/{id}/restrictCodeExecution`.
+pub static RESTRICT_CODE_EXECUTION: Endpoint = respond(
+    "/api/machines/{id}/restrictCodeExecution",
+    "Machine.RestrictExecution",
+);
+/// `POST /api/machines/{id}/unrestrictCodeExecution`.
+pub static UNRESTRICT_CODE_EXECUTION: Endpoint = respond(
+    "/api/machines/{id}/unrestrictCodeExecution",
+    "Machine.RestrictExecution",
+);
+/// `POST /api/machines/{id}/collectInvestigationPackage`.
+pub static COLLECT_INVESTIGATION_PACKAGE: Endpoint = respond(
+    "/api/machines/{id}/collectInvestigationPackage",
+    "Machine.CollectForensics",
+);
+/// `POST /api/machines/{id}/runliveresponse` (10 calls a minute).
+pub static RUN_LIVE_RESPONSE: Endpoint = Endpoint {
+    method: Method::POST,
+    path: "/api/machines/{id}/runliveresponse",
+    family: Family::LiveResponse,
+    permission: "Machine.LiveResponse",
+    priority: Priority::Respond,
+};
+/// `GET /api/machineactions`: the machine action list (OData).
+pub static MACHINE_ACTIONS: Endpoint = read("/api/machineactions", "Machine.Read.All");
+/// `GET /api/machineactions/{id}`: one machine action.
+pub static MACHINE_ACTION: Endpoint = read("/api/machineactions/{id}", "Machine.Read.All");
+/// `POST /api/machineactions/{id}/cancel` (Microsoft asks for the permission of the cancelled
+/// action's own type; isolation's is named here).
+pub static CANCEL_MACHINE_ACTION: Endpoint =
+    respond("/api/machineactions/{id}/cancel", "Machine.Isolate");
+/// `GET /api/machineactions/{id}/getPackageUri` (2 calls a minute).
+pub static PACKAGE_URI: Endpoint = Endpoint {
+    method: Method::GET,
+    path: "/api/machineactions/{id}/getPackageUri",
+    family: Family::PackageUri,
+    permission: "Machine.CollectForensics",
+    priority: Priority::Read,
+};
+/// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={index})`.
+pub static LIVE_RESPONSE_RESULT_LINK: Endpoint = read(
+    "/api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={index})",
+    "Machine.LiveResponse",
+);
+
+// --- Library --------------------------------------------------------------------------------
+
+/// `GET /api/libraryfiles`: the live response library.
+pub static LIBRARY_FILES: Endpoint = read("/api/libraryfiles", "Library.Manage");
+/// `POST /api/libraryfiles`: upload a library file (multipart).
+pub static UPLOAD_LIBRARY_FILE: Endpoint = respond("/api/libraryfiles", "Library.Manage");
+
+/// Every endpoint of the catalogue (documentation and tests).
+pub static ALL: &[&Endpoint] = &[
+    &MACHINES,
+    &DOMAIN_MACHINES,
+    &FILE_MACHINES,
+    &MACHINE_TAGS,
+    &ISOLATE,
+    &UNISOLATE,
+    &STOP_AND_QUARANTINE_FILE,
+    &RUN_ANTIVIRUS_SCAN,
+    &RESTRICT_CODE_EXECUTION,
+    &UNRESTRICT_CODE_EXECUTION,
+    &COLLECT_INVESTIGATION_PACKAGE,
+    &RUN_LIVE_RESPONSE,
+    &MACHINE_ACTIONS,
+    &MACHINE_ACTION,
+    &CANCEL_MACHINE_ACTION,
+    &PACKAGE_URI,
+    &LIVE_RESPONSE_RESULT_LINK,
+    &LIBRARY_FILES,
+    &UPLOAD_LIBRARY_FILE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_and_encoded() {
+        let call = ISOLATE.at(&["ABC"]);
+        assert_eq!(call.path, "/api/machines/ABC/isolate");
+        let hostile = MACHINE_ACTION.at(&["../machines/x?$top=1#"]);
+        assert_eq!(
+            hostile.path,
+            "/api/machineactions/..%2Fmachines%2Fx%3F%24top%3D1%23"
+        );
+        let link = LIVE_RESPONSE_RESULT_LINK.at(&["e1", "2"]);
+        assert_eq!(
+            link.path,
+            "/api/machineactions/e1/GetLiveResponseResultDownloadLink(index=2)"
+        );
+        assert_eq!(MACHINES.at(&[]).path, "/api/machines");
+    }
+
+    #[test]
+    fn families_and_priorities_agree_with_the_path_rules() {
+        for e in ALL {
+            let concrete = e.path.replace("{id}", "x").replace("{index}", "0");
+            assert_eq!(
+                Family::of(&e.method, &concrete),
+                e.family,
+                "{} {}",
+                e.method,
+                e.path
+            );
+            let writes = e.method != Method::GET;
+            assert_eq!(
+                e.priority == Priority::Respond,
+                writes,
+                "{} {}",
+                e.method,
+                e.path
+            );
+            assert!(e.path.starts_with("/api/"), "{}", e.path);
+            assert!(!e.permission.is_empty());
+        }
+    }
+}

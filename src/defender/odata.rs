@@ -1,0 +1,169 @@
+//! A small typed builder of OData `$filter` expressions. Every value goes through one
+//! quoting rule ([`literal`]): it is wrapped in single quotes with each `'` doubled, so no
+//! value can end the literal and add a clause of its own. Field names are `&'static str`
+//! chosen by the code, never by a caller.
+
+use std::fmt;
+
+/// An OData `$filter` expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter(String);
+
+/// `'value'` with every `'` doubled: OData's string literal.
+pub fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push('\'');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+impl Filter {
+    /// `field eq 'value'`.
+    pub fn eq(field: &'static str, value: &str) -> Filter {
+        Filter(format!("{field} eq {}", literal(value)))
+    }
+
+    /// `field ge value` for a date-time (an ISO 8601 timestamp, not quoted as a string).
+    /// Anything that is not a plain timestamp is quoted instead, which the API rejects
+    /// rather than misreads.
+    pub fn ge_datetime(field: &'static str, timestamp: &str) -> Filter {
+        let plain = !timestamp.is_empty()
+            && timestamp
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z' | b'+'));
+        if plain {
+            Filter(format!("{field} ge {timestamp}"))
+        } else {
+            Filter(format!("{field} ge {}", literal(timestamp)))
+        }
+    }
+
+    /// `startswith(field,'value')`.
+    pub fn starts_with(field: &'static str, value: &str) -> Filter {
+        Filter(format!("startswith({field},{})", literal(value)))
+    }
+
+    /// `field eq 'a' or field eq 'b' …`, parenthesised; `None` for no values.
+    pub fn any_of(field: &'static str, values: &[&str]) -> Option<Filter> {
+        let parts: Vec<Filter> = values.iter().map(|v| Filter::eq(field, v)).collect();
+        Filter::or_all(parts)
+    }
+
+    /// Both expressions.
+    pub fn and(self, other: Filter) -> Filter {
+        Filter(format!("{} and {}", self.0, other.0))
+    }
+
+    /// The parenthesised disjunction of `parts`; `None` when empty.
+    pub fn or_all(parts: Vec<Filter>) -> Option<Filter> {
+        match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(Filter(format!(
+                "({})",
+                parts
+                    .into_iter()
+                    .map(|p| p.0)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))),
+        }
+    }
+
+    /// The expression as sent (before URL encoding).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Filter> for String {
+    fn from(f: Filter) -> String {
+        f.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn values_are_quoted() {
+        assert_eq!(Filter::eq("id", "abc").as_str(), "id eq 'abc'");
+        assert_eq!(
+            Filter::eq("computerDnsName", "x' or 1 eq 1 or name eq 'y").as_str(),
+            "computerDnsName eq 'x'' or 1 eq 1 or name eq ''y'"
+        );
+        assert_eq!(
+            Filter::any_of("status", &["Pending", "InProgress"])
+                .map(String::from)
+                .as_deref(),
+            Some("(status eq 'Pending' or status eq 'InProgress')")
+        );
+        assert_eq!(Filter::any_of("status", &[]), None);
+        assert_eq!(
+            Filter::eq("a", "1").and(Filter::starts_with("b", "it's")).as_str(),
+            "a eq '1' and startswith(b,'it''s')"
+        );
+        assert_eq!(
+            Filter::ge_datetime("lastUpdateTime", "2026-01-01T00:00:00Z").as_str(),
+            "lastUpdateTime ge 2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            Filter::ge_datetime("lastUpdateTime", "1 or x eq 1").as_str(),
+            "lastUpdateTime ge '1 or x eq 1'"
+        );
+    }
+
+    /// Reads back an OData string literal starting at `s[0] == '\''`: its value and the rest.
+    fn read_literal(s: &str) -> Option<(String, &str)> {
+        let mut chars = s.char_indices();
+        if chars.next()?.1 != '\'' {
+            return None;
+        }
+        let mut value = String::new();
+        let mut pending_quote = false;
+        for (i, c) in chars {
+            if pending_quote {
+                if c == '\'' {
+                    value.push('\'');
+                    pending_quote = false;
+                    continue;
+                }
+                return Some((value, &s[i..]));
+            }
+            if c == '\'' {
+                pending_quote = true;
+            } else {
+                value.push(c);
+            }
+        }
+        pending_quote.then_some((value, ""))
+    }
+
+    proptest! {
+        /// Whatever the value, the expression is one literal holding exactly that value and
+        /// nothing follows it.
+        #[test]
+        fn no_value_escapes_its_literal(value in any::<String>()) {
+            let f = Filter::eq("computerDnsName", &value);
+            let rest = f.as_str().strip_prefix("computerDnsName eq ").unwrap();
+            let (read, tail) = read_literal(rest).unwrap();
+            prop_assert_eq!(read, value);
+            prop_assert_eq!(tail, "");
+        }
+    }
+}
