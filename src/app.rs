@@ -107,7 +107,7 @@ impl App {
         let mut assets = BTreeMap::new();
         for (id, asset) in &config.assets {
             for action in &asset.disabled_actions {
-                if actions::definition::definition(action).is_none() {
+                if actions::definition::resolve(action).is_none() {
                     let known: Vec<&str> = actions::definition::definitions()
                         .iter()
                         .map(|d| d.id.as_str())

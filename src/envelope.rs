@@ -300,7 +300,8 @@ mod tests {
 
     #[test]
     fn defender_errors_follow_the_outcome_policy() {
-        let throttled = ActionError::from(DefenderError::upstream_throttled(Duration::from_secs(7)));
+        let throttled =
+            ActionError::from(DefenderError::upstream_throttled(Duration::from_secs(7)));
         assert_eq!(throttled.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(throttled.retry_after(), Some(7));
         assert_eq!(

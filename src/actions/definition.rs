@@ -5,12 +5,12 @@
 //! order) and which output data paths it fills. [`parse_definition`] checks a definition for
 //! internal consistency; [`definitions`] gives every embedded one, sorted by id.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 include!(concat!(env!("OUT_DIR"), "/action_definitions.rs"));
 
@@ -44,6 +44,33 @@ pub struct Definition {
     /// Longer help text for the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verbose: Option<String>,
+    /// Other ids this action answers to (the Splunk app's identifiers, for migrated playbooks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
+}
+
+/// Another id an action answers to, with the parameters it names differently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alias {
+    /// The other id (`^[a-z][a-z0-9_]*$`).
+    pub id: String,
+    /// Parameter names of the alias → the action's own names (`action_id` → `event_id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl Alias {
+    /// The parameters under the action's own names: renamed keys move, others stay.
+    pub fn rename(&self, given: Map<String, Value>) -> Map<String, Value> {
+        given
+            .into_iter()
+            .map(|(k, v)| match self.parameters.get(&k) {
+                Some(own) => (own.clone(), v),
+                None => (k, v),
+            })
+            .collect()
+    }
 }
 
 impl Definition {
@@ -370,7 +397,54 @@ pub(crate) fn load_files(files: &[(&str, &str)]) -> Result<Vec<Definition>, Stri
         defs.push(def);
     }
     defs.sort_by(|a, b| a.id.cmp(&b.id));
+    check_aliases(&defs)?;
     Ok(defs)
+}
+
+/// Alias ids are well formed, unique, and no action's id; their renamed parameters exist.
+fn check_aliases(defs: &[Definition]) -> Result<(), String> {
+    let mut ids: BTreeSet<&str> = defs.iter().map(|d| d.id.as_str()).collect();
+    for def in defs {
+        for alias in &def.aliases {
+            let well_formed = alias.id.starts_with(|c: char| c.is_ascii_lowercase())
+                && alias
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !well_formed {
+                return Err(format!(
+                    "actions/{}.json: alias {:?} must match ^[a-z][a-z0-9_]*$",
+                    def.id, alias.id
+                ));
+            }
+            if !ids.insert(alias.id.as_str()) {
+                return Err(format!(
+                    "actions/{}.json: alias {:?} is already an action id or alias",
+                    def.id, alias.id
+                ));
+            }
+            for own in alias.parameters.values() {
+                if def.param(own).is_none() {
+                    return Err(format!(
+                        "actions/{}.json: alias {:?} renames a parameter to {own:?}, which the \
+                         action does not have",
+                        def.id, alias.id
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The definition answering to `id`, and the alias it was called by, if any.
+pub fn resolve(id: &str) -> Option<(&'static Definition, Option<&'static Alias>)> {
+    if let Some(def) = definition(id) {
+        return Some((def, None));
+    }
+    definitions()
+        .iter()
+        .find_map(|d| d.aliases.iter().find(|a| a.id == id).map(|a| (d, Some(a))))
 }
 
 /// Every embedded action definition, sorted by id.

@@ -46,8 +46,12 @@ pub trait Kind: Send + Sync {
     }
     /// The failed result when Defender refused because the device is busy: `blocking` is the
     /// pending action found (of this type when it is not the same request, or of any type).
-    fn busy(&self, device: &str, refusal: &DefenderError, blocking: Option<&MachineAction>)
-    -> Outcome;
+    fn busy(
+        &self,
+        device: &str,
+        refusal: &DefenderError,
+        blocking: Option<&MachineAction>,
+    ) -> Outcome;
 }
 
 /// What a submission produced.
@@ -91,7 +95,10 @@ pub async fn submit(
                 .with_summary("existing_action", false),
             ),
         },
-        Err(e) if e.code().is_some_and(|c| c.eq_ignore_ascii_case(ACTIVE_REQUEST_EXISTS)) => {
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.eq_ignore_ascii_case(ACTIVE_REQUEST_EXISTS)) =>
+        {
             busy(ctx, &client, kind, device, &e).await?
         }
         Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
@@ -360,7 +367,8 @@ pub fn is_device_id(s: &str) -> bool {
 
 /// Resolves `raw` (a device id, a computer DNS name or an IP address; parameter `param`) to
 /// exactly one device: an id is taken as it is (no call); a name or an address is looked up
-/// (`computerDnsName eq` / `lastIpAddress eq`), and none or several matches fail naming them.
+/// (`computerDnsName eq` / `lastIpAddress eq`; a short name without a dot also matches the
+/// FQDNs it starts), and none or several matches fail naming them.
 pub async fn resolve_device(
     ctx: &ActionContext,
     param: &str,
@@ -397,13 +405,24 @@ pub async fn resolve_device(
         .with_deadline(Instant::now() + ANSWER_GRACE);
     ctx.progress(&format!("looking up the device named {given}"));
     let lookup = given.to_ascii_lowercase();
-    let items = client
+    let machines = endpoints::MACHINES.at(&[]);
+    let mut items = client
         .list(
-            &endpoints::MACHINES.at(&[]),
+            &machines,
             &ListQuery::new().filter(Filter::eq(field, &lookup)),
             PENDING_LOOKUP,
         )
         .await?;
+    // Defender names most devices by their FQDN: a short name matches `name.` + any domain.
+    if items.is_empty() && named_by == DeviceName::DnsName && !lookup.contains('.') {
+        items = client
+            .list(
+                &machines,
+                &ListQuery::new().filter(Filter::starts_with(field, &format!("{lookup}."))),
+                PENDING_LOOKUP,
+            )
+            .await?;
+    }
     let matches: Vec<(String, String)> = items
         .iter()
         .filter_map(|m| {
@@ -495,6 +514,9 @@ mod tests {
     fn long_candidate_lists_are_cut() {
         let m: Vec<(String, String)> = (0..12).map(|i| (format!("id{i}"), "pc".into())).collect();
         let text = list_ids(&m, 10);
-        assert!(text.contains("pc (id0)") && text.ends_with("and 2 more"), "{text}");
+        assert!(
+            text.contains("pc (id0)") && text.ends_with("and 2 more"),
+            "{text}"
+        );
     }
 }

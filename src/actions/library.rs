@@ -339,7 +339,10 @@ impl Action for UploadLibraryFile {
             "uploading {name} ({size} bytes) to the live response library"
         ));
         let client = ctx.asset.defender.with_deadline(Instant::now() + DEADLINE);
-        let answer = match client.post_multipart(&endpoints::UPLOAD_LIBRARY_FILE.at(&[]), &form).await {
+        let answer = match client
+            .post_multipart(&endpoints::UPLOAD_LIBRARY_FILE.at(&[]), &form)
+            .await
+        {
             Ok(v) => v,
             Err(e @ DefenderError::Throttled { .. }) => return Err(e.into()),
             Err(e) => {

@@ -132,7 +132,7 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     let fail = |params: Map<String, Value>, e: ActionError| {
         EnvelopeResponse::error(action_id, asset_id, params, &e)
     };
-    let Some(definition) = definition(action_id) else {
+    let Some((definition, alias)) = definition::resolve(action_id) else {
         return fail(
             Map::new(),
             ActionError::NotFound(format!(
@@ -152,7 +152,7 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
             ActionError::NotFound(format!("unknown asset '{}'", truncate(asset_id, 64))),
         );
     };
-    if asset.is_disabled(action_id) {
+    if asset.is_disabled(action_id) || asset.is_disabled(&definition.id) {
         return fail(
             Map::new(),
             ActionError::Disabled(format!(
@@ -160,7 +160,11 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
             )),
         );
     }
-    let params = match validate::validate(definition, &inv.parameters) {
+    let given = match alias {
+        Some(a) => a.rename(inv.parameters),
+        None => inv.parameters,
+    };
+    let params = match validate::validate(definition, &given) {
         Ok(p) => p,
         Err(e) => return fail(Map::new(), e),
     };

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 
 use crate::actions::ActionContext;
 use crate::app::Asset;
-use crate::defender::{Call, DefenderError, endpoints};
 pub use crate::defender::{ActionStatus, CommandError, MachineAction};
+use crate::defender::{Call, DefenderError, endpoints};
 
 /// Delay of the first check after a submission.
 pub const FIRST_CHECK: Duration = Duration::from_millis(250);
@@ -423,7 +423,9 @@ fn subscribe(
 pub fn observe(asset: &Arc<Asset>, action: &MachineAction) {
     asset.tracker.remember(action);
     let key = key_of(&action.id);
-    let poller = lock(&asset.tracker.pollers).get(&key).and_then(Weak::upgrade);
+    let poller = lock(&asset.tracker.pollers)
+        .get(&key)
+        .and_then(Weak::upgrade);
     if let Some(p) = poller {
         let now = Instant::now();
         p.tx.send_if_modified(|snap| {

@@ -24,7 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde_json::Value;
 
-
 pub use preflight::{ActionScope, Denied};
 pub use tokens::{BearerToken, FetchedToken, TokenManager};
 

@@ -33,7 +33,6 @@ pub struct Denied {
     pub message: String,
 }
 
-
 impl TokenManager {
     /// Whether `token` carries every permission in `required` for `action_id`. A token whose
     /// claims cannot be read is not judged (the API decides).

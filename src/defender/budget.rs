@@ -243,12 +243,7 @@ impl Window {
         }
     }
 
-    fn reserve(
-        &self,
-        priority: Priority,
-        now: Instant,
-        latest: Instant,
-    ) -> Result<Instant, Spent> {
+    fn reserve(&self, priority: Priority, now: Instant, latest: Instant) -> Result<Instant, Spent> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(expired) = now.checked_sub(self.horizon()) {
             while log.front().is_some_and(|t| *t <= expired) {
@@ -267,9 +262,7 @@ impl Window {
         let (minute_limit, hour_limit) = match priority {
             Priority::Respond => (self.per_minute, self.per_hour),
             Priority::Read => (
-                self.per_minute
-                    .saturating_sub(self.minute_headroom)
-                    .max(1),
+                self.per_minute.saturating_sub(self.minute_headroom).max(1),
                 self.per_hour
                     .map(|h| h.saturating_sub(self.hour_headroom).max(1)),
             ),
@@ -324,8 +317,7 @@ impl Window {
             .collect();
         // The fullest window containing `at` starts at the earliest possible moment or at an
         // entry no later than `at`.
-        let starts =
-            std::iter::once(first_start).chain(near.iter().copied().filter(|t| *t <= at));
+        let starts = std::iter::once(first_start).chain(near.iter().copied().filter(|t| *t <= at));
         let mut best = 0usize;
         for s in starts {
             let lo = near.partition_point(|t| *t < s);
@@ -450,33 +442,59 @@ mod tests {
         let b = Budget::new(&config(3, None));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+            assert_eq!(
+                b.reserve(Family::Default, Priority::Respond, t0, t0),
+                Ok(t0)
+            );
         }
         // The fourth call cannot go now; nothing is reserved when it does not fit.
-        let spent = b.reserve(Family::Default, Priority::Respond, t0, t0).unwrap_err();
+        let spent = b
+            .reserve(Family::Default, Priority::Respond, t0, t0)
+            .unwrap_err();
         assert_eq!(spent.at, t0 + MINUTE + WINDOW_MARGIN);
         assert_eq!(spent.limit, "3/min");
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0).unwrap_err(), spent);
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0)
+                .unwrap_err(),
+            spent
+        );
         // With room to wait, it gets the moment the first call leaves the window.
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, far(t0)), Ok(spent.at));
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, far(t0)),
+            Ok(spent.at)
+        );
         // The next one queues behind the second call.
         assert_eq!(
             b.reserve(Family::Default, Priority::Respond, t0, far(t0)),
             Ok(t0 + MINUTE + WINDOW_MARGIN)
         );
         // Families are independent.
-        assert_eq!(b.reserve(Family::Hunting, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(
+            b.reserve(Family::Hunting, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
     }
 
     #[test]
     fn the_hourly_limit_binds_after_the_minute_one() {
         let b = Budget::new(&config(2, Some(3)));
         let t0 = Instant::now();
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
         let t1 = t0 + Duration::from_secs(70);
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t1, t1), Ok(t1));
-        let spent = b.reserve(Family::Default, Priority::Respond, t1, t1).unwrap_err();
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t1, t1),
+            Ok(t1)
+        );
+        let spent = b
+            .reserve(Family::Default, Priority::Respond, t1, t1)
+            .unwrap_err();
         assert_eq!(spent.limit, "3/h");
         assert_eq!(spent.at, t0 + HOUR + WINDOW_MARGIN);
     }
@@ -485,11 +503,23 @@ mod tests {
     fn spent_windows_free_up_as_time_passes() {
         let b = Budget::new(&config(1, None));
         let t0 = Instant::now();
-        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0), Ok(t0));
-        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0), Ok(t0));
-        assert!(b.reserve(Family::PackageUri, Priority::Respond, t0, t0).is_err());
+        assert_eq!(
+            b.reserve(Family::PackageUri, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
+        assert_eq!(
+            b.reserve(Family::PackageUri, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
+        assert!(
+            b.reserve(Family::PackageUri, Priority::Respond, t0, t0)
+                .is_err()
+        );
         let later = t0 + MINUTE + WINDOW_MARGIN;
-        assert_eq!(b.reserve(Family::PackageUri, Priority::Respond, later, later), Ok(later));
+        assert_eq!(
+            b.reserve(Family::PackageUri, Priority::Respond, later, later),
+            Ok(later)
+        );
     }
 
     proptest::proptest! {
@@ -541,10 +571,19 @@ mod tests {
         assert_eq!(reads.iter().filter(|t| **t == t0).count(), 18);
         assert!(reads[18] >= t0 + MINUTE);
         // A state-changing call overtakes the queued reads and goes now, twice.
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t0, t0), Ok(t0));
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0),
+            Ok(t0)
+        );
         // The minute is now full: the third waits, like any call.
-        assert!(b.reserve(Family::Default, Priority::Respond, t0, t0).is_err());
+        assert!(
+            b.reserve(Family::Default, Priority::Respond, t0, t0)
+                .is_err()
+        );
     }
 
     #[test]
@@ -559,8 +598,14 @@ mod tests {
         let t1 = t0 + Duration::from_secs(30);
         // At t1 the window [t1 - 60 s, t1] holds 9, and [t0 + 60 s - ε ...] holds 9 too: one
         // more fits in both.
-        assert_eq!(b.reserve(Family::Default, Priority::Respond, t1, t1), Ok(t1));
-        assert!(b.reserve(Family::Default, Priority::Respond, t1, t1).is_err());
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Respond, t1, t1),
+            Ok(t1)
+        );
+        assert!(
+            b.reserve(Family::Default, Priority::Respond, t1, t1)
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -577,7 +622,12 @@ mod tests {
                 tokio::spawn(async move {
                     let now = Instant::now();
                     let at = b
-                        .reserve(Family::Default, Priority::Respond, now, now + Duration::from_secs(60))
+                        .reserve(
+                            Family::Default,
+                            Priority::Respond,
+                            now,
+                            now + Duration::from_secs(60),
+                        )
                         .unwrap();
                     tokio::time::sleep_until(at).await;
                     at

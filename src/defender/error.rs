@@ -239,7 +239,6 @@ impl DefenderError {
     }
 }
 
-
 /// Whole seconds, rounded up, at least 1 (a `Retry-After: 0` still means "wait").
 fn ceil_secs(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

@@ -304,7 +304,12 @@ impl DefenderClient {
     pub async fn post(&self, call: &Call, body: &Value) -> Result<Value, DefenderError> {
         let url = self.url(&call.path)?;
         let raw = self
-            .execute(Method::POST, url, Body::Json(body), Route::of(call.endpoint))
+            .execute(
+                Method::POST,
+                url,
+                Body::Json(body),
+                Route::of(call.endpoint),
+            )
             .await?;
         decode_json(success(raw)?)
     }
@@ -313,7 +318,12 @@ impl DefenderClient {
     pub async fn patch(&self, call: &Call, body: &Value) -> Result<Value, DefenderError> {
         let url = self.url(&call.path)?;
         let raw = self
-            .execute(Method::PATCH, url, Body::Json(body), Route::of(call.endpoint))
+            .execute(
+                Method::PATCH,
+                url,
+                Body::Json(body),
+                Route::of(call.endpoint),
+            )
             .await?;
         decode_json(success(raw)?)
     }
@@ -1242,11 +1252,7 @@ mod tests {
         // State-changing calls may use the whole budget (reads leave a tenth of it to them).
         let calls = (0..200).map(|_| {
             let client = client.clone();
-            async move {
-                client
-                    .post_path("/api/machines/m1/tags", &json!({}))
-                    .await
-            }
+            async move { client.post_path("/api/machines/m1/tags", &json!({})).await }
         });
         let results = futures::future::join_all(calls).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
@@ -1327,7 +1333,10 @@ mod tests {
             Value::Null
         );
         assert_eq!(client.get_path("/api/x").await.unwrap(), Value::Null);
-        assert_eq!(client.get_path("/api/machines/$count").await.unwrap(), json!(42));
+        assert_eq!(
+            client.get_path("/api/machines/$count").await.unwrap(),
+            json!(42)
+        );
         let err = client.get_path("/api/x").await.unwrap_err();
         let DefenderError::Decode(message) = &err else {
             panic!("{err:?}")

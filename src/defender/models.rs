@@ -11,7 +11,6 @@ use std::fmt;
 use serde_json::{Map, Value};
 use url::Url;
 
-
 /// The status of a machine action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionStatus {
@@ -320,7 +319,6 @@ fn command_errors(obj: &Map<String, Value>) -> Vec<CommandError> {
         .collect()
 }
 
-
 /// The pre-signed link in an `Edm.String` answer (`{"value": "<url>"}`, any key case, or a
 /// bare string); the error says what was wrong, never the link.
 pub fn presigned_link(answer: &Value) -> Result<Url, &'static str> {
@@ -511,5 +509,4 @@ mod tests {
         let t = MachineAction::parse(&json!({"id": "e", "status": "TimeOut"})).unwrap();
         assert_eq!(t.failure_details(), "status TimeOut");
     }
-
 }

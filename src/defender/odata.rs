@@ -34,9 +34,9 @@ impl Filter {
     /// rather than misreads.
     pub fn ge_datetime(field: &'static str, timestamp: &str) -> Filter {
         let plain = !timestamp.is_empty()
-            && timestamp
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z' | b'+'));
+            && timestamp.bytes().all(|b| {
+                b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z' | b'+')
+            });
         if plain {
             Filter(format!("{field} ge {timestamp}"))
         } else {
@@ -115,7 +115,9 @@ mod tests {
         );
         assert_eq!(Filter::any_of("status", &[]), None);
         assert_eq!(
-            Filter::eq("a", "1").and(Filter::starts_with("b", "it's")).as_str(),
+            Filter::eq("a", "1")
+                .and(Filter::starts_with("b", "it's"))
+                .as_str(),
             "a eq '1' and startswith(b,'it''s')"
         );
         assert_eq!(

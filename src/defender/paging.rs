@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use serde_json::Value;
 use url::Url;
 
-use super::{DefenderClient, Route};
 use super::error::DefenderError;
 use super::urls;
+use super::{DefenderClient, Route};
 
 /// Largest `$top` the API accepts.
 pub const MAX_TOP: usize = 10_000;
@@ -370,7 +370,10 @@ mod tests {
         let query = ListQuery::new().filter("status eq 'New'");
 
         // A full page of $top=10,000 below the limit: $skip=10,000 fetches the rest (2,000 < 10,000).
-        let got = client.list_path("/api/alerts", &query, 25_000).await.unwrap();
+        let got = client
+            .list_path("/api/alerts", &query, 25_000)
+            .await
+            .unwrap();
         assert_eq!(got, items(0..12_000));
         let reqs = server.requests();
         assert_eq!(reqs.len(), 2);
@@ -380,7 +383,10 @@ mod tests {
         assert_eq!(q(&reqs[1], "$filter").as_deref(), Some("status eq 'New'"));
 
         // The second page only asks for what the limit still needs.
-        let got = client.list_path("/api/alerts", &query, 11_000).await.unwrap();
+        let got = client
+            .list_path("/api/alerts", &query, 11_000)
+            .await
+            .unwrap();
         assert_eq!(got.len(), 11_000);
         let reqs = server.requests();
         assert_eq!(reqs.len(), 4);
@@ -414,7 +420,10 @@ mod tests {
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
         // limit 5 asks $top=5 and gets 2 (< 5): the endpoint caps silently, nothing more to do.
-        let got = client.list_path("/api/x", &ListQuery::new(), 5).await.unwrap();
+        let got = client
+            .list_path("/api/x", &ListQuery::new(), 5)
+            .await
+            .unwrap();
         assert_eq!(got, items(0..2));
         assert_eq!(server.count(), 1);
     }
@@ -457,7 +466,10 @@ mod tests {
         })
         .await;
         let client = client_for(&server, Arc::new(FakeTokens::default()));
-        let got = client.list_path("/api/x", &ListQuery::new(), 10).await.unwrap();
+        let got = client
+            .list_path("/api/x", &ListQuery::new(), 10)
+            .await
+            .unwrap();
         assert_eq!(got, vec![json!({"id": 1}), json!({"id": 2})]);
         assert!(
             client

@@ -117,9 +117,13 @@ pub async fn spawn_with(scenario: Scenario) -> TestApp {
     config.server.public_url = format!("http://{addr}").parse().unwrap();
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app.clone(), listener, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(defender_soar::http::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     TestApp {
         addr,
         app,
@@ -503,9 +507,13 @@ pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Co
     configure(&mut config);
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app.clone(), listener, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(defender_soar::http::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     TestApp {
         addr,
         app,

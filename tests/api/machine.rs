@@ -539,7 +539,11 @@ async fn fifty_concurrent_status_waits_share_the_upstream_checks() {
         "{gets} upstream checks for 50 callers in {elapsed:?}"
     );
     assert!(gets <= 6, "{gets} upstream checks");
-    assert_eq!(app.watchers("contoso", &event_id), 0, "nobody follows any more");
+    assert_eq!(
+        app.watchers("contoso", &event_id),
+        0,
+        "nobody follows any more"
+    );
 }
 
 #[tokio::test]
@@ -763,7 +767,7 @@ async fn invalid_inputs_are_refused_before_any_api_call() {
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "quarantine_device",
-            json!({"device_id": "not-a-device", "comment": COMMENT}),
+            json!({"device_id": "not a device!", "comment": COMMENT}),
             "device_id",
         ),
         (
@@ -1024,4 +1028,217 @@ async fn without_read_permission_the_action_is_submitted_and_its_event_id_return
     let c = app.sim.counters();
     assert_eq!(c.path("GET", &format!("/api/machineactions/{event_id}")), 1);
     assert_eq!(c.route("POST", "/api/machines/{id}/isolate"), 1);
+}
+
+#[tokio::test]
+async fn status_of_a_final_action_is_read_upstream_once() {
+    let app = spawn_with(manual()).await;
+    let dev = device(&app, 0);
+    let event_id = pending_isolation(&app, &dev).await;
+    app.sim
+        .complete_action(&event_id, "Succeeded", None)
+        .unwrap();
+    // Ten at a time: the first read and any that overlap it share one GET, the rest hit the
+    // host's cache of final statuses.
+    for _ in 0..10 {
+        let calls =
+            (0..10).map(|_| app.invoke("contoso", "get_status", json!({"event_id": event_id})));
+        for (status, body) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["summary"]["event_status"], "Succeeded", "{body}");
+        }
+    }
+    assert_eq!(status_gets(&app, &event_id), 1);
+    // A wait on a final action answers at once, from the cache too.
+    let (_, body) = app
+        .invoke(
+            "contoso",
+            "get_status",
+            json!({"event_id": event_id, "wait": 30}),
+        )
+        .await;
+    assert_eq!(body["summary"]["event_status"], "Succeeded", "{body}");
+    assert_eq!(status_gets(&app, &event_id), 1);
+}
+
+#[tokio::test]
+async fn a_pending_action_is_still_read_upstream_until_final() {
+    let app = spawn_with(manual()).await;
+    let dev = device(&app, 1);
+    let event_id = pending_isolation(&app, &dev).await;
+    let (_, body) = app
+        .invoke("contoso", "get_status", json!({"event_id": event_id}))
+        .await;
+    assert_eq!(body["summary"]["event_status"], "Pending", "{body}");
+    let before = status_gets(&app, &event_id);
+    app.sim.complete_action(&event_id, "Failed", None).unwrap();
+    // A Pending answer is never cached: the next status request reads again.
+    let (_, body) = app
+        .invoke("contoso", "get_status", json!({"event_id": event_id}))
+        .await;
+    assert_eq!(body["summary"]["event_status"], "Failed", "{body}");
+    assert!(status_gets(&app, &event_id) > before);
+    let after = status_gets(&app, &event_id);
+    let (_, body) = app
+        .invoke("contoso", "get_status", json!({"event_id": event_id}))
+        .await;
+    assert_eq!(body["summary"]["event_status"], "Failed", "{body}");
+    assert_eq!(
+        status_gets(&app, &event_id),
+        after,
+        "final now: no more reads"
+    );
+}
+
+/// The default scenario with a second device named like the first one.
+fn scenario_with_twin() -> (Scenario, String) {
+    let mut s = manual();
+    let mut twin = s.machines[0].clone();
+    let twin_id = "0123456789abcdef0123456789abcdef01234567".to_string();
+    twin["id"] = json!(twin_id);
+    twin["lastIpAddress"] = json!("10.9.9.9");
+    s.machines.push(twin);
+    (s, twin_id)
+}
+
+#[tokio::test]
+async fn devices_are_found_by_computer_name_or_address() {
+    let app = spawn_with(manual()).await;
+    let scenario = app.sim.scenario();
+    let cases = [
+        (
+            0,
+            scenario.machines[0]["computerDnsName"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
+        (
+            1,
+            scenario.machines[1]["lastIpAddress"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
+        (2, {
+            let fqdn = scenario.machines[2]["computerDnsName"].as_str().unwrap();
+            fqdn.split('.').next().unwrap().to_uppercase()
+        }),
+    ];
+    for (n, name) in cases {
+        let id = device(&app, n);
+        let (status, body) = app
+            .invoke(
+                "contoso",
+                "quarantine_device",
+                json!({"device_id": name, "comment": COMMENT, "timeout": 1}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "success", "{body}");
+        assert_eq!(body["summary"]["device_id"], id.as_str(), "{body}");
+        assert_eq!(body["parameters"]["device_id"], name.as_str(), "{body}");
+        assert_eq!(
+            app.sim
+                .counters()
+                .path("POST", &format!("/api/machines/{id}/isolate")),
+            1,
+            "{name} isolates device {id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_ambiguous_or_unknown_name_isolates_nothing() {
+    let (scenario, twin) = scenario_with_twin();
+    let app = spawn_with(scenario).await;
+    let first = device(&app, 0);
+    let name = app.sim.scenario().machines[0]["computerDnsName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "quarantine_device",
+            json!({"device_id": name, "comment": COMMENT, "timeout": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("2 devices"), "{message}");
+    assert!(
+        message.contains(&first) && message.contains(&twin),
+        "{message}"
+    );
+
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "quarantine_device",
+            json!({"device_id": "no-such-host.contoso.com", "comment": COMMENT, "timeout": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no device"),
+        "{body}"
+    );
+
+    // A value that is no id, name or address is refused before any call.
+    let lookups = app.sim.counters().route("GET", "/api/machines");
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "quarantine_device",
+            json!({"device_id": "x' or computerDnsName ne 'y", "comment": COMMENT}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("device_id"),
+        "{body}"
+    );
+    assert_eq!(app.sim.counters().route("GET", "/api/machines"), lookups);
+    assert_eq!(
+        app.sim
+            .counters()
+            .route("POST", "/api/machines/{id}/isolate"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn splunk_identifiers_answer_too() {
+    let app = spawn_with(manual()).await;
+    let dev = device(&app, 3);
+    let event_id = pending_isolation(&app, &dev).await;
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "cancel_live_response",
+            json!({"action_id": event_id, "comment": COMMENT}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["action"], "cancel_live_response", "{body}");
+    assert_eq!(body["summary"]["event_id"], event_id.as_str(), "{body}");
+    assert_eq!(
+        app.sim
+            .counters()
+            .path("POST", &format!("/api/machineactions/{event_id}/cancel")),
+        1
+    );
+    // The alias's own parameter names are the ones it accepts.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "cancel_live_response",
+            json!({"action_id": event_id, "comment": COMMENT, "bogus": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -148,5 +148,71 @@ async fn a_burst_of_50_never_makes_the_simulator_answer_429() {
     }
     let counters = app.sim.counters();
     assert_eq!(counters.throttled, 0);
-    assert_eq!(counters.route("GET", "/api/machines"), 20);
+    assert_eq!(counters.route("GET", "/api/machines"), 18);
+}
+
+#[tokio::test]
+async fn an_isolation_overtakes_a_flood_of_reads() {
+    let mut scenario = manual();
+    scenario.rate_limits.default.per_minute = 20;
+    let app = spawn_configured(scenario, |config| {
+        let mut budget = budget_per_minute(20);
+        // Reads past the budget queue for their permit instead of failing at once.
+        budget.max_wait_secs = 300;
+        config.budgets.insert("contoso".into(), budget);
+    })
+    .await;
+    let reads: Vec<_> = (0..30)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url("/assets/contoso/actions/list_devices");
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"parameters": {}}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // 18 reads go now (20 less the two kept for state-changing calls); 12 wait a minute.
+    let start = std::time::Instant::now();
+    while app.sim.counters().route("GET", "/api/machines") < 18 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "reads never went"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let device = app.sim.scenario().machines[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // With a 1 s timeout, a submission that had to wait behind the reads would answer 503.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "quarantine_device",
+            json!({"device_id": device, "comment": "flood", "timeout": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["summary"]["quarantine_status"], "Pending", "{body}");
+    assert_eq!(
+        app.sim
+            .counters()
+            .path("POST", &format!("/api/machines/{device}/isolate")),
+        1
+    );
+    // The queued reads are still waiting: the isolation went before them.
+    let waiting = reads.iter().filter(|r| !r.is_finished()).count();
+    assert_eq!(waiting, 12);
+    assert_eq!(app.sim.counters().route("GET", "/api/machines"), 18);
+    assert_eq!(app.sim.counters().throttled, 0);
+    for r in reads {
+        r.abort();
+    }
 }

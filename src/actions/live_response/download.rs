@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::actions::ActionContext;
-pub use crate::defender::{link_host, presigned_link};
 use crate::defender::{DefenderError, endpoints};
+pub use crate::defender::{link_host, presigned_link};
 use crate::vault::{content_disposition_file_name, safe_file_name};
 
 /// Time allowed after the live response for the link request, even past the action's timeout.

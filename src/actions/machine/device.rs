@@ -244,7 +244,9 @@ impl Action for QuarantineDevice {
             comment: p.comment,
             timeout: p.timeout,
         };
-        let sub = params.submission(&ctx, &[("IsolationType", p.isolation_type.as_str())]).await?;
+        let sub = params
+            .submission(&ctx, &[("IsolationType", p.isolation_type.as_str())])
+            .await?;
         run_simple(ctx, &ISOLATE, sub).await
     }
 }
@@ -314,7 +316,9 @@ impl Action for ScanDevice {
             comment: p.comment,
             timeout: p.timeout,
         };
-        let sub = params.submission(&ctx, &[("ScanType", p.scan_type.as_str())]).await?;
+        let sub = params
+            .submission(&ctx, &[("ScanType", p.scan_type.as_str())])
+            .await?;
         run_simple(ctx, &SCAN, sub).await
     }
 }
