@@ -5,7 +5,7 @@
 //! order) and which output data paths it fills. [`parse_definition`] checks a definition for
 //! internal consistency; [`definitions`] gives every embedded one, sorted by id.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -58,6 +58,17 @@ impl Definition {
     /// Parameter names in definition order.
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.parameters.iter().map(|p| p.name.as_str())
+    }
+
+    /// The summary keys the output paths declare (`action_result.summary.<key>`), sorted.
+    pub fn summary_keys(&self) -> BTreeSet<&str> {
+        self.output
+            .iter()
+            .filter_map(|entry| entry.get("data_path").and_then(Value::as_str))
+            .filter_map(|path| path.strip_prefix("action_result.summary."))
+            .filter_map(|rest| rest.split('.').next())
+            .filter(|key| !key.is_empty())
+            .collect()
     }
 }
 

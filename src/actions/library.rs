@@ -55,6 +55,7 @@ pub struct ListLibraryFiles;
 
 /// Parameters of `list_library_files` (none).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {}
 
 impl Action for ListLibraryFiles {
@@ -125,6 +126,7 @@ pub struct UploadLibraryFile;
 
 /// Parameters of `upload_library_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UploadParams {
     /// SHA256 of a vault file.
     #[serde(default)]

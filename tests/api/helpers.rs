@@ -53,6 +53,7 @@ pub struct TestApp {
     pub sim: SimHandle,
     pub client: reqwest::Client,
     pub state_dir: tempfile::TempDir,
+    pub app: std::sync::Arc<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -116,14 +117,19 @@ pub async fn spawn_with(scenario: Scenario) -> TestApp {
     config.server.public_url = format!("http://{addr}").parse().unwrap();
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app, listener, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(defender_soar::http::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     TestApp {
         addr,
         sim,
         client: reqwest::Client::new(),
         state_dir,
+        app,
         shutdown: Some(tx),
     }
 }
@@ -133,11 +139,26 @@ pub async fn spawn() -> TestApp {
     spawn_with(Scenario::default_scenario()).await
 }
 
+/// Fails the test when a handler of `app` set summary keys its definition does not declare
+/// (unless the test is already failing).
+pub fn assert_no_summary_drift(app: &App) {
+    if std::thread::panicking() {
+        return;
+    }
+    let drift = app.summary_drift.lines();
+    assert!(
+        drift.is_empty(),
+        "summary keys missing from the action definitions' output:\n  {}",
+        drift.join("\n  ")
+    );
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        assert_no_summary_drift(&self.app);
     }
 }
 
@@ -266,6 +287,7 @@ impl Drop for Host {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        assert_no_summary_drift(&self.app);
     }
 }
 
@@ -494,14 +516,19 @@ pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Co
     configure(&mut config);
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(defender_soar::http::serve(app, listener, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(defender_soar::http::serve(
+        app.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     TestApp {
         addr,
         sim,
         client: reqwest::Client::new(),
         state_dir,
+        app,
         shutdown: Some(tx),
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::waiting::{self, MachineAction, WaitSpec, Waited};
+use crate::actions::choices::{IsolationType, ScanType};
 use crate::actions::{Action, ActionContext, truncate};
 use crate::defender::{DefenderClient, DefenderError, ListQuery};
 use crate::envelope::{ActionError, Outcome};
@@ -397,6 +398,7 @@ async fn run_simple(
 
 /// Parameters of the actions taking a device, a comment and a timeout.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceParams {
     /// Device id.
     pub device_id: String,
@@ -426,12 +428,13 @@ pub struct QuarantineDevice;
 
 /// Parameters of `quarantine_device`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuarantineParams {
     /// Device id.
     pub device_id: String,
     /// Full, Selective or UnManagedDevice.
     #[serde(rename = "type")]
-    pub isolation_type: String,
+    pub isolation_type: IsolationType,
     /// Comment recorded with the action.
     pub comment: Option<String>,
     /// Seconds to wait for a final status.
@@ -497,11 +500,12 @@ pub struct ScanDevice;
 
 /// Parameters of `scan_device`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScanParams {
     /// Device id.
     pub device_id: String,
     /// Quick or Full.
-    pub scan_type: String,
+    pub scan_type: ScanType,
     /// Comment recorded with the action.
     pub comment: Option<String>,
     /// Seconds to wait for a final status.
@@ -528,6 +532,7 @@ pub struct QuarantineFile;
 
 /// Parameters of `quarantine_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuarantineFileParams {
     /// Device id.
     pub device_id: String,
