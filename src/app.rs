@@ -94,6 +94,9 @@ pub struct App {
     pub assets: BTreeMap<String, Arc<Asset>>,
     /// The API key callers must present.
     pub api_key: SecretString,
+    /// Summary keys handlers set without their definition declaring them (recorded by
+    /// [`actions::invoke`] in debug builds only).
+    pub summary_drift: actions::consistency::SummaryDrift,
 }
 
 impl App {
@@ -133,6 +136,7 @@ impl App {
             state,
             assets,
             api_key,
+            summary_drift: Default::default(),
         }))
     }
 

@@ -22,6 +22,7 @@ pub struct TestConnectivity;
 
 /// Parameters of `test_connectivity`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     /// Seconds to wait for an interactive asset's consent.
     #[serde(default)]

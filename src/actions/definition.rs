@@ -86,6 +86,17 @@ impl Definition {
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.parameters.iter().map(|p| p.name.as_str())
     }
+
+    /// The summary keys the output paths declare (`action_result.summary.<key>`), sorted.
+    pub fn summary_keys(&self) -> BTreeSet<&str> {
+        self.output
+            .iter()
+            .filter_map(|entry| entry.get("data_path").and_then(Value::as_str))
+            .filter_map(|path| path.strip_prefix("action_result.summary."))
+            .filter_map(|rest| rest.split('.').next())
+            .filter(|key| !key.is_empty())
+            .collect()
+    }
 }
 
 /// A named parameter of an action.

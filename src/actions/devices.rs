@@ -12,6 +12,7 @@ pub struct ListDevices;
 
 /// Parameters of `list_devices`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     /// `All`, `Domain` or `File Hash`.
     pub input_type: String,

@@ -52,6 +52,7 @@ pub struct ListLibraryFiles;
 
 /// Parameters of `list_library_files` (none).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {}
 
 impl Action for ListLibraryFiles {
@@ -122,6 +123,7 @@ pub struct UploadLibraryFile;
 
 /// Parameters of `upload_library_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UploadParams {
     /// SHA256 of a vault file.
     #[serde(default)]

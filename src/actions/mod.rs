@@ -2,7 +2,9 @@
 //! definition to its handler. [`invoke`] is the one code path used by the HTTP host and by
 //! `defender-soar invoke`.
 
+pub mod choices;
 pub mod connectivity;
+pub mod consistency;
 pub mod definition;
 pub mod devices;
 pub mod engine;
@@ -87,7 +89,8 @@ pub fn erase<A: Action>() -> (&'static str, HandlerFn) {
     (A::ID, call::<A>)
 }
 
-/// Every handler, by action id. Adding an action: a definition file and one line here.
+/// Every handler, by action id. Adding an action: a definition file, one line here (or in its
+/// area's `handlers()`) and one in [`consistency::checks`].
 pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
     static HANDLERS: OnceLock<BTreeMap<&'static str, HandlerFn>> = OnceLock::new();
     HANDLERS.get_or_init(|| {
@@ -220,6 +223,11 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         Some(scope) => scope.run(running).await,
         None => running.await,
     };
+    // Summary keys the definition does not declare are drift between handler and definition.
+    #[cfg(debug_assertions)]
+    if let Ok(outcome) = &result {
+        app.summary_drift.record(definition, &outcome.summary);
+    }
     // What went wrong getting tokens explains a failure better than the handler can: consent
     // needed (409), a broken state file (500), or a missing permission (no API call was made).
     let failed = matches!(&result, Ok(o) if o.failed) || result.is_err();

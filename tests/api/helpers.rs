@@ -139,11 +139,26 @@ pub async fn spawn() -> TestApp {
     spawn_with(Scenario::default_scenario()).await
 }
 
+/// Fails the test when a handler of `app` set summary keys its definition does not declare
+/// (unless the test is already failing).
+pub fn assert_no_summary_drift(app: &App) {
+    if std::thread::panicking() {
+        return;
+    }
+    let drift = app.summary_drift.lines();
+    assert!(
+        drift.is_empty(),
+        "summary keys missing from the action definitions' output:\n  {}",
+        drift.join("\n  ")
+    );
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        assert_no_summary_drift(&self.app);
     }
 }
 
@@ -279,6 +294,7 @@ impl Drop for Host {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        assert_no_summary_drift(&self.app);
     }
 }
 

@@ -25,6 +25,7 @@ pub struct GetFile;
 
 /// Parameters of `get_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GetFileParams {
     /// An earlier get_file to resume.
     #[serde(default)]

@@ -14,6 +14,7 @@ pub struct PutFile;
 
 /// Parameters of `put_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PutFileParams {
     /// Device id.
     #[serde(default)]

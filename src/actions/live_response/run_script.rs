@@ -27,6 +27,7 @@ pub struct RunScript;
 
 /// Parameters of `run_script`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunScriptParams {
     /// An earlier run_script to resume.
     #[serde(default)]

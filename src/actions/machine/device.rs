@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::waiting::{self, MachineAction};
+use crate::actions::choices::{IsolationType, ScanType};
 use crate::actions::engine::{self, Device, End, Followed, Kind, Ran, required_text};
 use crate::actions::{Action, ActionContext, truncate};
 use crate::defender::{DefenderError, Endpoint, endpoints};
@@ -186,6 +187,7 @@ async fn run_simple(
 
 /// Parameters of the actions taking a device, a comment and a timeout.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceParams {
     /// Device id.
     pub device_id: String,
@@ -222,12 +224,13 @@ pub struct QuarantineDevice;
 
 /// Parameters of `quarantine_device`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuarantineParams {
     /// Device id.
     pub device_id: String,
     /// Full, Selective or UnManagedDevice.
     #[serde(rename = "type")]
-    pub isolation_type: String,
+    pub isolation_type: IsolationType,
     /// Comment recorded with the action.
     pub comment: Option<String>,
     /// Seconds to wait for a final status.
@@ -295,11 +298,12 @@ pub struct ScanDevice;
 
 /// Parameters of `scan_device`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScanParams {
     /// Device id.
     pub device_id: String,
     /// Quick or Full.
-    pub scan_type: String,
+    pub scan_type: ScanType,
     /// Comment recorded with the action.
     pub comment: Option<String>,
     /// Seconds to wait for a final status.
@@ -328,6 +332,7 @@ pub struct QuarantineFile;
 
 /// Parameters of `quarantine_file`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuarantineFileParams {
     /// Device id.
     pub device_id: String,

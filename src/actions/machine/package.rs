@@ -33,6 +33,7 @@ pub struct CollectInvestigationPackage;
 
 /// Parameters of `collect_investigation_package`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PackageParams {
     /// Device id (required without `event_id`).
     #[serde(default)]

@@ -18,6 +18,7 @@ pub struct GetStatus;
 
 /// Parameters of `get_status`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GetStatusParams {
     /// The machine action id.
     pub event_id: String,
@@ -109,6 +110,7 @@ pub struct CancelAction;
 
 /// Parameters of `cancel_action`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CancelParams {
     /// The machine action id.
     pub event_id: String,

@@ -19,6 +19,7 @@ pub struct UpdateDeviceTag;
 
 /// Parameters of `update_device_tag`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TagParams {
     /// Device id.
     pub device_id: String,
