@@ -69,11 +69,20 @@ pub trait Action {
     ) -> impl Future<Output = Result<Outcome, ActionError>> + Send + 'static;
 }
 
-/// A type-erased handler.
-pub type HandlerFn =
+/// A type-erased run function.
+pub type RunFn =
     fn(ActionContext, Map<String, Value>) -> BoxFuture<'static, Result<Outcome, ActionError>>;
 
-/// Binds an [`Action`] to its id as a type-erased handler.
+/// A registered action: how to run it and how to check its Rust side against its definition.
+#[derive(Clone, Copy)]
+pub struct HandlerFn {
+    /// Deserialises the validated parameters and runs the handler.
+    pub run: RunFn,
+    /// [`consistency::check_params`] over the handler's `Params` type.
+    pub check: consistency::Checker,
+}
+
+/// Binds an [`Action`] to its id as a type-erased handler (with its consistency check).
 pub fn erase<A: Action>() -> (&'static str, HandlerFn) {
     fn call<A: Action>(
         ctx: ActionContext,
@@ -86,11 +95,17 @@ pub fn erase<A: Action>() -> (&'static str, HandlerFn) {
             A::run(ctx, typed).await
         })
     }
-    (A::ID, call::<A>)
+    (
+        A::ID,
+        HandlerFn {
+            run: call::<A>,
+            check: consistency::check_params::<A::Params>,
+        },
+    )
 }
 
-/// Every handler, by action id. Adding an action: a definition file, one line here (or in its
-/// area's `handlers()`) and one in [`consistency::checks`].
+/// Every handler, by action id. Adding an action: a definition file, its endpoint in
+/// [`crate::defender::endpoints`], and one line here (or in its area's `handlers()`).
 pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
     static HANDLERS: OnceLock<BTreeMap<&'static str, HandlerFn>> = OnceLock::new();
     HANDLERS.get_or_init(|| {
@@ -218,7 +233,7 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     };
     let span = tracing::info_span!("action", asset = %asset_id, action = %action_id, event_id = tracing::field::Empty);
     let started = Instant::now();
-    let running = handler(ctx, params).instrument(span);
+    let running = (handler.run)(ctx, params).instrument(span);
     let mut result = match &scope {
         Some(scope) => scope.run(running).await,
         None => running.await,
