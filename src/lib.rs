@@ -6,16 +6,22 @@
 //! - [`http`]: the axum host: API-key auth, request ids, tracing, limits, the result envelope,
 //!   health, metrics, manifest, OpenAPI, and `POST /assets/{asset}/actions/{action}`.
 //! - [`actions`]: action definitions (`actions/*.json`, embedded at build time), generic
-//!   parameter validation, the registry binding each definition to its handler, the manifest.
+//!   parameter validation, the registry binding each definition to its handler (with its
+//!   consistency check), the manifest, and the one machine-action engine
+//!   ([`actions::engine`]: submit once, resolve a busy device, follow with the asset's shared
+//!   poller, answer final statuses from memory).
 //! - [`auth`]: tokens from Entra ID (client credentials and interactive consent with PKCE,
 //!   v1/v2), cached per asset and in its state file with one fetch in flight, refreshed ahead
 //!   of expiry; consent sessions; the permission preflight; Entra errors as clear messages.
 //! - [`state`]: per-asset state files: encrypted secrets, atomic replace, locks, key rotation.
-//! - [`defender`]: the typed MDE client: base URL per environment, timeouts, retries of
-//!   idempotent calls, the client-side request budget and 429 handling, Microsoft error
-//!   bodies, OData paging.
+//! - [`defender`]: the typed MDE client: the endpoint catalogue ([`defender::endpoints`]:
+//!   method, path, rate family, permission, priority of every call), tolerant models, the
+//!   OData filter builder, base URL per environment, timeouts, retries of idempotent calls,
+//!   the client-side request budget (state-changing calls first) and 429 handling, Microsoft
+//!   error bodies, OData paging.
 //! - [`vault`]: content-addressed store of files retrieved from devices.
-//! - [`envelope`]: the result envelope every action answers with, and the error → HTTP status map.
+//! - [`envelope`]: the result envelope every action answers with, and the outcome policy (every
+//!   error → envelope and HTTP status; `defender` and `auth` know nothing of it).
 //! - [`app`]: the shared application state (config, assets with their clients, registry).
 //!
 //! A request enters [`http`], is authenticated, its parameters are validated against the

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Action, ActionContext, definitions};
 use crate::auth::{AuthError, Grants, missing_permissions};
 use crate::config::AuthKind;
-use crate::defender::endpoints;
+use crate::defender;
 use crate::envelope::{ActionError, Outcome};
 
 pub use crate::auth::satisfies;
@@ -103,13 +103,9 @@ impl Action for TestConnectivity {
                     .with_summary("token_acquired", false));
             }
         };
-        ctx.progress("calling GET /api/machines?$top=1");
-        let call = "GET /api/machines?$top=1";
-        let api = ctx
-            .asset
-            .defender
-            .get_with_query(&endpoints::MACHINES.at(&[]), &[("$top", "1")])
-            .await;
+        let call = defender::PROBE;
+        ctx.progress(&format!("calling {call}"));
+        let api = ctx.asset.defender.probe().await;
         let granted = token.grants.permissions.clone();
         let mut allowed = Vec::new();
         let mut blocked = Vec::new();

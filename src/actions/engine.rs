@@ -16,7 +16,9 @@ use tokio::time::Instant;
 
 use super::waiting::{self, MachineAction, WaitSpec, Waited};
 use crate::actions::{ActionContext, truncate};
-use crate::defender::{DefenderClient, DefenderError, Endpoint, Filter, ListQuery, endpoints};
+use crate::defender::{
+    DefenderClient, DefenderError, Endpoint, Filter, ListQuery, Machine, endpoints,
+};
 use crate::envelope::{ActionError, Outcome};
 
 /// Defender's code for a second request of a kind already pending on the device.
@@ -325,13 +327,9 @@ pub fn required_text(name: &str, value: Option<&str>) -> Result<String, ActionEr
     }
 }
 
-/// The ids of at most `max` matches, for messages.
-fn list_ids(matches: &[(String, String)], max: usize) -> String {
-    let mut shown: Vec<String> = matches
-        .iter()
-        .take(max)
-        .map(|(id, name)| format!("{name} ({id})"))
-        .collect();
+/// At most `max` matches as `name (id)`, for messages.
+fn list_ids(matches: &[Machine], max: usize) -> String {
+    let mut shown: Vec<String> = matches.iter().take(max).map(Machine::label).collect();
     if matches.len() > max {
         shown.push(format!("and {} more", matches.len() - max));
     }
@@ -423,16 +421,9 @@ pub async fn resolve_device(
             )
             .await?;
     }
-    let matches: Vec<(String, String)> = items
+    let matches: Vec<Machine> = items
         .iter()
-        .filter_map(|m| {
-            let id = m.get("id").and_then(Value::as_str)?;
-            let name = m
-                .get("computerDnsName")
-                .and_then(Value::as_str)
-                .unwrap_or("(no name)");
-            Some((id.to_ascii_lowercase(), name.to_string()))
-        })
+        .filter_map(|m| Machine::parse(m).ok())
         .collect();
     let what = match named_by {
         DeviceName::IpAddress => "last IP address",
@@ -443,8 +434,8 @@ pub async fn resolve_device(
             "parameter '{param}': no device has the {what} '{}'",
             truncate(given, 64)
         ))),
-        [(id, _)] => Ok(Device {
-            id: id.clone(),
+        [one] => Ok(Device {
+            id: one.id.clone(),
             named_by,
             given: given.to_string(),
         }),
@@ -512,7 +503,11 @@ mod tests {
 
     #[test]
     fn long_candidate_lists_are_cut() {
-        let m: Vec<(String, String)> = (0..12).map(|i| (format!("id{i}"), "pc".into())).collect();
+        let m: Vec<Machine> = (0..12)
+            .map(|i| {
+                Machine::parse(&json!({"id": format!("id{i}"), "computerDnsName": "pc"})).unwrap()
+            })
+            .collect();
         let text = list_ids(&m, 10);
         assert!(
             text.contains("pc (id0)") && text.ends_with("and 2 more"),

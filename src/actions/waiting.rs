@@ -5,8 +5,8 @@
 //! until it is final or the caller's time is up.
 //!
 //! Every caller interested in the same event of the same asset (an action waiting after its
-//! POST, any number of `get_status` calls) subscribes to one process-wide poller for that
-//! (asset, event id). The poller alone calls `GET /api/machineactions/{id}` and broadcasts each
+//! POST, any number of `get_status` calls) subscribes to one poller for that event, kept in the
+//! asset's [`Tracker`] (no process-wide state). The poller alone calls `GET /api/machineactions/{id}` and broadcasts each
 //! answer through a `tokio::sync::watch` channel, so concurrent callers share one upstream call
 //! per polling window. Its interval adapts: the first check comes 250 ms after a submission
 //! (at once for a status request), then the interval grows ×1.5 up to 5 s, or up to 1 s while
@@ -14,9 +14,10 @@
 //! the next check forward. The poller stops when the action is final, when the API gives a
 //! permanent error, or when nobody listens any more.
 //!
-//! [`MachineAction`] reads the answers tolerantly: missing fields, `lastUpdateTimeUtc` or
-//! `lastUpdateDateTimeUtc`, numbers as strings, PascalCase keys, unknown fields, ids that are not
-//! GUIDs, and the status spellings seen in the wild.
+//! A final MachineAction never changes: the tracker remembers the last
+//! [`FINAL_CACHE_ENTRIES`] seen final, and [`wait`] answers them without any upstream call.
+//!
+//! [`MachineAction`] (in `crate::defender`) reads the answers tolerantly.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

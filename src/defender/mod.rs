@@ -52,7 +52,7 @@ use url::Url;
 pub use budget::{Budget, Family};
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
-pub use models::{ActionStatus, CommandError, MachineAction, link_host, presigned_link};
+pub use models::{ActionStatus, CommandError, Machine, MachineAction, link_host, presigned_link};
 pub use odata::Filter;
 pub use paging::{ListQuery, MAX_TOP};
 pub use retry::RetryPolicy;
@@ -60,6 +60,9 @@ pub use urls::{encode_query, path_with_query};
 
 /// Largest response body read into memory (hunting results reach 124 MB).
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// The call [`DefenderClient::probe`] makes, for messages.
+pub const PROBE: &str = "GET /api/machines?$top=1";
 
 /// How many times one call is sent again after a 429 whose `Retry-After` fits the deadline.
 pub const MAX_THROTTLE_RETRIES: u32 = 5;
@@ -297,6 +300,12 @@ impl DefenderClient {
     ) -> Result<Value, DefenderError> {
         let url = self.url(&path_with_query(&call.path, query))?;
         self.get_url(url, &Route::of(call.endpoint)).await
+    }
+
+    /// The connectivity probe ([`PROBE`]): the first page of one device.
+    pub async fn probe(&self) -> Result<Value, DefenderError> {
+        self.get_with_query(&endpoints::MACHINES.at(&[]), &[("$top", "1")])
+            .await
     }
 
     /// POST a JSON body; never repeated except once after a 401 (the request was not run)

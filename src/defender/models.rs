@@ -235,6 +235,57 @@ impl MachineAction {
     }
 }
 
+/// A device (Defender's `Machine`), read tolerantly: the fields the host works with; the
+/// rest stays in `raw`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// The 40-hex device id, lower case.
+    pub id: String,
+    /// Its computer DNS name.
+    pub computer_dns_name: Option<String>,
+    /// The last IP address it reported.
+    pub last_ip_address: Option<String>,
+    /// Active, Inactive, ImpairedCommunication, ...
+    pub health_status: Option<String>,
+    /// Windows10, macOS, Linux, ...
+    pub os_platform: Option<String>,
+    /// The object as Defender sent it, without `@odata.*` keys.
+    pub raw: Map<String, Value>,
+}
+
+impl Machine {
+    /// Reads a Machine object (any key case, numbers as strings); fails only when it is not
+    /// an object or has no id.
+    pub fn parse(value: &Value) -> Result<Machine, String> {
+        let Value::Object(obj) = value else {
+            return Err("the answer is not a Machine object".into());
+        };
+        let id = text(obj, &["id", "machineId"])
+            .ok_or_else(|| "the Machine in the answer carries no id".to_string())?
+            .to_ascii_lowercase();
+        Ok(Machine {
+            id,
+            computer_dns_name: text(obj, &["computerDnsName"]),
+            last_ip_address: text(obj, &["lastIpAddress"]),
+            health_status: text(obj, &["healthStatus"]),
+            os_platform: text(obj, &["osPlatform"]),
+            raw: obj
+                .iter()
+                .filter(|(k, _)| !k.starts_with("@odata."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    /// `name (id)`, or the id alone, for messages.
+    pub fn label(&self) -> String {
+        match &self.computer_dns_name {
+            Some(name) => format!("{name} ({})", self.id),
+            None => self.id.clone(),
+        }
+    }
+}
+
 /// A key looked up as given, then without regard to ASCII case.
 fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).or_else(|| {
@@ -508,5 +559,29 @@ mod tests {
         );
         let t = MachineAction::parse(&json!({"id": "e", "status": "TimeOut"})).unwrap();
         assert_eq!(t.failure_details(), "status TimeOut");
+    }
+
+    #[test]
+    fn machines_are_read_tolerantly() {
+        let m = Machine::parse(&json!({
+            "@odata.context": "x",
+            "ID": "F1EB97A430CA4C315E219960CD146874419FBEFC",
+            "ComputerDnsName": "ws-1.contoso.com",
+            "lastIpAddress": "10.0.0.1",
+            "unknownField": 1
+        }))
+        .unwrap();
+        assert_eq!(m.id, "f1eb97a430ca4c315e219960cd146874419fbefc");
+        assert_eq!(m.computer_dns_name.as_deref(), Some("ws-1.contoso.com"));
+        assert_eq!(
+            m.label(),
+            "ws-1.contoso.com (f1eb97a430ca4c315e219960cd146874419fbefc)"
+        );
+        assert!(!m.raw.contains_key("@odata.context"));
+        assert!(Machine::parse(&json!({"computerDnsName": "x"})).is_err());
+        assert!(Machine::parse(&json!("x")).is_err());
+        let bare = Machine::parse(&json!({"id": 123})).unwrap();
+        assert_eq!(bare.id, "123");
+        assert_eq!(bare.label(), "123");
     }
 }
