@@ -19,7 +19,6 @@ use std::time::Duration;
 use http::Method;
 use tokio::time::Instant;
 
-use super::endpoints::Priority;
 use crate::config::{BudgetConfig, RateLimit};
 
 /// Added to each window: a request reaches Defender a little after it is reserved.
@@ -33,6 +32,16 @@ const HOUR: Duration = Duration::from_secs(3600);
 const HEADROOM_DIVISOR: usize = 10;
 /// Upper bound of the longest wait without a deadline (config allows at most an hour).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Who goes first when the request budget is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Changes something on a device or in the tenant (isolate, live response, cancel, tags,
+    /// uploads): takes the next permit before any read, and may use the headroom reads leave.
+    Respond,
+    /// Reads (status polls, lists, enrichment, downloads of links).
+    Read,
+}
 
 /// Endpoint families with limits of their own, picked from the method and the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

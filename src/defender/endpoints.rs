@@ -9,17 +9,7 @@
 
 use http::Method;
 
-use super::budget::Family;
-
-/// Who goes first when the request budget is short.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Priority {
-    /// Changes something on a device or in the tenant (isolate, live response, cancel, tags,
-    /// uploads): takes the next permit before any read, and may use the headroom reads leave.
-    Respond,
-    /// Reads (status polls, lists, enrichment, downloads of links).
-    Read,
-}
+pub use super::budget::{Family, Priority};
 
 /// One Defender API operation.
 #[derive(Debug, PartialEq, Eq)]
