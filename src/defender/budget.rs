@@ -605,8 +605,8 @@ mod tests {
             b.reserve(Family::Default, Priority::Read, t0, far).unwrap();
         }
         let t1 = t0 + Duration::from_secs(30);
-        // At t1 the window [t1 - 60 s, t1] holds 9, and [t0 + 60 s - ε ...] holds 9 too: one
-        // more fits in both.
+        // Every 60 s window around t1 holds 9 calls (those at t0, or those at t0 + 60 s, never
+        // both): one more fits; a second would make one of them hold 11.
         assert_eq!(
             b.reserve(Family::Default, Priority::Respond, t1, t1),
             Ok(t1)
