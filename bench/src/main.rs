@@ -42,8 +42,8 @@ struct Cli {
     /// Short run for checking the suite works (whole suite under a minute).
     #[arg(long)]
     quick: bool,
-    /// Measured seconds of each throughput run: host-overhead, shared-polling, sim-throughput
-    /// (default 10, 1.5 with --quick).
+    /// Measured seconds of each throughput run: host-overhead, shared-polling, final-status,
+    /// sim-throughput (default 10, 1.5 with --quick).
     #[arg(long, value_parser = seconds)]
     duration: Option<f64>,
     /// Seconds of offered load in overload (default 30, 15 with --quick).
@@ -58,7 +58,7 @@ struct Cli {
     /// Host start-ups measured in startup (default 5).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     startup_runs: u64,
-    /// Concurrent callers in host-overhead and sim-throughput.
+    /// Concurrent callers in host-overhead, final-status and sim-throughput.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     concurrency: u64,
     /// Actions in the cold burst of token-coalescing.

@@ -143,6 +143,30 @@ impl Target {
         }
     }
 
+    /// A target `measured <= limit` (smaller is better, the limit itself allowed).
+    pub fn at_most(name: &str, measured: f64, limit: f64, unit: &str, digits: usize) -> Target {
+        let met = measured <= limit;
+        let diff = with_unit((limit - measured).abs(), digits, unit);
+        let margin = if !met {
+            if limit > 0.0 {
+                format!("{diff} over ({:.1}× the target)", measured / limit)
+            } else {
+                format!("{diff} over")
+            }
+        } else if measured == limit {
+            "exactly on target".into()
+        } else {
+            format!("{diff} under")
+        };
+        Target {
+            name: name.to_string(),
+            goal: format!("≤ {}", with_unit(limit, digits, unit)),
+            measured: with_unit(measured, digits, unit),
+            verdict: if met { Verdict::Met } else { Verdict::Missed },
+            margin,
+        }
+    }
+
     /// A target `measured <= limit` on counts (tokens, 429s).
     pub fn at_most_count(name: &str, measured: u64, limit: u64, unit: &str) -> Target {
         let met = measured <= limit;
@@ -311,6 +335,17 @@ mod tests {
             Target::at_most_count("t", 3, 1, "token").margin,
             "2 token too many"
         );
+        let t = Target::at_most("gets", 1.0, 1.0, "GET", 3);
+        assert_eq!(t.verdict, Verdict::Met);
+        assert_eq!(t.goal, "≤ 1.000 GET");
+        assert_eq!(t.margin, "exactly on target");
+        assert_eq!(
+            Target::at_most("gets", 0.5, 1.0, "GET", 1).margin,
+            "0.5 GET under"
+        );
+        let t = Target::at_most("gets", 3.0, 1.0, "GET", 1);
+        assert_eq!(t.verdict, Verdict::Missed);
+        assert_eq!(t.margin, "2.0 GET over (3.0× the target)");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! scenario as separate processes.
 
 pub mod completion_lag;
+pub mod final_status;
 pub mod host_overhead;
 pub mod large_file;
 pub mod overload;
@@ -40,13 +41,15 @@ pub enum ScenarioName {
     LargeFile,
     /// Time from exec to /readyz, idle memory.
     Startup,
+    /// get_status of actions already final (answered from the host's cache) vs direct GETs.
+    FinalStatus,
     /// `GET /api/machineactions/{id}` against the simulator alone.
     SimThroughput,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 8] = [
+    pub const ALL: [ScenarioName; 9] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -54,6 +57,7 @@ impl ScenarioName {
         ScenarioName::CompletionLag,
         ScenarioName::LargeFile,
         ScenarioName::Startup,
+        ScenarioName::FinalStatus,
         ScenarioName::SimThroughput,
     ];
 
@@ -67,6 +71,7 @@ impl ScenarioName {
             ScenarioName::CompletionLag => "completion-lag",
             ScenarioName::LargeFile => "large-file",
             ScenarioName::Startup => "startup",
+            ScenarioName::FinalStatus => "final-status",
             ScenarioName::SimThroughput => "sim-throughput",
         }
     }
@@ -87,6 +92,9 @@ impl ScenarioName {
             }
             ScenarioName::LargeFile => "5b. large-file: get_file of a generated device file",
             ScenarioName::Startup => "6. startup: exec → /readyz, idle memory",
+            ScenarioName::FinalStatus => {
+                "7. final-status: callers polling the status of final actions"
+            }
             ScenarioName::SimThroughput => "sim-throughput: the simulator alone",
         }
     }
@@ -102,6 +110,7 @@ impl ScenarioName {
             ScenarioName::CompletionLag => completion_lag::TARGETS,
             ScenarioName::LargeFile => large_file::TARGETS,
             ScenarioName::Startup => startup::TARGETS,
+            ScenarioName::FinalStatus => final_status::TARGETS,
             ScenarioName::SimThroughput => &[],
         }
     }
@@ -110,11 +119,12 @@ impl ScenarioName {
 /// What every benchmark is told.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Measured time of each throughput run (host-overhead, shared-polling, sim-throughput).
+    /// Measured time of each throughput run (host-overhead, shared-polling, final-status,
+    /// sim-throughput).
     pub duration: Duration,
     /// Unmeasured time before a throughput run, to open connections and warm caches.
     pub warmup: Duration,
-    /// Concurrent callers of the throughput runs.
+    /// Concurrent callers of host-overhead, final-status and sim-throughput.
     pub concurrency: usize,
     /// Actions in the cold burst of token-coalescing.
     pub burst: usize,
@@ -155,6 +165,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::CompletionLag => completion_lag::run(options).await,
         ScenarioName::LargeFile => large_file::run(options).await,
         ScenarioName::Startup => startup::run(options, shared).await,
+        ScenarioName::FinalStatus => final_status::run(options).await,
         ScenarioName::SimThroughput => sim_throughput::run(options).await,
     };
     match result {

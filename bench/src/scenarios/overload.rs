@@ -26,6 +26,9 @@ pub const TARGETS: &[(&str, &str)] = &[("upstream 429s under 5× overload", "0 4
 
 /// Calls per minute of the budget and of the simulator's limit.
 const PER_MINUTE: u32 = 100;
+/// Calls per minute of the budget that reads such as `list_devices` may use: the host keeps a
+/// tenth of each window for state-changing calls.
+const READ_PER_MINUTE: u32 = PER_MINUTE - PER_MINUTE / 10;
 /// Offered load as a multiple of the budget.
 const FACTOR: u32 = 5;
 /// Timeout of one call (the host may wait for a permit up to its max_wait_secs, 30 s).
@@ -229,9 +232,13 @@ async fn measure(stack: &Stack, options: &Options) -> Result<Section, BoxError> 
     if options.overload < Duration::from_secs(60) {
         notes.push(format!(
             "A per-minute budget starts full: over {:.0} s, {FACTOR}× the rate offers {:.1}× the \
-             minute's budget in total, so {} calls at most can be refused.",
+             minute's budget in total. `list_devices` is a read, and reads may use \
+             {READ_PER_MINUTE} of the {PER_MINUTE} calls a minute (the host keeps a tenth for \
+             state-changing calls): the host can serve {READ_PER_MINUTE} and refuse {}, the \
+             naive connector meets the simulator's {PER_MINUTE}/min and has {} refused.",
             options.overload.as_secs_f64(),
             count as f64 / f64::from(PER_MINUTE),
+            count.saturating_sub(READ_PER_MINUTE as usize),
             count.saturating_sub(PER_MINUTE as usize)
         ));
     }

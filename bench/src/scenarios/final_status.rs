@@ -1,0 +1,273 @@
+//! `final-status`: polling the status of machine actions that are already final. Closed-loop
+//! callers (the configured concurrency, one event each) send `get_status` to the host, against
+//! the same number of callers sending `GET /api/machineactions/{id}` straight to the simulator.
+//!
+//! The host keeps the actions it has seen in a final status (per asset, up to 10,000), so only
+//! the first read of each event goes upstream; every later `get_status` is answered from that
+//! cache. The upstream GETs of the host, first reads included, are read from the simulator's
+//! counters and divided by the number of events.
+//!
+//! Setup: the simulator with rate limits off and timings 0 (an isolate is final at once), one
+//! machine per caller, one isolate per machine sent straight to the simulator; the host (asset
+//! budget 100,000/min) first sees the actions in its warm-up run.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde_json::json;
+
+use super::{Options, Stack, cpu_percent, instant_timings};
+use crate::BoxError;
+use crate::host_process::{HostSpec, body_of};
+use crate::load::{self, LoadResult, Pace};
+use crate::process;
+use crate::report::{Section, Table, Target, num, ratio};
+use crate::simctl::{self, route_count};
+
+/// Targets of this scenario (name, goal).
+pub const TARGETS: &[(&str, &str)] = &[
+    (
+        "final-status host throughput, × direct (one event per caller)",
+        "≥ 10×",
+    ),
+    (
+        "final-status upstream GETs per event (first read included)",
+        "≤ 1 GET",
+    ),
+];
+
+/// The simulator route of a machine action read.
+const ACTION_ROUTE: &str = "GET /api/machineactions/{id}";
+
+/// Where a run sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `GET /api/machineactions/{id}` to the simulator, caller `i` on event `i`.
+    Direct,
+    /// `get_status` through the host, caller `i` on event `i`.
+    Host,
+}
+
+/// One run: what the load generator measured, the upstream GETs counted by the simulator
+/// over it, and the CPU time of each process.
+struct Run {
+    load: LoadResult,
+    upstream_gets: u64,
+    host_cpu: f64,
+    sim_cpu: f64,
+    bench_cpu: f64,
+}
+
+/// Runs the scenario on its own simulator and host.
+pub async fn run(options: &Options) -> Result<Section, BoxError> {
+    let callers = options.concurrency;
+    let client = load::client(callers + 8)?;
+    let stack = Stack::start(
+        options,
+        &client,
+        |s| {
+            s.rate_limits.disabled = true;
+            s.timings = instant_timings();
+            simctl::ensure_machines(s, callers)
+        },
+        &HostSpec::unlimited(&options.host_log),
+    )
+    .await?;
+    let result = measure(&stack, options, &client).await;
+    stack.stop().await;
+    result
+}
+
+async fn measure(
+    stack: &Stack,
+    options: &Options,
+    client: &reqwest::Client,
+) -> Result<Section, BoxError> {
+    let callers = options.concurrency;
+    let token = stack.ctl.token(&stack.app).await?;
+    let machines = simctl::machine_ids(&stack.scenario);
+    let mut ids = Vec::with_capacity(callers);
+    for m in machines.iter().take(callers) {
+        ids.push(stack.ctl.isolate(&token, m).await?);
+    }
+    if ids.len() < callers {
+        return Err(format!("{} machines for {callers} callers", ids.len()).into());
+    }
+    // Timings are 0: every action is final at once. Check each one.
+    for id in &ids {
+        let action = stack.ctl.action(&token, id).await?;
+        if action["status"] != "Succeeded" {
+            return Err(format!("action {id} is {} instead of final", action["status"]).into());
+        }
+    }
+
+    // Warm-up: the host's first read of each event (its only upstream GET), open connections.
+    let first = measure_run(stack, client, &token, &ids, Path::Host, options.warmup).await?;
+    measure_run(stack, client, &token, &ids, Path::Direct, options.warmup).await?;
+    let direct = measure_run(stack, client, &token, &ids, Path::Direct, options.duration).await?;
+    let host = measure_run(stack, client, &token, &ids, Path::Host, options.duration).await?;
+
+    let events = ids.len();
+    let host_gets = first.upstream_gets + host.upstream_gets;
+    let gets_per_event = host_gets as f64 / events as f64;
+    let speedup = host.load.rate() / direct.load.rate().max(f64::MIN_POSITIVE);
+
+    let mut table = Table::new(&[
+        "path",
+        "callers",
+        "events",
+        "requests",
+        "req/s",
+        "vs direct",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "upstream GETs in the run",
+        "upstream GETs per event",
+        "host CPU %",
+        "sim CPU %",
+        "bench CPU %",
+        "host CPU µs/call",
+        "sim CPU µs/call",
+    ]);
+    let per_call = |cpu: f64, r: &Run| {
+        if r.load.requests > 0 {
+            num(cpu * 1e6 / r.load.requests as f64, 0)
+        } else {
+            "—".into()
+        }
+    };
+    for (label, r, is_host) in [
+        ("direct GET to the simulator", &direct, false),
+        ("host get_status (final status cached)", &host, true),
+    ] {
+        let secs = r.load.elapsed.as_secs_f64();
+        table.row(vec![
+            label.to_string(),
+            callers.to_string(),
+            events.to_string(),
+            r.load.requests.to_string(),
+            num(r.load.rate(), 0),
+            if is_host {
+                ratio(r.load.rate(), direct.load.rate())
+            } else {
+                "baseline".into()
+            },
+            num(r.load.percentile_ms(50.0), 3),
+            num(r.load.percentile_ms(99.0), 3),
+            r.load.errors.to_string(),
+            r.upstream_gets.to_string(),
+            if is_host {
+                num(gets_per_event, 3)
+            } else {
+                num(r.upstream_gets as f64 / events as f64, 0)
+            },
+            if is_host {
+                num(cpu_percent(r.host_cpu, secs), 0)
+            } else {
+                "—".into()
+            },
+            num(cpu_percent(r.sim_cpu, secs), 0),
+            num(cpu_percent(r.bench_cpu, secs), 0),
+            if is_host {
+                per_call(r.host_cpu, r)
+            } else {
+                "—".into()
+            },
+            per_call(r.sim_cpu, r),
+        ]);
+    }
+
+    Ok(Section {
+        title: String::new(),
+        notes: vec![
+            format!(
+                "{callers} closed-loop callers over keep-alive connections, each on its own \
+                 isolate action that is already final, {:.1} s per run after a {:.1} s warm-up. \
+                 The host path is `get_status` (`{{\"event_id\": ...}}`); the direct path sends \
+                 `GET /api/machineactions/{{id}}` with a bearer token. Simulator rate limits \
+                 off, asset budget 100,000/min; host log level `{}`.",
+                options.duration.as_secs_f64(),
+                options.warmup.as_secs_f64(),
+                options.host_log,
+            ),
+            format!(
+                "The host read each event upstream during its warm-up ({} GETs for {events} \
+                 events) and {} times in the measured run: \"upstream GETs per event\" counts \
+                 both, so the host's measured calls were answered from its cache of final \
+                 statuses. The three processes share the machine's cores (CPU % is of one core): \
+                 without an upstream call, a host answer still costs its HTTP request, API-key \
+                 check, validation and JSON envelope.",
+                first.upstream_gets, host.upstream_gets,
+            ),
+        ],
+        tables: vec![table],
+        targets: vec![
+            Target::at_least(TARGETS[0].0, speedup, 10.0, "×", 2),
+            Target::at_most(TARGETS[1].0, gets_per_event, 1.0, "GET", 3),
+        ],
+        failed: false,
+    })
+}
+
+/// One run of one closed-loop caller per event on `path` for `duration`, with the upstream
+/// GETs and the CPU time of each process over it.
+async fn measure_run(
+    stack: &Stack,
+    client: &reqwest::Client,
+    token: &str,
+    ids: &[String],
+    path: Path,
+    duration: Duration,
+) -> Result<Run, BoxError> {
+    let callers = ids.len();
+    let before = stack.ctl.counters().await?;
+    let host0 = stack.host.stats()?;
+    let sim0 = stack.sim.stats()?;
+    let own0 = process::own_cpu_secs()?;
+    let load = match path {
+        Path::Direct => {
+            let auth = HeaderValue::from_str(&format!("Bearer {token}"))?;
+            let urls: Vec<String> = ids
+                .iter()
+                .map(|id| stack.ctl.url(&format!("/api/machineactions/{id}")))
+                .collect();
+            let client = client.clone();
+            load::run(
+                callers,
+                duration,
+                Pace::Closed,
+                move |i| client.get(&urls[i]).header(AUTHORIZATION, auth.clone()),
+                load::is_ok,
+            )
+            .await?
+        }
+        Path::Host => {
+            let bodies: Vec<String> = ids
+                .iter()
+                .map(|id| body_of(&json!({"event_id": id})))
+                .collect();
+            let api = stack.api.clone();
+            load::run(
+                callers,
+                duration,
+                Pace::Closed,
+                move |i| api.request_body("get_status", bodies[i].clone()),
+                load::is_success_envelope,
+            )
+            .await?
+        }
+    };
+    let bench_cpu = process::own_cpu_secs()? - own0;
+    let sim1 = stack.sim.stats()?;
+    let host1 = stack.host.stats()?;
+    let after = stack.ctl.counters().await?;
+    Ok(Run {
+        upstream_gets: route_count(&after, ACTION_ROUTE)
+            .saturating_sub(route_count(&before, ACTION_ROUTE)),
+        host_cpu: host1.cpu_secs - host0.cpu_secs,
+        sim_cpu: sim1.cpu_secs - sim0.cpu_secs,
+        bench_cpu,
+        load,
+    })
+}
