@@ -129,11 +129,14 @@ impl Query {
 
 /// `GET /start_oauth?asset_id=X`: opens a consent session and redirects to Entra ID.
 #[utoipa::path(get, path = "/start_oauth",
-    params(("asset_id" = String, Query, description = "Asset to connect (auth = authorization_code)")),
+    params(("asset_id" = String, Query, min_length = 1,
+        description = "Asset to connect (one with auth = authorization_code); the first occurrence counts")),
     responses(
-        (status = 302, description = "Redirect to the environment's Entra ID authorize endpoint"),
-        (status = 400, description = "The asset uses client credentials, or too many pending consents", content_type = "text/html"),
-        (status = 404, description = "Unknown asset", content_type = "text/html")))]
+        (status = 302, description = "A consent session is open (valid 10 minutes, single use): redirect to the environment's Entra ID authorize endpoint",
+            headers(("Location" = String, description = "The authorize URL, with the session's state and PKCE challenge"))),
+        (status = 400, description = "HTML page: asset_id missing or empty, the asset uses client credentials (no consent needed), or its configuration cannot open a consent", body = String, content_type = "text/html"),
+        (status = 404, description = "HTML page: no asset with this id", body = String, content_type = "text/html"),
+        (status = 500, description = "HTML page: the asset's state file cannot be read or written, or the authorize URL is invalid", body = String, content_type = "text/html")))]
 pub async fn start_oauth(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
     let query = Query::parse(raw.as_deref());
     let Some(asset_id) = query.get("asset_id").filter(|a| !a.is_empty()) else {
@@ -213,13 +216,14 @@ fn granted_list(grants: &Grants) -> String {
 /// `GET /result`: where Entra ID sends the admin back with a code (or an error) and the state.
 #[utoipa::path(get, path = "/result",
     params(
-        ("code" = Option<String>, Query, description = "Authorization code"),
-        ("state" = String, Query, description = "The consent session's state"),
-        ("error" = Option<String>, Query, description = "Entra ID error (e.g. access_denied)"),
-        ("error_description" = Option<String>, Query, description = "Entra ID error text")),
+        ("code" = Option<String>, Query, description = "Authorization code (Entra ID's answer to an accepted consent)"),
+        ("state" = String, Query, description = "The consent session's state, `<asset_id>.<random>`, issued by /start_oauth; single use (without it the answer is 400)"),
+        ("error" = Option<String>, Query, description = "Entra ID error (e.g. access_denied when the admin declined); when present, nothing is exchanged or stored"),
+        ("error_description" = Option<String>, Query, description = "Entra ID's error text, shown on the page")),
     responses(
-        (status = 200, description = "The asset is connected", content_type = "text/html"),
-        (status = 400, description = "Declined, unknown, replayed or expired state, or a failed exchange; nothing stored changed", content_type = "text/html")))]
+        (status = 200, description = "HTML page: the asset is connected (the token pair is stored) and the granted permissions", body = String, content_type = "text/html"),
+        (status = 400, description = "HTML page: the consent was declined or refused (error), the state is missing, unknown, for another or an unknown asset, replayed or expired, the code is missing, or Entra ID refused to exchange the code; nothing stored changed", body = String, content_type = "text/html"),
+        (status = 500, description = "HTML page: the asset's state file cannot be read or written", body = String, content_type = "text/html")))]
 pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
     let query = Query::parse(raw.as_deref());
     let state = query.get("state").filter(|s| !s.is_empty());

@@ -1,11 +1,21 @@
 //! The OpenAPI 3.1 document, generated from the route annotations plus one path per action
-//! built from the action definitions (so each action's parameters are described).
+//! built from the action definitions (so each action's parameters are described). The route
+//! `POST /assets/{asset}/actions/{action}` appears only as these concrete paths: any other
+//! action id answers 404.
+//!
+//! A parameter's schema describes what the host accepts, not only the definition's preferred
+//! form: the generic validation (`src/actions/validate.rs`) lets integers and booleans arrive as
+//! strings, matches value lists regardless of letter case and treats `null` and `""` as "not
+//! given"; and a few handlers add rules of their own (a comment must not be blank, `event_id`
+//! or the parameters of a new live response, ...), which [`action_rules`] restates so that a
+//! request valid against the document is one the host takes.
 
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::actions::definitions;
+use crate::actions::definition::{ParamSpec, ParamType};
+use crate::actions::{Definition, definitions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +30,6 @@ use crate::actions::definitions;
         super::routes::manifest,
         super::routes::openapi,
         super::routes::list_actions,
-        super::routes::run_action,
         super::oauth::start_oauth,
         super::oauth::result,
         super::vault::file,
@@ -30,10 +39,19 @@ use crate::actions::definitions;
         crate::envelope::Envelope,
         crate::envelope::Status,
         super::routes::InvokeBody,
-        super::routes::ActionSummary
+        super::routes::ActionSummary,
+        super::routes::Health,
+        super::routes::Readiness,
+        super::vault::VaultInfo,
     ))
 )]
 struct ApiDoc;
+
+/// The name of the optional request header that makes a live response request repeat-safe.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The statuses every action operation documents (all with the envelope as body).
+pub const ACTION_STATUSES: [u16; 10] = [200, 400, 401, 403, 404, 409, 413, 500, 502, 503];
 
 /// The document as JSON.
 pub fn spec() -> Value {
@@ -49,13 +67,433 @@ pub fn spec() -> Value {
     value
 }
 
-fn json_type(t: &str) -> &'static str {
-    match t {
-        "integer" => "integer",
-        "number" => "number",
-        "boolean" => "boolean",
-        _ => "string",
+/// The `Idempotency-Key` header parameter and its rule.
+fn idempotency_header() -> Value {
+    json!({
+        "name": IDEMPOTENCY_KEY,
+        "in": "header",
+        "required": false,
+        "description": "Makes a request that starts a live response (get_file, put_file, \
+            run_script) safe to repeat: 1 to 255 visible ASCII characters (0x21-0x7E), anything \
+            else is refused with 400. The key is remembered per asset for 7 days together with \
+            the action and a hash of its parameters (device, command, comment; not the timeout). \
+            A repeat with the same key, action and parameters — even after the host restarted — \
+            resumes the live response the first request started instead of starting another; \
+            the same key with another action or other parameters is refused with 400. Other \
+            actions check the header's form and otherwise ignore it.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": "^[\\x21-\\x7e]+$",
+        },
+    })
+}
+
+/// The envelope as a response body.
+fn envelope_content() -> Value {
+    json!({"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}})
+}
+
+/// The responses of an action operation: every status the host can answer, each an envelope.
+fn action_responses() -> Value {
+    let mut responses = Map::new();
+    for status in ACTION_STATUSES {
+        let description = match status {
+            200 => "The action ran; `status` says whether it succeeded",
+            400 => {
+                "Invalid parameters (the message names the parameter and what is allowed), an \
+                 unknown parameter, a body that is not JSON or not `{\"parameters\": {...}}`, or \
+                 an invalid or reused Idempotency-Key"
+            }
+            401 => "Missing or wrong API key",
+            403 => "The action is in the asset's `disabled_actions`",
+            404 => "Unknown asset or action",
+            409 => {
+                "The asset needs interactive consent first; the message and \
+                 `summary.consent_url` carry the /start_oauth URL"
+            }
+            413 => "The request body is larger than `server.body_limit_bytes`",
+            500 => "A fault of this host, e.g. an unreadable state file (logged)",
+            502 => {
+                "The upstream (Entra ID or Defender) failed in a way the action could not \
+                 handle, or the action outlasted `server.request_timeout_secs`"
+            }
+            _ => "The upstream throttled past the action's deadline; retry after `Retry-After`",
+        };
+        let mut response = json!({"description": description, "content": envelope_content()});
+        if status == 503 {
+            response["headers"] = json!({"Retry-After": {
+                "description": "Seconds to wait before retrying",
+                "required": true,
+                "schema": {"type": "integer", "minimum": 0},
+            }});
+        }
+        responses.insert(status.to_string(), response);
     }
+    Value::Object(responses)
+}
+
+/// The path and header parameters of an action operation.
+fn action_parameters() -> Value {
+    json!([
+        {
+            "name": "asset", "in": "path", "required": true,
+            "description": "Asset id (a key under [assets] in the configuration)",
+            "schema": {"type": "string"},
+        },
+        idempotency_header(),
+    ])
+}
+
+/// Regex (ECMA 262 and Python compatible) of text with at least one character that is not
+/// white space as Rust's `str::trim` sees it: a blank value counts as not given.
+const NONBLANK: &str =
+    "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// A domain name as `list_devices` checks it: dot-separated labels of letters, digits and '-'.
+const DOMAIN: &str = "^[A-Za-z0-9-]{1,63}(\\.[A-Za-z0-9-]{1,63})*$";
+
+/// Base64 in the standard alphabet, padding optional, ASCII white space anywhere, and the
+/// unused bits of the last character zero (what `upload_library_file` decodes).
+const BASE64: &str = "^[\\t\\n\\f\\r ]*(?:(?:[A-Za-z0-9+/][\\t\\n\\f\\r ]*){4})*\
+    (?:[A-Za-z0-9+/][\\t\\n\\f\\r ]*[AQgw][\\t\\n\\f\\r ]*(?:=[\\t\\n\\f\\r ]*){0,2}\
+    |(?:[A-Za-z0-9+/][\\t\\n\\f\\r ]*){2}[AEIMQUYcgkosw048][\\t\\n\\f\\r ]*(?:=[\\t\\n\\f\\r ]*)?)?$";
+
+/// A value counts as given: a string that is not empty.
+fn given() -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+/// A value counts as given to a handler that trims it: a string that is not blank.
+fn nonblank() -> Value {
+    json!({"type": "string", "pattern": NONBLANK})
+}
+
+/// `names` are all given (as `kind` says: [`given`] or [`nonblank`]).
+fn all_given(names: &[&str], kind: fn() -> Value) -> Value {
+    let properties: Map<String, Value> = names.iter().map(|n| (n.to_string(), kind())).collect();
+    json!({"required": names, "properties": properties})
+}
+
+/// A string parameter equals `value` ignoring letter case (how value lists match).
+fn equals_ci(name: &str, value: &str) -> Value {
+    json!({
+        "required": [name],
+        "properties": {name: {"type": "string", "pattern": format!("^{}$", case_insensitive(value))}},
+    })
+}
+
+/// What an action's handler checks beyond each parameter's definition.
+#[derive(Default)]
+struct Rules {
+    /// Parameters the handler trims: blank counts as not given.
+    nonblank: &'static [&'static str],
+    /// Keywords replacing or added to a parameter's own schema.
+    narrow: Vec<(&'static str, Value)>,
+    /// Conditions on the parameters object as a whole (joined with `allOf`).
+    all_of: Vec<Value>,
+    /// Some parameter must be given although none is required on its own.
+    needs_some: bool,
+}
+
+/// The handler rules of each action (see the module documentation).
+fn action_rules(id: &str) -> Rules {
+    let live_response = |what: &'static str| Rules {
+        all_of: vec![json!({"anyOf": [
+            all_given(&["event_id"], given),
+            all_given(&["device_id", what, "comment"], nonblank),
+        ]})],
+        needs_some: true,
+        ..Rules::default()
+    };
+    match id {
+        "cancel_action"
+        | "quarantine_device"
+        | "unquarantine_device"
+        | "restrict_app_execution"
+        | "remove_app_restriction"
+        | "scan_device" => Rules {
+            nonblank: &["comment"],
+            ..Rules::default()
+        },
+        "quarantine_file" => Rules {
+            nonblank: &["comment"],
+            // StopAndQuarantineFile takes the SHA1 only; an MD5 or SHA256 is refused by name.
+            narrow: vec![("file_hash", json!({"pattern": "^[0-9a-fA-F]{40}$"}))],
+            ..Rules::default()
+        },
+        "update_device_tag" => Rules {
+            nonblank: &["tag"],
+            ..Rules::default()
+        },
+        "collect_investigation_package" => Rules {
+            all_of: vec![
+                json!({"anyOf": [all_given(&["event_id"], given), all_given(&["device_id"], given)]}),
+                json!({"if": all_given(&["device_id"], given), "then": all_given(&["comment"], nonblank)}),
+            ],
+            needs_some: true,
+            ..Rules::default()
+        },
+        "get_file" => live_response("file_path"),
+        "put_file" => live_response("file_name"),
+        "run_script" => live_response("script_name"),
+        "list_devices" => Rules {
+            all_of: vec![
+                json!({
+                    "if": equals_ci("input_type", "Domain"),
+                    "then": {"required": ["input"], "properties": {"input": {
+                        "type": "string", "maxLength": 253, "pattern": DOMAIN}}},
+                }),
+                json!({
+                    "if": equals_ci("input_type", "File Hash"),
+                    "then": {"required": ["input"], "properties": {"input": {
+                        "type": "string", "pattern": "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"}}},
+                }),
+            ],
+            ..Rules::default()
+        },
+        "upload_library_file" => Rules {
+            narrow: vec![
+                ("content", json!({"pattern": BASE64})),
+                ("file_name", json!({"not": {"pattern": "^\\.+$"}})),
+            ],
+            all_of: vec![json!({"oneOf": [
+                all_given(&["vault_id"], given),
+                all_given(&["content"], given),
+            ]})],
+            needs_some: true,
+            ..Rules::default()
+        },
+        _ => Rules::default(),
+    }
+}
+
+/// `text` as a regex matching it regardless of ASCII letter case.
+fn case_insensitive(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                regex::escape(&c.to_string())
+            }
+        })
+        .collect()
+}
+
+/// Regex alternatives matching the decimal integers from `lo` to `hi` (without leading zeros,
+/// except that a range from 0 matches short numbers with them).
+fn integer_range_alternatives(lo: u64, hi: u64) -> Vec<String> {
+    // Blocks [x, x + 10^k - 1] with x a multiple of 10^k, taken greedily from lo upwards; a
+    // block is the digits of x with its last k digits free.
+    let mut alternatives = Vec::new();
+    // (digits before the last fixed one, first and last value of that digit, free digits)
+    let mut merged: Vec<(String, u8, u8, usize)> = Vec::new();
+    let mut x = lo;
+    while x <= hi {
+        let mut k = 0u32;
+        while k < 18 {
+            let size = 10u64.pow(k + 1);
+            if !x.is_multiple_of(size) || x + (size - 1) > hi {
+                break;
+            }
+            k += 1;
+        }
+        let free = k as usize;
+        if x == 0 {
+            // 0 ..= 10^k - 1: any number of at most k digits.
+            alternatives.push(if free == 0 {
+                "0".to_string()
+            } else {
+                format!("[0-9]{{1,{free}}}")
+            });
+        } else {
+            let digits = x.to_string();
+            let fixed = &digits[..digits.len() - free];
+            let (head, last) = fixed.split_at(fixed.len() - 1);
+            let last = last.bytes().next().unwrap_or(b'0');
+            match merged.last_mut() {
+                // Neighbours differing only in their last fixed digit: "1".."9" -> "[1-9]".
+                Some((h, _, to, f)) if h == head && *f == free && *to + 1 == last => *to = last,
+                _ => merged.push((head.to_string(), last, last, free)),
+            }
+        }
+        x += 10u64.pow(k);
+    }
+    alternatives.extend(merged.into_iter().map(|(head, from, to, free)| {
+        let digit = if from == to {
+            char::from(from).to_string()
+        } else {
+            format!("[{}-{}]", char::from(from), char::from(to))
+        };
+        format!("{head}{digit}{}", "[0-9]".repeat(free))
+    }));
+    alternatives
+}
+
+/// The string form of an integer parameter the validator accepts (Rust's `i64` parsing: an
+/// optional `+`, leading zeros, `-0`), within the parameter's range.
+fn integer_string_pattern(min: Option<f64>, max: Option<f64>) -> String {
+    let bound = |b: Option<f64>| {
+        b.filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v < 1e18)
+            .map(|v| v as u64)
+    };
+    match (bound(min), bound(max)) {
+        (Some(lo), Some(hi)) if lo <= hi => {
+            let alternatives = integer_range_alternatives(lo, hi).join("|");
+            let zero = if lo == 0 { "|-0+" } else { "" };
+            format!("^(\\+?0*({alternatives}){zero})$")
+        }
+        _ => "^[+-]?[0-9]{1,18}$".to_string(),
+    }
+}
+
+/// A bound as JSON: integral values as integers (`300`, not `300.0`).
+fn number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 9e15 {
+        json!(v as i64)
+    } else {
+        json!(v)
+    }
+}
+
+/// The schema of one parameter: the definition's form, the string forms the validator also
+/// accepts, and `null`/`""` when the parameter may be left out.
+fn param_schema(
+    spec: &ParamSpec,
+    must_give: bool,
+    nonblank: bool,
+    narrow: Option<&Value>,
+) -> Value {
+    let mut strict = Map::new();
+    let mut alternatives = Vec::new();
+    if let Some(list) = &spec.value_list {
+        strict.insert("enum".into(), json!(list));
+        let texts: Vec<String> = list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(case_insensitive)
+            .collect();
+        if !texts.is_empty() {
+            alternatives.push(json!({
+                "type": "string",
+                "pattern": format!("^({})$", texts.join("|")),
+                "description": "The same values in any letter case",
+            }));
+        }
+    } else {
+        match spec.param_type {
+            ParamType::String => {
+                strict.insert("type".into(), json!("string"));
+                if let Some(v) = &spec.pattern {
+                    strict.insert("pattern".into(), json!(v));
+                }
+                if let Some(v) = spec.max_length {
+                    strict.insert("maxLength".into(), json!(v));
+                }
+                let min = spec.min_length.unwrap_or(0).max(usize::from(must_give));
+                if min > 0 {
+                    strict.insert("minLength".into(), json!(min));
+                }
+                if nonblank {
+                    if strict.contains_key("pattern") {
+                        strict.insert("allOf".into(), json!([{"pattern": NONBLANK}]));
+                    } else {
+                        strict.insert("pattern".into(), json!(NONBLANK));
+                    }
+                }
+            }
+            ParamType::Integer | ParamType::Number => {
+                let integer = spec.param_type == ParamType::Integer;
+                strict.insert(
+                    "type".into(),
+                    json!(if integer { "integer" } else { "number" }),
+                );
+                if let Some(v) = spec.min {
+                    strict.insert("minimum".into(), number(v));
+                }
+                if let Some(v) = spec.max {
+                    strict.insert("maximum".into(), number(v));
+                }
+                if integer {
+                    alternatives.push(json!({
+                        "type": "string",
+                        "pattern": integer_string_pattern(spec.min, spec.max),
+                        "description": "The same integer as a decimal string",
+                    }));
+                }
+            }
+            ParamType::Boolean => {
+                strict.insert("type".into(), json!("boolean"));
+                alternatives.push(json!({
+                    "type": "string",
+                    "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$",
+                    "description": "true or false as a string, in any letter case",
+                }));
+            }
+        }
+    }
+    if let Some(Value::Object(extra)) = narrow {
+        for (k, v) in extra {
+            strict.insert(k.clone(), v.clone());
+        }
+    }
+    let mut schema = Map::new();
+    if !spec.description.is_empty() {
+        schema.insert("description".into(), json!(spec.description));
+    }
+    if let Some(v) = &spec.default {
+        schema.insert("default".into(), v.clone());
+    }
+    if !must_give {
+        alternatives.push(json!({"type": "null", "description": "Not given"}));
+        alternatives.push(json!({"const": "", "description": "Not given"}));
+    }
+    if alternatives.is_empty() {
+        schema.extend(strict);
+    } else {
+        let mut any_of = vec![Value::Object(strict)];
+        any_of.extend(alternatives);
+        schema.insert("anyOf".into(), Value::Array(any_of));
+    }
+    Value::Object(schema)
+}
+
+/// The schema of an action's `parameters` object.
+fn parameters_schema(d: &Definition) -> (Value, bool) {
+    let rules = action_rules(&d.id);
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for p in &d.parameters {
+        let spec = &p.spec;
+        let must_give = spec.required && spec.default.is_none();
+        let nonblank = rules.nonblank.contains(&p.name.as_str());
+        let narrow = rules
+            .narrow
+            .iter()
+            .find(|(name, _)| *name == p.name)
+            .map(|(_, v)| v);
+        if must_give {
+            required.push(p.name.clone());
+        }
+        props.insert(
+            p.name.clone(),
+            param_schema(spec, must_give, nonblank, narrow),
+        );
+    }
+    let needs_some = !required.is_empty() || rules.needs_some;
+    let mut schema = json!({
+        "type": "object",
+        "description": "The action's parameters; a parameter set to null or \"\" counts as not given",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+    });
+    if !rules.all_of.is_empty() {
+        schema["allOf"] = Value::Array(rules.all_of);
+    }
+    (schema, needs_some)
 }
 
 /// One concrete path per action with its parameter schema.
@@ -64,63 +502,99 @@ fn add_action_paths(doc: &mut Value) {
         return;
     };
     for d in definitions() {
-        let mut props = Map::new();
-        let mut required = Vec::new();
-        for p in &d.parameters {
-            let s = &p.spec;
-            let mut schema = Map::new();
-            schema.insert("type".into(), json!(json_type(s.param_type.as_str())));
-            if !s.description.is_empty() {
-                schema.insert("description".into(), json!(s.description));
-            }
-            if let Some(v) = &s.default {
-                schema.insert("default".into(), v.clone());
-            }
-            if let Some(v) = &s.value_list {
-                schema.insert("enum".into(), json!(v));
-            }
-            if let Some(v) = s.min {
-                schema.insert("minimum".into(), json!(v));
-            }
-            if let Some(v) = s.max {
-                schema.insert("maximum".into(), json!(v));
-            }
-            if let Some(v) = &s.pattern {
-                schema.insert("pattern".into(), json!(v));
-            }
-            if let Some(v) = s.max_length {
-                schema.insert("maxLength".into(), json!(v));
-            }
-            if let Some(v) = s.min_length {
-                schema.insert("minLength".into(), json!(v));
-            }
-            if s.required && s.default.is_none() {
-                required.push(p.name.clone());
-            }
-            props.insert(p.name.clone(), Value::Object(schema));
-        }
-        let body = json!({
+        let (parameters, needs_some) = parameters_schema(d);
+        let mut body = json!({
             "type": "object",
-            "properties": {"parameters": {
-                "type": "object",
-                "properties": props,
-                "required": required,
-                "additionalProperties": false,
-            }},
+            "properties": {"parameters": parameters},
             "additionalProperties": false,
+        });
+        if needs_some {
+            body["required"] = json!(["parameters"]);
+        }
+        let description = match &d.verbose {
+            Some(v) if !v.is_empty() => format!("{}\n\n{v}", d.description),
+            _ => d.description.clone(),
+        };
+        let op = json!({
+            "summary": d.name,
+            "description": description,
+            "tags": [d.action_type],
+            "operationId": d.id,
+            "requestBody": {
+                "description": "`{\"parameters\": {...}}`; an empty body means no parameters",
+                "required": needs_some,
+                "content": {"application/json": {"schema": body}},
+            },
+            "parameters": action_parameters(),
+            "security": [{"api_key": []}],
+            "responses": action_responses(),
         });
         paths.insert(
             format!("/assets/{{asset}}/actions/{}", d.id),
-            json!({"post": {
-                "summary": d.name,
-                "description": d.description,
-                "tags": [d.action_type],
-                "operationId": d.id,
-                "security": [{"api_key": []}],
-                "parameters": [{"name": "asset", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "requestBody": {"content": {"application/json": {"schema": body}}},
-                "responses": {"200": {"description": "Envelope", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}},
-            }}),
+            json!({"post": op}),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    #[test]
+    fn integer_ranges() {
+        assert_eq!(
+            integer_range_alternatives(1, 3600),
+            [
+                "[1-9]",
+                "[1-9][0-9]",
+                "[1-9][0-9][0-9]",
+                "[1-2][0-9][0-9][0-9]",
+                "3[0-5][0-9][0-9]",
+                "3600"
+            ]
+        );
+        for (lo, hi) in [(0, 0), (0, 300), (1, 60), (1, 600), (1, 10000), (7, 123)] {
+            let p = integer_string_pattern(Some(lo as f64), Some(hi as f64));
+            let re = regex::Regex::new(&p).unwrap();
+            for n in 0..=10050u64 {
+                assert_eq!(
+                    re.is_match(&n.to_string()),
+                    (lo..=hi).contains(&n),
+                    "{p} {n}"
+                );
+                assert_eq!(
+                    re.is_match(&format!("+00{n}")),
+                    (lo..=hi).contains(&n),
+                    "{p} {n}"
+                );
+            }
+            assert_eq!(re.is_match("-0"), lo == 0, "{p}");
+            assert!(!re.is_match("1.0") && !re.is_match("") && !re.is_match(" 1"));
+        }
+    }
+
+    #[test]
+    fn base64_pattern() {
+        for ok in [
+            "", "QQ", "QQ==", "QQ=", "QUI", "QUI=", "QUJD", "QU JD\n", "QUJDRA==",
+        ] {
+            assert!(matches(BASE64, ok), "{ok:?}");
+        }
+        for bad in ["Q", "QR", "QUJ", "QUJD=", "QQ===", "Q\u{b}Q", "!!!!"] {
+            assert!(!matches(BASE64, bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn blank_is_not_given() {
+        assert!(matches(NONBLANK, " x "));
+        for blank in ["", " ", "\t\n\r", "\u{a0}\u{3000}"] {
+            assert!(!matches(NONBLANK, blank), "{blank:?}");
+            assert!(blank.trim().is_empty());
+        }
     }
 }

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::actions::{self, Invocation, definitions};
 use crate::app::App;
@@ -43,16 +43,37 @@ pub struct ActionSummary {
     pub read_only: bool,
 }
 
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// The answer of `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: &'static str,
+    /// Number of configured assets (when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assets: Option<usize>,
+    /// Why the host is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is up")))]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: configuration loaded and the state directory writable.
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "Ready"),
-    (status = 503, description = "The state directory is not writable")))]
+    (status = 200, description = "Ready: the configuration is loaded and the state directory is writable", body = Readiness),
+    (status = 503, description = "Not ready: the state directory is not writable", body = Readiness)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let dir = app.config.server.state_dir.clone();
     let probe = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -63,10 +84,19 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     })
     .await;
     match probe {
-        Ok(Ok(())) => Json(json!({"status": "ready", "assets": app.assets.len()})).into_response(),
+        Ok(Ok(())) => Json(Readiness {
+            status: "ready",
+            assets: Some(app.assets.len()),
+            reason: None,
+        })
+        .into_response(),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": "state directory is not writable"})),
+            Json(Readiness {
+                status: "not ready",
+                assets: None,
+                reason: Some("state directory is not writable"),
+            }),
         )
             .into_response(),
     }
@@ -74,7 +104,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", security(("api_key" = [])),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong API key", body = Envelope)))]
 pub async fn metrics() -> Response {
     let body = crate::telemetry::metrics()
         .map(|h| h.render())
@@ -91,21 +123,27 @@ pub async fn metrics() -> Response {
 
 /// The app manifest (generated from the action definitions).
 #[utoipa::path(get, path = "/manifest.json", security(("api_key" = [])),
-    responses((status = 200, description = "Manifest")))]
+    responses(
+        (status = 200, description = "The manifest: app metadata, asset configuration and every action", body = Object),
+        (status = 401, description = "Missing or wrong API key", body = Envelope)))]
 pub async fn manifest() -> Json<Value> {
     Json(actions::manifest::manifest())
 }
 
 /// This API's OpenAPI 3.1 description.
 #[utoipa::path(get, path = "/openapi.json", security(("api_key" = [])),
-    responses((status = 200, description = "OpenAPI document")))]
+    responses(
+        (status = 200, description = "This OpenAPI document", body = Object),
+        (status = 401, description = "Missing or wrong API key", body = Envelope)))]
 pub async fn openapi() -> Json<Value> {
     Json(super::openapi::spec())
 }
 
 /// Action ids, names and types.
 #[utoipa::path(get, path = "/actions", security(("api_key" = [])),
-    responses((status = 200, description = "Actions", body = Vec<ActionSummary>)))]
+    responses(
+        (status = 200, description = "Actions", body = Vec<ActionSummary>),
+        (status = 401, description = "Missing or wrong API key", body = Envelope)))]
 pub async fn list_actions() -> Json<Vec<ActionSummary>> {
     Json(
         definitions()
@@ -121,24 +159,8 @@ pub async fn list_actions() -> Json<Vec<ActionSummary>> {
     )
 }
 
-/// Runs an action against an asset.
-#[utoipa::path(post, path = "/assets/{asset}/actions/{action}", security(("api_key" = [])),
-    params(
-        ("asset" = String, Path, description = "Asset id"),
-        ("action" = String, Path, description = "Action id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (live response actions resume the same event)"),
-    ),
-    request_body(content = InvokeBody, description = "Parameters", content_type = "application/json"),
-    responses(
-        (status = 200, description = "The action ran; `status` says whether it succeeded", body = Envelope),
-        (status = 400, description = "Invalid parameters or body", body = Envelope),
-        (status = 401, description = "Missing or wrong API key", body = Envelope),
-        (status = 403, description = "Action disabled for this asset", body = Envelope),
-        (status = 404, description = "Unknown asset or action", body = Envelope),
-        (status = 409, description = "The asset needs consent first", body = Envelope),
-        (status = 502, description = "Upstream failure the action could not handle", body = Envelope),
-        (status = 503, description = "Upstream throttled past the action's deadline (Retry-After)", body = Envelope),
-    ))]
+/// Runs an action against an asset. The OpenAPI document describes this route as one path
+/// per action (see `openapi::spec`).
 pub async fn run_action(
     State(app): State<Arc<App>>,
     Path((asset, action)): Path<(String, String)>,

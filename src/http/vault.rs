@@ -8,12 +8,48 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, json};
+use serde_json::Map;
 use tokio_util::io::ReaderStream;
 
 use crate::app::App;
 use crate::envelope::{ActionError, EnvelopeResponse};
 use crate::vault::Vault;
+
+/// The metadata of a vault file, as `GET /vault/{vault_id}/info` answers it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VaultInfo {
+    /// Original file name, reduced to a safe base name.
+    pub file_name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA1, lower-case hex.
+    pub sha1: String,
+    /// SHA256, lower-case hex: the vault id.
+    pub sha256: String,
+    /// Asset it was retrieved with.
+    pub asset: String,
+    /// Device it came from.
+    pub device: Option<String>,
+    /// Machine action (event) that produced it.
+    pub event_id: Option<String>,
+    /// When it was retrieved (RFC 3339, UTC).
+    pub retrieved_at: String,
+}
+
+impl From<crate::vault::VaultEntry> for VaultInfo {
+    fn from(e: crate::vault::VaultEntry) -> VaultInfo {
+        VaultInfo {
+            file_name: e.file_name,
+            size: e.size,
+            sha1: e.sha1,
+            sha256: e.sha256,
+            asset: e.asset,
+            device: e.device,
+            event_id: e.event_id,
+            retrieved_at: e.retrieved_at,
+        }
+    }
+}
 
 fn not_found(id: &str) -> Response {
     EnvelopeResponse::error(
@@ -41,10 +77,13 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// The stored file, with its original name in Content-Disposition.
 #[utoipa::path(get, path = "/vault/{vault_id}", security(("api_key" = [])),
-    params(("vault_id" = String, Path, description = "SHA256 of the file")),
+    params(("vault_id" = String, Path, description = "The file's vault id: its SHA256 (hex), as get_file reports it")),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream"),
-        (status = 404, description = "No such file", body = crate::envelope::Envelope)))]
+        (status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream",
+            headers(("Content-Disposition" = String, description = "attachment; filename=\"<original name>\""))),
+        (status = 401, description = "Missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 404, description = "No such file", body = crate::envelope::Envelope),
+        (status = 500, description = "The vault cannot be read (logged)", body = crate::envelope::Envelope)))]
 pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let vault = Vault::in_state_dir(&app.config.server.state_dir);
     let entry = match vault.info(&id).await {
@@ -79,16 +118,18 @@ pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
 
 /// The stored file's metadata.
 #[utoipa::path(get, path = "/vault/{vault_id}/info", security(("api_key" = [])),
-    params(("vault_id" = String, Path, description = "SHA256 of the file")),
+    params(("vault_id" = String, Path, description = "The file's vault id: its SHA256 (hex), as get_file reports it")),
     responses(
-        (status = 200, description = "file_name, size, sha1, sha256, asset, device, event_id, retrieved_at"),
-        (status = 404, description = "No such file", body = crate::envelope::Envelope)))]
+        (status = 200, description = "The file's metadata", body = VaultInfo),
+        (status = 401, description = "Missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 404, description = "No such file", body = crate::envelope::Envelope),
+        (status = 500, description = "The vault cannot be read (logged)", body = crate::envelope::Envelope)))]
 pub async fn info(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match Vault::in_state_dir(&app.config.server.state_dir)
         .info(&id)
         .await
     {
-        Ok(Some(entry)) => Json(json!(entry)).into_response(),
+        Ok(Some(entry)) => Json(VaultInfo::from(entry)).into_response(),
         Ok(None) => not_found(&id),
         Err(e) => internal(e),
     }

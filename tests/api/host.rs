@@ -184,7 +184,8 @@ async fn actions_manifest_openapi_and_metrics() {
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    assert!(doc["paths"]["/assets/{asset}/actions/{action}"]["post"].is_object());
+    // Each action has a concrete path; there is no generic template.
+    assert!(doc["paths"]["/assets/{asset}/actions/{action}"].is_null());
     let ld = &doc["paths"]["/assets/{asset}/actions/list_devices"]["post"];
     assert!(ld["requestBody"].to_string().contains("input_type"), "{ld}");
     assert!(doc["components"]["schemas"]["Envelope"].is_object());
@@ -196,4 +197,155 @@ async fn actions_manifest_openapi_and_metrics() {
     assert_eq!(status, 200);
     assert!(body.contains("defender_actions_total"), "{body}");
     assert!(body.contains("defender_token_fetches_total"), "{body}");
+}
+
+#[tokio::test]
+async fn openapi_documents_every_answer() {
+    let app = spawn().await;
+    let (status, body) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+
+    for d in defender_soar::actions::definitions() {
+        let path = format!("/assets/{{asset}}/actions/{}", d.id);
+        let op = &paths[&path]["post"];
+        assert_eq!(op["operationId"], d.id.as_str(), "{path}");
+        for code in [
+            "200", "400", "401", "403", "404", "409", "413", "500", "502", "503",
+        ] {
+            let schema = &op["responses"][code]["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema["$ref"], "#/components/schemas/Envelope",
+                "{path} {code}"
+            );
+        }
+        let retry = &op["responses"]["503"]["headers"]["Retry-After"];
+        assert_eq!(retry["schema"]["type"], "integer", "{path}");
+        let params = op["parameters"].as_array().unwrap();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{path}: no Idempotency-Key"));
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["required"], false);
+        assert_eq!(key["schema"]["minLength"], 1);
+        assert_eq!(key["schema"]["maxLength"], 255);
+        assert!(key["description"].as_str().unwrap().contains("7 days"));
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "asset" && p["in"] == "path")
+        );
+        assert_eq!(
+            op["security"],
+            serde_json::json!([{"api_key": []}]),
+            "{path}"
+        );
+        // Every parameter of the definition is described.
+        let props = &op["requestBody"]["content"]["application/json"]["schema"]["properties"]["parameters"]
+            ["properties"];
+        for p in &d.parameters {
+            assert!(props[&p.name].is_object(), "{path}: {}", p.name);
+        }
+    }
+
+    // Every operation behind the API key says so and documents the 401; the open ones don't.
+    let open = ["/healthz", "/readyz", "/start_oauth", "/result"];
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(secured, !open.contains(&path.as_str()), "{method} {path}");
+            assert_eq!(
+                op["responses"]["401"].is_object(),
+                secured,
+                "{method} {path}"
+            );
+        }
+    }
+    assert!(paths["/readyz"]["get"]["responses"]["503"].is_object());
+    for path in ["/vault/{vault_id}", "/vault/{vault_id}/info"] {
+        for code in ["200", "401", "404", "500"] {
+            assert!(
+                paths[path]["get"]["responses"][code].is_object(),
+                "{path} {code}"
+            );
+        }
+    }
+
+    let start = &paths["/start_oauth"]["get"];
+    let asset_id = start["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "asset_id")
+        .expect("/start_oauth documents asset_id");
+    assert_eq!(asset_id["in"], "query");
+    assert_eq!(asset_id["required"], true);
+    assert!(start["responses"]["302"]["headers"]["Location"].is_object());
+    for code in ["400", "404", "500"] {
+        assert!(
+            start["responses"][code]["content"]["text/html"].is_object(),
+            "/start_oauth {code}"
+        );
+    }
+    let result = &paths["/result"]["get"];
+    let names: Vec<&str> = result["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["code", "state", "error", "error_description"] {
+        assert!(names.contains(&name), "/result documents {name}");
+    }
+    for code in ["200", "400", "500"] {
+        assert!(
+            result["responses"][code]["content"]["text/html"].is_object(),
+            "/result {code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_parameter_schemas_follow_the_validator() {
+    let app = spawn().await;
+    let (_, body) = app.get("/openapi.json").await;
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let op = |id: &str| doc["paths"][format!("/assets/{{asset}}/actions/{id}")]["post"].clone();
+
+    // An action with a required parameter needs a body; one without does not.
+    let scan = op("scan_device");
+    assert_eq!(scan["requestBody"]["required"], true);
+    let body = &scan["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], serde_json::json!(["parameters"]));
+    let params = &body["properties"]["parameters"];
+    assert_eq!(params["additionalProperties"], false);
+    assert!(
+        params["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"device_id".into())
+    );
+    assert_eq!(op("list_devices")["requestBody"]["required"], false);
+
+    // An integer also comes as a decimal string within its range; null and "" mean "not given".
+    let timeout = &params["properties"]["timeout"]["anyOf"];
+    assert_eq!(timeout[0]["type"], "integer");
+    assert_eq!(timeout[0]["maximum"], 3600);
+    let pattern = regex::Regex::new(timeout[1]["pattern"].as_str().unwrap()).unwrap();
+    assert!(pattern.is_match("3600") && pattern.is_match("+0042"));
+    assert!(!pattern.is_match("3601") && !pattern.is_match("0") && !pattern.is_match("4.5"));
+    assert!(
+        timeout
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"type": "null", "description": "Not given"}))
+    );
+    // Value lists match in any letter case.
+    let scan_type = params["properties"]["scan_type"]["anyOf"].to_string();
+    assert!(scan_type.contains("[Qq][Uu][Ii][Cc][Kk]"), "{scan_type}");
+    // A live response action needs event_id or the parameters of a new one.
+    let get_file = op("get_file").to_string();
+    assert!(get_file.contains("anyOf") && get_file.contains("file_path"));
 }
