@@ -334,6 +334,9 @@ fn subscribe(
 ) -> Subscription {
     let key = key_of(event_id);
     let now = Instant::now();
+    // `created`: a new poller must be started. A poller that just stopped on a final status
+    // remembered it before leaving the registry, so the cache is read under the same lock: a
+    // final action found there needs no poller (and no upstream call).
     let (poller, rx, created) = {
         let mut reg = lock(&asset.tracker.pollers);
         match reg.get(&key).and_then(Weak::upgrade) {
@@ -342,8 +345,9 @@ fn subscribe(
                 (p, rx, false)
             }
             None => {
+                let done = asset.tracker.final_action(event_id);
                 let mut snap = Snapshot::default();
-                if let Some(a) = known {
+                if let Some(a) = done.as_deref().or(known) {
                     snap.absorb(a.clone(), now);
                 }
                 let (tx, rx) = watch::channel(snap);
@@ -361,8 +365,11 @@ fn subscribe(
                     }),
                     wake: Notify::new(),
                 });
-                reg.insert(key, Arc::downgrade(&p));
-                (p, rx, true)
+                // A poller standing for a cached final action never runs: it is not listed.
+                if done.is_none() {
+                    reg.insert(key, Arc::downgrade(&p));
+                }
+                (p, rx, done.is_none())
             }
         }
     };

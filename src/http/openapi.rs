@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::actions::definition::{ParamSpec, ParamType};
+use crate::actions::definition::{Alias, ParamSpec, ParamType};
 use crate::actions::{Definition, definitions};
 
 #[derive(OpenApi)]
@@ -153,6 +153,20 @@ const NONBLANK: &str =
 
 /// A domain name as `list_devices` checks it: dot-separated labels of letters, digits and '-'.
 const DOMAIN: &str = "^[A-Za-z0-9-]{1,63}(\\.[A-Za-z0-9-]{1,63})*$";
+
+/// White space as Rust's `str::trim` sees it (the host trims `device_id`).
+const TRIMMED: &str =
+    "[\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*";
+
+/// A device as `device_id` takes it: a 40-hex id, a host name (dot-separated labels of
+/// letters, digits, '-' and '_') or an IPv4 address, which the host name form covers (an
+/// IPv6 address is accepted too, but not described here).
+fn device_schema() -> Value {
+    json!({
+        "maxLength": 253,
+        "pattern": format!("^{TRIMMED}[0-9A-Za-z_-]{{1,63}}(\\.[0-9A-Za-z_-]{{1,63}})*{TRIMMED}$"),
+    })
+}
 
 /// Base64 in the standard alphabet, padding optional, ASCII white space anywhere, and the
 /// unused bits of the last character zero (what `upload_library_file` decodes).
@@ -463,6 +477,7 @@ fn param_schema(
 /// The schema of an action's `parameters` object.
 fn parameters_schema(d: &Definition) -> (Value, bool) {
     let rules = action_rules(&d.id);
+    let device = device_schema();
     let mut props = Map::new();
     let mut required = Vec::new();
     for p in &d.parameters {
@@ -473,7 +488,8 @@ fn parameters_schema(d: &Definition) -> (Value, bool) {
             .narrow
             .iter()
             .find(|(name, _)| *name == p.name)
-            .map(|(_, v)| v);
+            .map(|(_, v)| v)
+            .or((p.name == "device_id").then_some(&device));
         if must_give {
             required.push(p.name.clone());
         }
@@ -529,11 +545,42 @@ fn add_action_paths(doc: &mut Value) {
             "security": [{"api_key": []}],
             "responses": action_responses(),
         });
+        for alias in &d.aliases {
+            paths.insert(
+                format!("/assets/{{asset}}/actions/{}", alias.id),
+                json!({"post": alias_operation(&op, d, alias)}),
+            );
+        }
         paths.insert(
             format!("/assets/{{asset}}/actions/{}", d.id),
             json!({"post": op}),
         );
     }
+}
+
+/// The operation of an alias: the action's own, under the alias's id, with the parameters
+/// the alias names differently renamed.
+fn alias_operation(op: &Value, d: &Definition, alias: &Alias) -> Value {
+    let mut op = op.clone();
+    op["operationId"] = json!(alias.id);
+    op["summary"] = json!(format!("{} (as {})", d.name, alias.id));
+    let schema =
+        &mut op["requestBody"]["content"]["application/json"]["schema"]["properties"]["parameters"];
+    for (theirs, own) in &alias.parameters {
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut)
+            && let Some(p) = props.remove(own)
+        {
+            props.insert(theirs.clone(), p);
+        }
+        if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+            for r in required.iter_mut() {
+                if r == own {
+                    *r = json!(theirs);
+                }
+            }
+        }
+    }
+    op
 }
 
 #[cfg(test)]
@@ -542,6 +589,51 @@ mod tests {
 
     fn matches(pattern: &str, text: &str) -> bool {
         regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    #[test]
+    fn the_device_pattern_takes_what_the_host_resolves() {
+        let schema = device_schema();
+        let pattern = schema["pattern"].as_str().unwrap();
+        for ok in [
+            "f1eb97a430ca4c315e219960cd146874419fbefc",
+            "ws-finance-01.contoso.com",
+            "WS_7",
+            "10.1.4.21",
+            " pc-1 ",
+        ] {
+            assert!(matches(pattern, ok), "{ok}");
+        }
+        for refused in [
+            "",
+            " ",
+            "x' or 1 eq 1",
+            "a..b",
+            ".a",
+            "a/b",
+            "name with space",
+        ] {
+            assert!(!matches(pattern, refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn aliases_have_operations_with_their_parameter_names() {
+        let doc = spec();
+        let op = &doc["paths"]["/assets/{asset}/actions/cancel_live_response"]["post"];
+        assert_eq!(op["operationId"], "cancel_live_response");
+        let params =
+            &op["requestBody"]["content"]["application/json"]["schema"]["properties"]["parameters"];
+        assert!(params["properties"]["action_id"].is_object(), "{params}");
+        assert!(params["properties"]["event_id"].is_null(), "{params}");
+        assert!(
+            params["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("action_id")),
+            "{params}"
+        );
+        assert!(doc["paths"]["/assets/{asset}/actions/get_file_live_response"].is_object());
     }
 
     #[test]
