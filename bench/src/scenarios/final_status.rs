@@ -14,18 +14,13 @@
 //! the throughput target compares successful answers against that run, which is what polling
 //! Defender directly yields.
 
-use std::time::Duration;
-
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use serde_json::json;
-
+use super::host_overhead::{Path, Run, measure_run};
 use super::{Options, Stack, cpu_percent, instant_timings};
 use crate::BoxError;
-use crate::host_process::{HostSpec, body_of};
-use crate::load::{self, LoadResult, Pace};
-use crate::process;
+use crate::host_process::HostSpec;
+use crate::load::{self, LoadResult};
 use crate::report::{Section, Table, Target, num, ratio};
-use crate::simctl::{self, route_count};
+use crate::simctl;
 
 /// Targets of this scenario (name, goal).
 pub const TARGETS: &[(&str, &str)] = &[
@@ -39,9 +34,6 @@ pub const TARGETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The simulator route of a machine action read.
-const ACTION_ROUTE: &str = "GET /api/machineactions/{id}";
-
 /// Successful answers per second of a run (200, and for the host a `success` envelope).
 fn ok_rate(load: &LoadResult) -> f64 {
     let secs = load.elapsed.as_secs_f64();
@@ -50,25 +42,6 @@ fn ok_rate(load: &LoadResult) -> f64 {
     } else {
         0.0
     }
-}
-
-/// Where a run sends its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// `GET /api/machineactions/{id}` to the simulator, caller `i` on event `i`.
-    Direct,
-    /// `get_status` through the host, caller `i` on event `i`.
-    Host,
-}
-
-/// One run: what the load generator measured, the upstream GETs counted by the simulator
-/// over it, and the CPU time of each process.
-struct Run {
-    load: LoadResult,
-    upstream_gets: u64,
-    host_cpu: f64,
-    sim_cpu: f64,
-    bench_cpu: f64,
 }
 
 /// Runs the scenario on its own simulator and host.
@@ -115,10 +88,46 @@ async fn measure(
     }
 
     // Warm-up: the host's first read of each event (its only upstream GET), open connections.
-    let first = measure_run(stack, client, &token, &ids, Path::Host, options.warmup).await?;
-    measure_run(stack, client, &token, &ids, Path::Direct, options.warmup).await?;
-    let direct = measure_run(stack, client, &token, &ids, Path::Direct, options.duration).await?;
-    let host = measure_run(stack, client, &token, &ids, Path::Host, options.duration).await?;
+    let first = measure_run(
+        stack,
+        client,
+        &token,
+        &ids,
+        Path::HostPerCaller,
+        ids.len(),
+        options.warmup,
+    )
+    .await?;
+    measure_run(
+        stack,
+        client,
+        &token,
+        &ids,
+        Path::Direct,
+        ids.len(),
+        options.warmup,
+    )
+    .await?;
+    let direct = measure_run(
+        stack,
+        client,
+        &token,
+        &ids,
+        Path::Direct,
+        ids.len(),
+        options.duration,
+    )
+    .await?;
+    let host = measure_run(
+        stack,
+        client,
+        &token,
+        &ids,
+        Path::HostPerCaller,
+        ids.len(),
+        options.duration,
+    )
+    .await?;
 
     // The same direct polling against an API that enforces Defender's limit (100 calls a
     // minute per app): the simulator with its rate limits on, fresh final actions, a fresh
@@ -137,6 +146,7 @@ async fn measure(
         &limited_token,
         &limited_ids,
         Path::Direct,
+        limited_ids.len(),
         options.duration,
     )
     .await?;
@@ -258,67 +268,5 @@ async fn measure(
             Target::at_most(TARGETS[1].0, gets_per_event, 1.0, "GET", 3),
         ],
         failed: false,
-    })
-}
-
-/// One run of one closed-loop caller per event on `path` for `duration`, with the upstream
-/// GETs and the CPU time of each process over it.
-async fn measure_run(
-    stack: &Stack,
-    client: &reqwest::Client,
-    token: &str,
-    ids: &[String],
-    path: Path,
-    duration: Duration,
-) -> Result<Run, BoxError> {
-    let callers = ids.len();
-    let before = stack.ctl.counters().await?;
-    let host0 = stack.host.stats()?;
-    let sim0 = stack.sim.stats()?;
-    let own0 = process::own_cpu_secs()?;
-    let load = match path {
-        Path::Direct => {
-            let auth = HeaderValue::from_str(&format!("Bearer {token}"))?;
-            let urls: Vec<String> = ids
-                .iter()
-                .map(|id| stack.ctl.url(&format!("/api/machineactions/{id}")))
-                .collect();
-            let client = client.clone();
-            load::run(
-                callers,
-                duration,
-                Pace::Closed,
-                move |i| client.get(&urls[i]).header(AUTHORIZATION, auth.clone()),
-                load::is_ok,
-            )
-            .await?
-        }
-        Path::Host => {
-            let bodies: Vec<String> = ids
-                .iter()
-                .map(|id| body_of(&json!({"event_id": id})))
-                .collect();
-            let api = stack.api.clone();
-            load::run(
-                callers,
-                duration,
-                Pace::Closed,
-                move |i| api.request_body("get_status", bodies[i].clone()),
-                load::is_success_envelope,
-            )
-            .await?
-        }
-    };
-    let bench_cpu = process::own_cpu_secs()? - own0;
-    let sim1 = stack.sim.stats()?;
-    let host1 = stack.host.stats()?;
-    let after = stack.ctl.counters().await?;
-    Ok(Run {
-        upstream_gets: route_count(&after, ACTION_ROUTE)
-            .saturating_sub(route_count(&before, ACTION_ROUTE)),
-        host_cpu: host1.cpu_secs - host0.cpu_secs,
-        sim_cpu: sim1.cpu_secs - sim0.cpu_secs,
-        bench_cpu,
-        load,
     })
 }

@@ -37,7 +37,7 @@ const ACTION_ROUTE: &str = "GET /api/machineactions/{id}";
 
 /// Where a run sends its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub(super) enum Path {
     /// `GET /api/machineactions/{id}` to the simulator.
     Direct,
     /// `get_status` through the host, caller `i` on event `i` (answered from the cache of
@@ -59,14 +59,14 @@ impl Path {
 }
 
 /// One measured run.
-struct Run {
-    path: Path,
-    callers: usize,
-    load: LoadResult,
-    upstream_gets: u64,
-    host_cpu: f64,
-    sim_cpu: f64,
-    bench_cpu: f64,
+pub(super) struct Run {
+    pub(super) path: Path,
+    pub(super) callers: usize,
+    pub(super) load: LoadResult,
+    pub(super) upstream_gets: u64,
+    pub(super) host_cpu: f64,
+    pub(super) sim_cpu: f64,
+    pub(super) bench_cpu: f64,
 }
 
 /// Runs the scenario on its own simulator and host.
@@ -295,8 +295,8 @@ async fn measure(
 }
 
 /// One run of `callers` closed-loop callers on `path` for `duration`, with the upstream GETs
-/// and the CPU time of each process over it.
-async fn measure_run(
+/// and the CPU time of each process over it (also used by `final-status`).
+pub(super) async fn measure_run(
     stack: &Stack,
     client: &reqwest::Client,
     token: &str,
