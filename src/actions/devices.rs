@@ -19,7 +19,7 @@ pub struct Params {
     /// The domain or the file hash.
     #[serde(default)]
     pub input: Option<String>,
-    /// Extra OData `$filter`.
+    /// Extra OData filter expression, passed through as the caller wrote it.
     #[serde(default)]
     pub query: Option<String>,
     /// Maximum devices returned.

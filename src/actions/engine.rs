@@ -29,6 +29,8 @@ pub const ANSWER_GRACE: Duration = Duration::from_secs(15);
 
 /// Pending actions read when looking for the one that blocks a device.
 const PENDING_LOOKUP: usize = 50;
+/// Devices read when resolving a name or an address (enough to list the candidates).
+const DEVICE_MATCHES: usize = 50;
 
 /// One kind of machine action.
 pub trait Kind: Send + Sync {
@@ -113,7 +115,6 @@ pub async fn submit(
     };
     if let Submitted::Action { action, .. } = &submitted {
         tracing::Span::current().record("event_id", action.id.as_str());
-        ctx.asset.tracker.remember(action);
     }
     Ok(submitted)
 }
@@ -408,7 +409,7 @@ pub async fn resolve_device(
         .list(
             &machines,
             &ListQuery::new().filter(Filter::eq(field, &lookup)),
-            PENDING_LOOKUP,
+            DEVICE_MATCHES,
         )
         .await?;
     // Defender names most devices by their FQDN: a short name matches `name.` + any domain.
@@ -417,7 +418,7 @@ pub async fn resolve_device(
             .list(
                 &machines,
                 &ListQuery::new().filter(Filter::starts_with(field, &format!("{lookup}."))),
-                PENDING_LOOKUP,
+                DEVICE_MATCHES,
             )
             .await?;
     }

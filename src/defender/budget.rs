@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[cfg(test)]
 use http::Method;
 use tokio::time::Instant;
 
@@ -65,8 +66,10 @@ impl Family {
         Family::Hunting,
     ];
 
-    /// The family of a call (`path` without the query; case does not matter).
-    pub fn of(method: &Method, path: &str) -> Family {
+    /// The family of a call worked out from its path (`path` without the query; case does not
+    /// matter); the client takes it from the endpoint catalogue, tests check the two agree.
+    #[cfg(test)]
+    pub(crate) fn of(method: &Method, path: &str) -> Family {
         let path = path.trim_end_matches('/');
         let last = path.rsplit('/').next().unwrap_or_default();
         if *method == Method::POST && last.eq_ignore_ascii_case("runliveresponse") {
@@ -312,29 +315,26 @@ impl Window {
         minute_ok && hour_ok
     }
 
-    /// The largest number of entries in any window `[s, s + length)` that contains `at`.
+    /// The largest number of entries in any window `[s, s + length)` that contains `at` (the
+    /// log is sorted, so each count is two binary searches).
     fn max_in_windows_around(log: &VecDeque<Instant>, at: Instant, length: Duration) -> usize {
         let first_start = at
             .checked_sub(length)
             .map_or(at, |t| t + Duration::from_nanos(1))
             .min(at);
-        let end = at.checked_add(length).unwrap_or(at);
-        let near: Vec<Instant> = log
-            .iter()
-            .copied()
-            .filter(|t| *t >= first_start && *t < end)
-            .collect();
+        let count_from = |s: Instant| {
+            let stop = s.checked_add(length).unwrap_or(s);
+            log.partition_point(|t| *t < stop)
+                .saturating_sub(log.partition_point(|t| *t < s))
+        };
         // The fullest window containing `at` starts at the earliest possible moment or at an
         // entry no later than `at`.
-        let starts = std::iter::once(first_start).chain(near.iter().copied().filter(|t| *t <= at));
-        let mut best = 0usize;
-        for s in starts {
-            let lo = near.partition_point(|t| *t < s);
-            let stop = s.checked_add(length).unwrap_or(s);
-            let hi = near.partition_point(|t| *t < stop);
-            best = best.max(hi.saturating_sub(lo));
-        }
-        best
+        let lo = log.partition_point(|t| *t < first_start);
+        let hi = log.partition_point(|t| *t <= at);
+        log.range(lo..hi)
+            .copied()
+            .map(count_from)
+            .fold(count_from(first_start), usize::max)
     }
 
     /// When the `limit`-th latest entry leaves a window of `length` (`None`: fewer entries).

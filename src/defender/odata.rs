@@ -29,21 +29,6 @@ impl Filter {
         Filter(format!("{field} eq {}", literal(value)))
     }
 
-    /// `field ge value` for a date-time (an ISO 8601 timestamp, not quoted as a string).
-    /// Anything that is not a plain timestamp is quoted instead, which the API rejects
-    /// rather than misreads.
-    pub fn ge_datetime(field: &'static str, timestamp: &str) -> Filter {
-        let plain = !timestamp.is_empty()
-            && timestamp.bytes().all(|b| {
-                b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z' | b'+')
-            });
-        if plain {
-            Filter(format!("{field} ge {timestamp}"))
-        } else {
-            Filter(format!("{field} ge {}", literal(timestamp)))
-        }
-    }
-
     /// `startswith(field,'value')`.
     pub fn starts_with(field: &'static str, value: &str) -> Filter {
         Filter(format!("startswith({field},{})", literal(value)))
@@ -119,14 +104,6 @@ mod tests {
                 .and(Filter::starts_with("b", "it's"))
                 .as_str(),
             "a eq '1' and startswith(b,'it''s')"
-        );
-        assert_eq!(
-            Filter::ge_datetime("lastUpdateTime", "2026-01-01T00:00:00Z").as_str(),
-            "lastUpdateTime ge 2026-01-01T00:00:00Z"
-        );
-        assert_eq!(
-            Filter::ge_datetime("lastUpdateTime", "1 or x eq 1").as_str(),
-            "lastUpdateTime ge '1 or x eq 1'"
         );
     }
 
