@@ -3,6 +3,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::SignedIn;
 use crate::state::Sim;
 
 /// Claims of a simulator access token (the ones Entra puts in Defender tokens).
@@ -36,6 +37,15 @@ pub struct Claims {
     /// Delegated permissions, space separated (interactive tokens).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scp: Option<String>,
+    /// The signed-in user's principal name (v1 delegated tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upn: Option<String>,
+    /// The signed-in user's principal name (v2 delegated tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub preferred_username: Option<String>,
+    /// The signed-in user's display name (delegated tokens).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     /// Unique token id.
     pub jti: String,
     /// Issue sequence number inside this simulator (lets the control API expire earlier tokens).
@@ -159,6 +169,9 @@ pub struct TokenRequest<'a> {
     pub v2: bool,
     /// Issuer base (login authority as the client reached it).
     pub login_base: &'a str,
+    /// The signed-in user (delegated tokens): `oid`, `upn`/`preferred_username` and `tid`
+    /// come from the account.
+    pub user: Option<&'a SignedIn>,
 }
 
 /// Issues a signed access token; returns (token, issued_at, expires_at).
@@ -170,19 +183,26 @@ pub fn issue(sim: &Sim, req: &TokenRequest<'_>) -> (String, i64, i64) {
         w.next_token_seq += 1;
         (w.scenario.token_lifetime_secs as i64, seq)
     };
+    // A delegated token names the account's home tenant.
+    let tenant_id = req.user.map_or(req.tenant_id, |u| u.tenant_id.as_str());
     let claims = Claims {
         aud: req.audience.to_string(),
         iss: if req.v2 {
             format!(
                 "{}/{}/v2.0",
                 req.login_base.trim_end_matches('/'),
-                req.tenant_id
+                tenant_id
             )
         } else {
-            format!("https://sts.windows.net/{}/", req.tenant_id)
+            format!("https://sts.windows.net/{}/", tenant_id)
         },
-        tid: req.tenant_id.to_string(),
-        oid: uuid::Uuid::new_v4().to_string(),
+        tid: tenant_id.to_string(),
+        oid: req
+            .user
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), |u| u.oid.clone()),
+        upn: req.user.filter(|_| !req.v2).map(|u| u.upn.clone()),
+        preferred_username: req.user.filter(|_| req.v2).map(|u| u.upn.clone()),
+        name: req.user.map(|u| u.name.clone()).filter(|n| !n.is_empty()),
         appid: (!req.v2).then(|| req.client_id.to_string()),
         azp: req.v2.then(|| req.client_id.to_string()),
         ver: if req.v2 { "2.0" } else { "1.0" }.to_string(),
@@ -216,6 +236,7 @@ pub fn test_token(sim: &Sim) -> Option<String> {
                 scopes: None,
                 v2: true,
                 login_base: "https://login.microsoftonline.com",
+                user: None,
             },
         )
         .0,

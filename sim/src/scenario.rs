@@ -74,6 +74,77 @@ pub struct Tenant {
     /// Registered applications.
     #[serde(default)]
     pub apps: Vec<App>,
+    /// Users who can sign in (consent pages, device codes); the first is the default.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// A user account of a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Object id (a GUID).
+    pub id: String,
+    /// User principal name (`admin@contoso.onmicrosoft.com`).
+    pub upn: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A user who signed in, with the tenant that holds the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// Object id.
+    pub oid: String,
+    /// User principal name.
+    pub upn: String,
+    /// Display name.
+    pub name: String,
+    /// Home tenant id of the account.
+    pub tenant_id: String,
+}
+
+impl Tenant {
+    /// The user who signs in when nobody is named: the first user, or a built-in
+    /// administrator of the tenant when the scenario lists none.
+    pub fn default_user(&self) -> SignedIn {
+        match self.users.first() {
+            Some(u) => SignedIn::of(self, u),
+            None => {
+                let domain = self.domain.clone().unwrap_or_else(|| self.id.clone());
+                SignedIn {
+                    oid: stable_guid(&self.id),
+                    upn: format!("admin@{domain}"),
+                    name: "Administrator".to_string(),
+                    tenant_id: self.id.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// A GUID derived from `seed` (the same seed gives the same GUID).
+fn stable_guid(seed: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+impl SignedIn {
+    /// `user` of `tenant`.
+    pub fn of(tenant: &Tenant, user: &User) -> SignedIn {
+        SignedIn {
+            oid: user.id.clone(),
+            upn: user.upn.clone(),
+            name: user.name.clone(),
+            tenant_id: tenant.id.clone(),
+        }
+    }
 }
 
 /// An app registration with its secret and granted permissions.
@@ -418,6 +489,18 @@ impl Scenario {
                 || t.domain
                     .as_deref()
                     .is_some_and(|d| d.eq_ignore_ascii_case(id_or_domain))
+        })
+    }
+
+    /// Finds a user of any tenant by UPN or object id (case-insensitive).
+    pub fn user(&self, upn_or_id: &str) -> Option<SignedIn> {
+        self.tenants.iter().find_map(|t| {
+            t.users
+                .iter()
+                .find(|u| {
+                    u.upn.eq_ignore_ascii_case(upn_or_id) || u.id.eq_ignore_ascii_case(upn_or_id)
+                })
+                .map(|u| SignedIn::of(t, u))
         })
     }
 

@@ -9,7 +9,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::ActionStore;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, SignedIn};
 
 /// The simulator: everything a handler needs.
 pub struct Sim {
@@ -80,6 +80,8 @@ pub struct AuthCode {
     pub issued_at: i64,
     /// Already redeemed once.
     pub redeemed: bool,
+    /// Who signed in and consented.
+    pub user: SignedIn,
 }
 
 /// A refresh token grant.
@@ -95,6 +97,8 @@ pub struct RefreshGrant {
     pub expires_at: i64,
     /// Revoked (AADSTS70008 on use).
     pub revoked: bool,
+    /// The user the grant was made by.
+    pub user: SignedIn,
 }
 
 impl Sim {

@@ -618,6 +618,7 @@ async fn revoke_marks_refresh_tokens_revoked() {
                 resource_or_scope: "https://api.securitycenter.microsoft.com/.default".into(),
                 expires_at,
                 revoked: false,
+                user: tenant.default_user(),
             },
         );
     }

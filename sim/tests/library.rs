@@ -353,6 +353,7 @@ async fn library_routes_require_library_manage() {
             scopes: None,
             v2: true,
             login_base: "https://login.microsoftonline.com",
+            user: None,
         },
     )
     .0;

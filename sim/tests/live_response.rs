@@ -818,6 +818,7 @@ fn reader_token(sim: &SimHandle) -> String {
             scopes: None,
             v2: true,
             login_base: "https://login.microsoftonline.com",
+            user: None,
         },
     )
     .0

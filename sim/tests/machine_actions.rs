@@ -97,6 +97,7 @@ fn token_with_roles(sim: &SimHandle, roles: &[&str]) -> String {
             scopes: None,
             v2: true,
             login_base: "https://login.microsoftonline.com",
+            user: None,
         },
     )
     .0
@@ -1054,7 +1055,7 @@ async fn the_action_list_filters_pages_and_stays_in_the_tenant() {
 
     // Another tenant sees none of them.
     let scenario = sim.scenario();
-    let fabrikam = &scenario.tenants[1];
+    let fabrikam = scenario.tenants.last().unwrap();
     let (token, _, _) = jwt::issue(
         &sim,
         &TokenRequest {
@@ -1065,6 +1066,7 @@ async fn the_action_list_filters_pages_and_stays_in_the_tenant() {
             scopes: None,
             v2: true,
             login_base: "https://login.microsoftonline.com",
+            user: None,
         },
     );
     let client = common::client();

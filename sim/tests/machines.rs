@@ -504,6 +504,7 @@ async fn tags_need_the_read_write_role() {
             scopes: None,
             v2: true,
             login_base: "https://login.microsoftonline.com",
+            user: None,
         },
     );
     let id = first_machine_id(&sim);

@@ -270,6 +270,7 @@ fn show(
         client_id: &c.app.client_id,
         tenant_name,
         login_hint: c.login_hint.as_deref(),
+        users: &c.tenant.users,
         resource: &c.audience,
         permissions: c.app.delegated_scopes(),
         offline: v == Version::V1 || wants_offline_access(&c.resource_or_scope),
@@ -289,6 +290,31 @@ fn decide(sim: &Sim, tenant_key: &str, headers: &HeaderMap, body: &[u8], v: Vers
     let state = c.target.state.as_deref();
     match params.get("decision") {
         Some("accept") => {
+            // The account that signs in: the form's choice, else the login hint, else the
+            // tenant's first user. An account of another tenant gets a token of its own home
+            // tenant, as a multi-tenant authority would issue.
+            let named = params.get("user").or(c.login_hint.as_deref());
+            let user = match named {
+                Some(name) => match sim.world().scenario.user(name) {
+                    Some(u) => u,
+                    None if params.get("user").is_none() => c.tenant.default_user(),
+                    None => {
+                        return pages::error_response(
+                            &AadError::bad(
+                                "invalid_request",
+                                50034,
+                                format!(
+                                    "The user account {name} does not exist in the directory. \
+                                     To sign into this application, the account must be added \
+                                     to the directory."
+                                ),
+                            ),
+                            &diag,
+                        );
+                    }
+                },
+                None => c.tenant.default_user(),
+            };
             let code = opaque_token("1.A");
             let session_state = uuid::Uuid::new_v4().to_string();
             sim.world().codes.insert(
@@ -301,6 +327,7 @@ fn decide(sim: &Sim, tenant_key: &str, headers: &HeaderMap, body: &[u8], v: Vers
                     resource_or_scope: c.resource_or_scope.clone(),
                     issued_at: sim.clock.unix(),
                     redeemed: false,
+                    user,
                 },
             );
             let mut pairs = vec![("code", code.as_str())];

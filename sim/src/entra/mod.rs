@@ -40,6 +40,41 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/{tenant}/oauth2/v2.0/authorize",
             get(authorize::show_v2).post(authorize::decide_v2),
         )
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the tenant's metadata, whose
+/// `issuer` names the tenant id (how clients turn a domain into the tenant's GUID).
+async fn openid_configuration(
+    axum::extract::State(sim): axum::extract::State<Arc<Sim>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = sim.world().scenario.tenant(&tenant).cloned();
+    let diag = Diag::new(&sim, &headers);
+    let Some(t) = found else {
+        return AadError::unknown_tenant(&tenant).into_token_response(&diag);
+    };
+    let base = crate::api::base_url(&headers);
+    let id = &t.id;
+    let body = json!({
+        "issuer": format!("{base}/{id}/v2.0"),
+        "authorization_endpoint": format!("{base}/{id}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{base}/{id}/oauth2/v2.0/token"),
+        "device_authorization_endpoint": format!("{base}/{id}/oauth2/v2.0/devicecode"),
+        "jwks_uri": format!("{base}/{id}/discovery/v2.0/keys"),
+        "tenant_region_scope": "NA",
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+    });
+    json_response(StatusCode::OK, &body, &diag)
 }
 
 /// Refresh tokens live 90 days (Entra's default inactivity window).

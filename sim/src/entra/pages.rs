@@ -40,6 +40,8 @@ pub struct Consent<'a> {
     pub tenant_name: &'a str,
     /// The signed-in user hint, when the request named one.
     pub login_hint: Option<&'a str>,
+    /// Accounts of the tenant offered on the page (the first is the default).
+    pub users: &'a [crate::scenario::User],
     /// The resource the permissions are for.
     pub resource: &'a str,
     /// The delegated permissions requested.
@@ -107,6 +109,19 @@ pub fn consent(c: &Consent<'_>) -> String {
             escape_html(name),
             escape_html(value)
         ));
+    }
+    if !c.users.is_empty() {
+        body.push_str("<label>Signed in as <select name=\"user\" id=\"account\">\n");
+        for u in c.users {
+            let selected = c.login_hint.is_some_and(|h| h.eq_ignore_ascii_case(&u.upn));
+            body.push_str(&format!(
+                "<option value=\"{}\"{}>{}</option>\n",
+                escape_html(&u.upn),
+                if selected { " selected" } else { "" },
+                escape_html(&u.upn)
+            ));
+        }
+        body.push_str("</select></label>\n");
     }
     body.push_str(
         "<div class=\"buttons\">\n\

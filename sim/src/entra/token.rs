@@ -17,7 +17,7 @@ use super::{
     entra_timestamp, json_response, opaque_token, resource_well_formed, wants_offline_access,
 };
 use crate::jwt::{self, TokenRequest};
-use crate::scenario::{App, Tenant};
+use crate::scenario::{App, SignedIn, Tenant};
 use crate::state::{RefreshGrant, Sim};
 
 /// `POST /{tenant}/oauth2/token` (v1: `resource`, numbers as strings).
@@ -76,7 +76,7 @@ impl Grant {
 }
 
 /// Everything a successful request leads to, before it is shaped as v1 or v2.
-struct Issued {
+pub(crate) struct Issued {
     access_token: String,
     iat: i64,
     exp: i64,
@@ -271,6 +271,7 @@ fn client_credentials(
             scopes: None,
             v2: v == Version::V2,
             login_base,
+            user: None,
         },
     );
     Ok(Issued {
@@ -370,9 +371,10 @@ fn authorization_code(
         }
         let target = requested_target(params, v, &entry.resource_or_scope, tenant)?;
         entry.redeemed = true;
-        target
+        (target, entry.user.clone())
     };
-    delegated(sim, tenant, app, &target, v, login_base)
+    let (target, user) = target;
+    delegated(sim, tenant, app, &target, v, login_base, &user)
 }
 
 fn refresh(
@@ -416,12 +418,13 @@ fn refresh(
         let target = requested_target(params, v, &entry.resource_or_scope, tenant)?;
         // Rotation: this token stops working once a new one is issued in its place.
         entry.revoked = true;
-        target
+        (target, entry.user.clone())
     };
-    let mut issued = delegated(sim, tenant, app, &target, v, login_base)?;
+    let (target, user) = target;
+    let mut issued = delegated(sim, tenant, app, &target, v, login_base, &user)?;
     if issued.refresh_token.is_none() {
         // The grant being refreshed was an offline one, so it stays offline.
-        issued.refresh_token = Some(new_refresh_token(sim, tenant, app, &target));
+        issued.refresh_token = Some(new_refresh_token(sim, tenant, app, &target, &user));
     }
     Ok(issued)
 }
@@ -451,14 +454,16 @@ fn requested_target(
     Ok(target)
 }
 
-/// Issues a delegated token (`scp`) and, when the request allows it, a refresh token.
-fn delegated(
+/// Issues a delegated token (`scp`) for `user` and, when the request allows it, a refresh
+/// token.
+pub(crate) fn delegated(
     sim: &Sim,
     tenant: &Tenant,
     app: &App,
     target: &str,
     v: Version,
     login_base: &str,
+    user: &SignedIn,
 ) -> Result<Issued, AadError> {
     let aud = audience(target, v, tenant)?;
     let scopes = app.delegated_scopes().to_vec();
@@ -472,10 +477,11 @@ fn delegated(
             scopes: Some(scopes.clone()),
             v2: v == Version::V2,
             login_base,
+            user: Some(user),
         },
     );
     let offline = v == Version::V1 || wants_offline_access(target);
-    let refresh_token = offline.then(|| new_refresh_token(sim, tenant, app, target));
+    let refresh_token = offline.then(|| new_refresh_token(sim, tenant, app, target, user));
     let scope = scopes
         .iter()
         .map(|s| format!("{aud}/{s}"))
@@ -492,7 +498,13 @@ fn delegated(
     })
 }
 
-fn new_refresh_token(sim: &Sim, tenant: &Tenant, app: &App, target: &str) -> String {
+fn new_refresh_token(
+    sim: &Sim,
+    tenant: &Tenant,
+    app: &App,
+    target: &str,
+    user: &SignedIn,
+) -> String {
     let token = opaque_token("0.A");
     let expires_at = sim.clock.unix() + REFRESH_TOKEN_LIFETIME_SECS;
     let mut w = sim.world();
@@ -504,6 +516,7 @@ fn new_refresh_token(sim: &Sim, tenant: &Tenant, app: &App, target: &str) -> Str
             resource_or_scope: target.to_string(),
             expires_at,
             revoked: false,
+            user: user.clone(),
         },
     );
     token
