@@ -254,6 +254,7 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         api_url: sim_base.to_string(),
         resource: env.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allowed_consenters: Vec::new(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     })

@@ -540,6 +540,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         api_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allowed_consenters: Vec::new(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }

@@ -52,6 +52,7 @@ fn fill(state: &mut AssetState, n: u64) {
         verifier: SecretString::from(format!("verifier-{n}")),
         created_at: 1,
         expires_at: 2,
+        browser_hash: None,
     }];
 }
 

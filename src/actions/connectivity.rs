@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -35,17 +36,49 @@ struct Acquired {
     grants: Grants,
 }
 
-/// An interactive asset's token, waiting up to `wait` for a consent when there is none.
+/// A consent link for an interactive asset that needs consent: a fresh single-use ticket, or
+/// (when none can be issued, e.g. too many are pending) the API route that answers one.
+async fn consent_link(ctx: &ActionContext) -> (String, String) {
+    let tokens = &ctx.asset.tokens;
+    match tokens.issue_ticket().await {
+        Ok(ticket) => (
+            ticket.url.expose_secret().to_string(),
+            format!(
+                "open the single-use link in summary.consent_url in a browser within {} minutes and sign in as an administrator of the tenant",
+                ticket.expires_in / 60
+            ),
+        ),
+        Err(e) => (
+            tokens.consent_url().to_string(),
+            format!(
+                "no consent link could be issued ({e}); {}",
+                tokens.how_to_consent()
+            ),
+        ),
+    }
+}
+
+/// An interactive asset's token, waiting up to `wait` for a consent when there is none. The
+/// consent-required answer carries a fresh consent link.
 async fn interactive_token(ctx: &ActionContext, wait: Duration) -> Result<Acquired, AuthError> {
     let tokens = &ctx.asset.tokens;
     // Subscribed before looking, so a consent completing in between is not missed.
     let mut connected = tokens.subscribe();
     let token = match tokens.token().await {
-        Err(AuthError::ConsentRequired { url, .. }) if !wait.is_zero() => {
+        Err(AuthError::ConsentRequired { message, .. }) => {
+            let (url, how) = consent_link(ctx).await;
+            if wait.is_zero() {
+                return Err(AuthError::ConsentRequired {
+                    message: format!("{message}; {how}"),
+                    url,
+                });
+            }
             ctx.progress(&format!(
-                "waiting up to {} s for an admin to consent at {url}",
+                "waiting up to {} s for an admin to consent",
                 wait.as_secs()
             ));
+            // The link itself goes to the caller's terminal only, never to the log.
+            ctx.progress_to_caller(&format!("consent link (single use): {url}"));
             let deadline = tokio::time::Instant::now() + wait;
             match tokio::time::timeout_at(deadline, connected.changed()).await {
                 Ok(Ok(())) => {
@@ -55,7 +88,7 @@ async fn interactive_token(ctx: &ActionContext, wait: Duration) -> Result<Acquir
                 _ => {
                     return Err(AuthError::ConsentRequired {
                         message: format!(
-                            "asset '{}' is still not connected after waiting {} s: an admin must consent at {url}",
+                            "asset '{}' is still not connected after waiting {} s: {how}",
                             ctx.asset.config.id,
                             wait.as_secs()
                         ),

@@ -50,6 +50,12 @@ impl ActionContext {
     /// Reports progress (logged; also printed by `invoke`).
     pub fn progress(&self, line: &str) {
         tracing::info!(progress = line);
+        self.progress_to_caller(line);
+    }
+
+    /// Reports progress to the caller's terminal only (`invoke`), never to the log: for lines
+    /// that carry something only the caller may see, such as a consent link.
+    pub fn progress_to_caller(&self, line: &str) {
         if let Some(sink) = &self.progress {
             sink(line);
         }

@@ -49,7 +49,7 @@ pub enum AuthError {
     ConsentRequired {
         /// What is wrong, ending with the consent URL.
         message: String,
-        /// `{public_url}/start_oauth?asset_id=<asset>`.
+        /// `{public_url}/assets/<asset>/consent` (or, from test_connectivity, a consent link).
         url: String,
     },
     /// The asset's state file cannot be read or written; the message says how to recover.
@@ -70,14 +70,22 @@ pub struct Grants {
     pub decoded: bool,
 }
 
+/// The claims of a JWT, read without verifying it (the token came from Entra over TLS; the
+/// API stays the authority). `None` when the token is not a readable JWT.
+pub fn claims(token: &str) -> Option<serde_json::Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
 /// Decodes the permissions of a JWT access token without verifying it (display only).
 pub fn decode_grants(token: &str) -> Grants {
-    let payload = token.split('.').nth(1).unwrap_or_default();
-    let claims: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let claims = claims(token).map_or(Value::Null, Value::Object);
     let decoded = claims.is_object();
     let version = claims
         .get("ver")

@@ -60,8 +60,8 @@ impl TokenManager {
         };
         let how = match self.auth {
             AuthKind::AuthorizationCode => format!(
-                "grant it as a delegated permission of the app registration and consent again at {}",
-                self.consent_url()
+                "grant it as a delegated permission of the app registration and connect the asset again ({})",
+                self.how_to_consent()
             ),
             AuthKind::ClientCredentials => "grant it as an application permission of the app \
                  registration (with admin consent), then run the action again"

@@ -117,8 +117,17 @@ struct Cache {
 pub struct TokenManager {
     pub(crate) asset_id: String,
     pub(crate) auth: AuthKind,
-    tenant_id: String,
+    pub(crate) tenant_id: String,
     client_id: String,
+    /// Authority base without tenant (for resolving a tenant domain to its id).
+    pub(crate) login_url: String,
+    /// `public_url` without a trailing slash.
+    pub(crate) public_url: String,
+    /// Users (UPN or object id) allowed to connect the asset; empty allows any user of the
+    /// tenant.
+    pub(crate) allowed_consenters: Vec<String>,
+    /// The tenant id a configured domain resolves to, asked once.
+    pub(crate) tenant_guid: tokio::sync::OnceCell<String>,
     pub(crate) client: EntraClient,
     pub(crate) token_endpoint: TokenEndpoint,
     pub(crate) resource: String,
@@ -163,16 +172,17 @@ impl TokenManager {
             .set_auth_uri(auth_url)
             .set_token_uri(token_url)
             .set_redirect_uri(redirect);
-        let consent_url = format!(
-            "{}/start_oauth?asset_id={}",
-            server.public_url.as_str().trim_end_matches('/'),
-            asset.id
-        );
+        let public_url = server.public_url.as_str().trim_end_matches('/').to_string();
+        let consent_url = format!("{public_url}/assets/{}/consent", asset.id);
         Ok(TokenManager {
             asset_id: asset.id.clone(),
             auth: asset.auth,
             tenant_id: asset.tenant_id.clone(),
             client_id: asset.client_id.clone(),
+            login_url: asset.login_url.clone(),
+            public_url,
+            allowed_consenters: asset.allowed_consenters.clone(),
+            tenant_guid: tokio::sync::OnceCell::new(),
             client,
             token_endpoint: asset.token_endpoint,
             resource: asset.resource.clone(),
@@ -197,9 +207,18 @@ impl TokenManager {
         self.auth
     }
 
-    /// `{public_url}/start_oauth?asset_id=<asset>`.
+    /// `{public_url}/assets/<asset>/consent`: the authenticated call that answers a
+    /// single-use consent link.
     pub fn consent_url(&self) -> &str {
         &self.consent_url
+    }
+
+    /// How an admin starts a consent, for messages.
+    pub fn how_to_consent(&self) -> String {
+        format!(
+            "POST {} with the API key, or run test_connectivity, answers a single-use consent link to open in a browser",
+            self.consent_url
+        )
     }
 
     /// A receiver that changes each time a consent for this asset completes.
@@ -328,14 +347,14 @@ impl TokenManager {
     ) -> Result<SecretString, AuthError> {
         let Some(tokens) = stored else {
             return Err(self.needs_consent(format!(
-                "asset '{}' uses interactive consent and has no tokens yet: an admin must consent at {}",
-                self.asset_id, self.consent_url
+                "asset '{}' uses interactive consent and has no tokens yet: an admin must connect it ({})",
+                self.asset_id, self.how_to_consent()
             )));
         };
         let Some(rt) = tokens.refresh_token.clone() else {
             return Err(self.needs_consent(format!(
-                "asset '{}' has no refresh token stored (its access token expired): an admin must consent again at {}",
-                self.asset_id, self.consent_url
+                "asset '{}' has no refresh token stored (its access token expired): an admin must connect it again ({})",
+                self.asset_id, self.how_to_consent()
             )));
         };
         let cache = self.lock_cache();
@@ -427,8 +446,8 @@ impl TokenManager {
                 let explained = err.explain(&self.tenant_id, &self.client_id);
                 tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
                 let err = self.needs_consent(format!(
-                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must consent again at {}",
-                    self.asset_id, self.consent_url
+                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must connect it again ({})",
+                    self.asset_id, self.how_to_consent()
                 ));
                 self.lock_cache().dead_refresh = Some(refresh_token);
                 return Err(err);
@@ -538,9 +557,10 @@ fn needs_new_consent(err: &EntraError) -> bool {
         )
 }
 
-/// Drops consent sessions that have expired at `now`.
+/// Drops consent sessions and tickets that have expired at `now`.
 pub(crate) fn prune_sessions(state: &mut AssetState, now: i64) {
     state.consent_sessions.retain(|s| s.expires_at > now);
+    state.consent_tickets.retain(|t| t.expires_at > now);
 }
 
 impl TokenSource for TokenManager {

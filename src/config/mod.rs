@@ -369,6 +369,9 @@ pub struct AssetConfig {
     pub resource: String,
     /// Action ids this asset refuses, as configured.
     pub disabled_actions: BTreeSet<String>,
+    /// Users (UPN or object id) allowed to connect an interactive asset; empty allows any
+    /// user of the tenant.
+    pub allowed_consenters: Vec<String>,
     /// Connect timeout of upstream calls in seconds; default 10.
     pub connect_timeout_secs: u64,
     /// Total timeout of one upstream call in seconds; default 60.
@@ -421,6 +424,7 @@ impl fmt::Debug for AssetConfig {
             .field("api_url", &self.api_url)
             .field("resource", &self.resource)
             .field("disabled_actions", &self.disabled_actions)
+            .field("allowed_consenters", &self.allowed_consenters)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("http_timeout_secs", &self.http_timeout_secs)
             .finish()

@@ -49,6 +49,7 @@ pub(super) struct RawAsset {
     pub login_url: Option<Text>,
     pub api_url: Option<Text>,
     pub disabled_actions: Option<TextList>,
+    pub allowed_consenters: Option<TextList>,
     pub connect_timeout_secs: Option<Text>,
     pub http_timeout_secs: Option<Text>,
     /// `[assets.<id>.budget]`.

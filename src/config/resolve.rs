@@ -384,6 +384,28 @@ fn resolve_asset(
         .disabled_actions
         .map(|list| list.0.into_iter().collect())
         .unwrap_or_default();
+    let allowed_consenters: Vec<String> = raw
+        .allowed_consenters
+        .map(|list| list.0)
+        .unwrap_or_default();
+    for (i, who) in allowed_consenters.iter().enumerate() {
+        if let Err(problem) = check_consenter(who) {
+            problems.push(format!("{}[{i}]", key("allowed_consenters")), problem);
+        }
+    }
+    if let (Some(auth), Some(tenant)) = (auth, tenant_id.as_deref())
+        && auth == AuthKind::AuthorizationCode
+        && MULTI_TENANT_AUTHORITIES
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(tenant))
+    {
+        problems.push(
+            key("tenant_id"),
+            format!(
+                "{tenant:?} lets users of any tenant sign in, which an asset that consents interactively must not allow; set the tenant's id (a GUID) or one of its verified domains"
+            ),
+        );
+    }
 
     if problems.0.len() != before {
         return None;
@@ -401,6 +423,7 @@ fn resolve_asset(
         api_url: api_url?,
         resource: environment.resource().to_owned(),
         disabled_actions,
+        allowed_consenters,
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
     })
@@ -621,6 +644,24 @@ fn check_tenant_id(value: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "{value:?} is neither a GUID nor a domain name (letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+/// Tenant values of Entra's multi-tenant authorities.
+const MULTI_TENANT_AUTHORITIES: [&str; 3] = ["common", "organizations", "consumers"];
+
+/// An `allowed_consenters` entry: a user principal name or an object id (GUID).
+fn check_consenter(value: &str) -> Result<(), String> {
+    let value = value.trim();
+    let upn = value.split_once('@').is_some_and(|(user, domain)| {
+        !user.is_empty() && is_domain(domain) && !value.contains(char::is_whitespace)
+    });
+    if upn || is_guid(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is neither a user principal name (user@domain) nor an object id (a GUID)"
         ))
     }
 }

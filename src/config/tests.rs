@@ -738,6 +738,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         api_url: "https://api.securitycenter.microsoft.com".into(),
         resource: "https://api.securitycenter.microsoft.com".into(),
         disabled_actions: BTreeSet::new(),
+        allowed_consenters: Vec::new(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     }

@@ -37,6 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .route("/actions", get(routes::list_actions))
         .route("/assets/{asset}/actions/{action}", post(routes::run_action))
+        .route("/assets/{asset}/consent", post(oauth::request_consent))
         .route("/vault/{vault_id}", get(vault::file))
         .route("/vault/{vault_id}/info", get(vault::info))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,21 +1,27 @@
-//! The consent routes an admin's browser visits: `GET /start_oauth?asset_id=X` opens a consent
-//! session and redirects to Entra ID; `GET /result` is where Entra ID sends the browser back.
+//! The consent routes. `POST /assets/{asset}/consent` (API key) answers a single-use consent
+//! link; an admin's browser opens it at `GET /start_oauth?ticket=…`, which binds the browser
+//! with a cookie and redirects to Entra ID; `GET /result` is where Entra ID sends the browser
+//! back, and it must carry that cookie.
 //!
-//! Both answer small self-contained HTML pages (no scripts, no external assets) with
-//! `Content-Security-Policy: default-src 'none'`, `no-store` caching and no referrer, and every
-//! value taken from the request is HTML-escaped. Neither route needs the API key: the browser
-//! of an admin cannot carry it, and the state/PKCE checks are what protect them.
+//! The two browser routes answer small self-contained HTML pages (no scripts, no external
+//! assets) with `Content-Security-Policy: default-src 'none'`, `no-store` caching and no
+//! referrer; every value taken from the request is HTML-escaped. They need no API key (a
+//! browser cannot carry it) and assume a hostile caller: without a valid ticket nothing is
+//! written, `HEAD` never opens anything, Entra's error text is shown only for a consent this
+//! browser started, and no page shows a file path (the log has the details).
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde_json::Map;
 
 use crate::app::App;
-use crate::auth::consent::{self, ConsentError};
-use crate::auth::{AuthError, Grants};
-use crate::config::AuthKind;
+use crate::auth::Grants;
+use crate::auth::consent::{self, ConsentError, TicketError};
+use crate::envelope::{ActionError, Envelope, EnvelopeResponse, Outcome};
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;\
 background:#f4f5f7;color:#1b1b1b;margin:0}main{max-width:560px;margin:48px auto;background:#fff;\
@@ -99,14 +105,6 @@ fn para(text: &str) -> String {
     format!("<p>{}</p>\n", escape_html(text))
 }
 
-/// The "start again" paragraph with the consent link.
-fn start_again(url: &str) -> String {
-    format!(
-        "<p>Nothing was stored. To connect the asset, start again at <a href=\"{u}\">{u}</a>.</p>\n",
-        u = escape_html(url)
-    )
-}
-
 /// Query parameters, first occurrence of each name wins.
 struct Query(Vec<(String, String)>);
 
@@ -127,74 +125,220 @@ impl Query {
     }
 }
 
-/// `GET /start_oauth?asset_id=X`: opens a consent session and redirects to Entra ID.
+/// Name of the browser-binding cookie: `__Host-` prefixed (Secure, host-only) when the public
+/// URL is https; browsers refuse that prefix without Secure, so plain http uses a bare name.
+fn cookie_name(app: &App) -> &'static str {
+    if https(app) {
+        "__Host-defender-soar-consent"
+    } else {
+        "defender-soar-consent"
+    }
+}
+
+fn https(app: &App) -> bool {
+    app.config.server.public_url.scheme() == "https"
+}
+
+/// The `Set-Cookie` value binding the browser (or clearing the binding when `value` is empty).
+fn binding_cookie(app: &App, value: &str) -> Option<HeaderValue> {
+    let max_age = if value.is_empty() {
+        0
+    } else {
+        consent::SESSION_LIFETIME_SECS
+    };
+    let secure = if https(app) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(app)
+    ))
+    .ok()
+}
+
+/// The binding cookie's value from the request, when it has the shape this host issues.
+fn binding_from(app: &App, headers: &HeaderMap) -> Option<String> {
+    let name = cookie_name(app);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| consent::is_browser_value(v))
+}
+
+/// How an admin gets a new consent link, for pages.
+fn new_link_hint(asset_id: Option<&str>) -> String {
+    let asset = asset_id.unwrap_or("<asset id>");
+    format!(
+        "Consent links come from the host's API: POST /assets/{asset}/consent with the API key (or run test_connectivity on the asset) answers a single-use link valid for {} minutes; open it in the browser you sign in with.",
+        consent::TICKET_LIFETIME_SECS / 60
+    )
+}
+
+/// The page for a state file problem: generic, the details (paths) go to the log only.
+fn state_problem_page(asset_id: &str, detail: &str) -> Response {
+    tracing::error!(asset = %asset_id, error = %detail, "consent: the asset's state file cannot be used");
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "State file problem",
+        &para(&format!(
+            "The host could not read or write the state of asset '{asset_id}'. Nothing was changed. The host's log says what is wrong and how to recover."
+        )),
+    )
+}
+
+/// `GET /start_oauth?ticket=…`: trades a consent link for a consent session bound to this
+/// browser and redirects to Entra ID. `HEAD` answers without opening anything.
 #[utoipa::path(get, path = "/start_oauth",
-    params(("asset_id" = String, Query, min_length = 1,
-        description = "Asset to connect (one with auth = authorization_code); the first occurrence counts")),
+    params(("ticket" = String, Query, min_length = 1,
+        description = "Single-use consent link value answered by POST /assets/{asset}/consent (valid 10 minutes); the first occurrence counts")),
     responses(
-        (status = 302, description = "A consent session is open (valid 10 minutes, single use): redirect to the environment's Entra ID authorize endpoint",
-            headers(("Location" = String, description = "The authorize URL, with the session's state and PKCE challenge"))),
-        (status = 400, description = "HTML page: asset_id missing or empty, the asset uses client credentials (no consent needed), or its configuration cannot open a consent", body = String, content_type = "text/html"),
-        (status = 404, description = "HTML page: no asset with this id", body = String, content_type = "text/html"),
-        (status = 500, description = "HTML page: the asset's state file cannot be read or written, or the authorize URL is invalid", body = String, content_type = "text/html")))]
-pub async fn start_oauth(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+        (status = 302, description = "A consent session is open (valid 10 minutes, single use, bound to this browser by an HttpOnly cookie): redirect to the environment's Entra ID authorize endpoint",
+            headers(("Location" = String, description = "The authorize URL, with the session's state and PKCE challenge"),
+                ("Set-Cookie" = String, description = "The browser-binding cookie (`__Host-defender-soar-consent` over https)"))),
+        (status = 400, description = "HTML page: no ticket, or the ticket is malformed, unknown, expired or already used; nothing was stored", body = String, content_type = "text/html"),
+        (status = 500, description = "HTML page: the asset's state file cannot be read or written (details in the log)", body = String, content_type = "text/html")))]
+pub async fn start_oauth(
+    State(app): State<Arc<App>>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if method == Method::HEAD {
+        // Link checkers and previews: nothing is looked up or opened.
+        let mut resp = StatusCode::OK.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        secure(&mut resp);
+        return resp;
+    }
     let query = Query::parse(raw.as_deref());
-    let Some(asset_id) = query.get("asset_id").filter(|a| !a.is_empty()) else {
+    let Some(ticket) = query.get("ticket").filter(|t| !t.is_empty()) else {
+        let asset = query
+            .get("asset_id")
+            .filter(|a| consent::is_asset_id(a))
+            .map(str::to_string);
         return error_page(
             StatusCode::BAD_REQUEST,
-            "Which asset?",
-            &para(
-                "This page needs the asset to connect: open /start_oauth?asset_id=<asset id> (the id is the key under [assets] in the configuration).",
-            ),
+            "A consent link is needed",
+            &para(&format!(
+                "This page opens a consent only from a consent link, so that nobody but an operator of this host can start one. {}",
+                new_link_hint(asset.as_deref())
+            )),
         );
+    };
+    let invalid = |asset: Option<&str>| {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Consent link not valid",
+            &format!(
+                "{}{}",
+                para(
+                    "This consent link is not valid: it is malformed, unknown or expired. Nothing was stored."
+                ),
+                para(&new_link_hint(asset))
+            ),
+        )
+    };
+    let Some(asset_id) = consent::asset_of_state(ticket) else {
+        return invalid(None);
     };
     let Some(asset) = app.asset(asset_id) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "Unknown asset",
-            &para(&format!(
-                "No asset named '{}' is configured on this host. Check the asset id (the key under [assets] in the configuration).",
-                cut(asset_id, 64)
-            )),
-        );
+        return invalid(None);
     };
-    if asset.config.auth != AuthKind::AuthorizationCode {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "No consent needed",
-            &para(&format!(
-                "Asset '{asset_id}' uses client credentials: it gets its tokens with the app's own secret and needs no interactive consent. Grant the app's permissions (and admin consent) in the app registration instead, then run test_connectivity. To use interactive consent, set auth = \"authorization_code\" for this asset."
-            )),
-        );
-    }
-    match asset.tokens.start_consent().await {
-        Ok(url) => {
-            let Ok(location) = HeaderValue::from_str(&url) else {
+    match asset.tokens.open_session(ticket).await {
+        Ok(opened) => {
+            let Ok(location) = HeaderValue::from_str(&opened.authorize_url) else {
+                tracing::error!(asset = %asset_id, "the authorize URL is not a valid header value");
                 return error_page(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Consent could not start",
                     &para(
-                        "The authorize URL built from the asset's configuration is not a valid header value.",
+                        "The authorize URL built from the asset's configuration is not valid; the host's log has details.",
                     ),
                 );
             };
             let mut resp = StatusCode::FOUND.into_response();
             resp.headers_mut().insert(header::LOCATION, location);
+            if let Some(cookie) = binding_cookie(&app, opened.browser.expose_secret()) {
+                resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
             secure(&mut resp);
             resp
         }
-        Err(e) => {
-            tracing::warn!(asset = %asset_id, error = %e, "consent session could not be opened");
-            let status = match e {
-                AuthError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error_page(
-                status,
-                "Consent could not start",
-                &para(&format!("Asset '{asset_id}': {e}")),
-            )
+        Err(TicketError::Used { .. }) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Consent link already used",
+            &format!(
+                "{}{}",
+                para(
+                    "This consent link was already opened once; each link works once. Nothing was stored."
+                ),
+                para(&new_link_hint(Some(asset_id)))
+            ),
+        ),
+        Err(TicketError::Unknown { .. }) => invalid(Some(asset_id)),
+        Err(TicketError::State(detail)) => state_problem_page(asset_id, &detail),
+        Err(e) => error_page(
+            StatusCode::BAD_REQUEST,
+            "No consent needed",
+            &para(&format!("{e}.")),
+        ),
+    }
+}
+
+/// `POST /assets/{asset}/consent` (API key): starts a consent. An interactive asset answers a
+/// single-use consent link to open in a browser.
+#[utoipa::path(post, path = "/assets/{asset}/consent",
+    params(("asset" = String, Path, description = "Asset id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Envelope (action `consent`): `summary.consent_url` is a single-use link valid `summary.expires_in` seconds; open it in the browser the admin signs in with", body = crate::envelope::Envelope),
+        (status = 400, description = "Envelope: the asset authenticates without a user and needs no consent", body = crate::envelope::Envelope),
+        (status = 401, description = "Envelope: missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 404, description = "Envelope: no asset with this id", body = crate::envelope::Envelope),
+        (status = 429, description = "Envelope: too many consents are pending for this asset (none is dropped); retry after the time in Retry-After", body = crate::envelope::Envelope),
+        (status = 500, description = "Envelope: the asset's state file cannot be read or written", body = crate::envelope::Envelope)))]
+pub async fn request_consent(
+    State(app): State<Arc<App>>,
+    Path(asset_id): Path<String>,
+) -> EnvelopeResponse {
+    const ACTION: &str = "consent";
+    let reject = |e: ActionError| EnvelopeResponse::error(ACTION, &asset_id, Map::new(), &e);
+    let Some(asset) = app.asset(&asset_id) else {
+        return reject(ActionError::NotFound(format!(
+            "unknown asset '{}'",
+            crate::actions::truncate(&asset_id, 64)
+        )));
+    };
+    match asset.tokens.issue_ticket().await {
+        Ok(ticket) => {
+            let outcome = Outcome::success(format!(
+                "Open the link in summary.consent_url in a browser within {} minutes and sign in as an administrator of tenant {}; the link works once, in that browser",
+                ticket.expires_in / 60,
+                asset.config.tenant_id
+            ))
+            .with_summary("auth", asset.config.auth.as_str())
+            .with_summary("consent_url", ticket.url.expose_secret())
+            .with_summary("expires_in", ticket.expires_in);
+            EnvelopeResponse::ok(Envelope::from_outcome(
+                ACTION,
+                &asset_id,
+                Map::new(),
+                outcome,
+            ))
         }
+        Err(e @ TicketError::TooMany { .. }) => {
+            let mut r = reject(ActionError::Failed(e.to_string()));
+            r.status = StatusCode::TOO_MANY_REQUESTS;
+            r.retry_after = Some(60);
+            r
+        }
+        Err(TicketError::State(detail)) => reject(ActionError::Internal(detail)),
+        Err(e) => reject(ActionError::InvalidParameter(e.to_string())),
     }
 }
 
@@ -213,36 +357,64 @@ fn granted_list(grants: &Grants) -> String {
     out
 }
 
+/// Adds the header that clears the browser-binding cookie.
+fn clear_binding(app: &App, mut resp: Response) -> Response {
+    if let Some(cookie) = binding_cookie(app, "") {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
 /// `GET /result`: where Entra ID sends the admin back with a code (or an error) and the state.
 #[utoipa::path(get, path = "/result",
     params(
         ("code" = Option<String>, Query, description = "Authorization code (Entra ID's answer to an accepted consent)"),
         ("state" = String, Query, description = "The consent session's state, `<asset_id>.<random>`, issued by /start_oauth; single use (without it the answer is 400)"),
         ("error" = Option<String>, Query, description = "Entra ID error (e.g. access_denied when the admin declined); when present, nothing is exchanged or stored"),
-        ("error_description" = Option<String>, Query, description = "Entra ID's error text, shown on the page")),
+        ("error_description" = Option<String>, Query, description = "Entra ID's error text, shown only when the state belongs to a consent this browser started")),
     responses(
-        (status = 200, description = "HTML page: the asset is connected (the token pair is stored) and the granted permissions", body = String, content_type = "text/html"),
-        (status = 400, description = "HTML page: the consent was declined or refused (error), the state is missing, unknown, for another or an unknown asset, replayed or expired, the code is missing, or Entra ID refused to exchange the code; nothing stored changed", body = String, content_type = "text/html"),
-        (status = 500, description = "HTML page: the asset's state file cannot be read or written", body = String, content_type = "text/html")))]
-pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+        (status = 200, description = "HTML page: the asset is connected (the token pair is stored), who connected it, and the granted permissions", body = String, content_type = "text/html"),
+        (status = 400, description = "HTML page: the consent was declined or refused (error), the state is missing, unknown, for another or an unknown asset, replayed or expired, the answer came from another browser (no or wrong binding cookie), the code is missing, or Entra ID refused to exchange the code; nothing stored changed", body = String, content_type = "text/html"),
+        (status = 403, description = "HTML page: the signed-in user may not connect the asset (wrong tenant, a token for another resource, or not in allowed_consenters); nothing was stored", body = String, content_type = "text/html"),
+        (status = 500, description = "HTML page: the asset's state file cannot be read or written (details in the log)", body = String, content_type = "text/html")))]
+pub async fn result(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let query = Query::parse(raw.as_deref());
     let state = query.get("state").filter(|s| !s.is_empty());
     let claimed = state.and_then(consent::asset_of_state);
     let asset = claimed.and_then(|id| app.asset(id));
+    let browser = binding_from(&app, &headers);
 
     if let Some(error) = query.get("error") {
-        // Declined or refused at Entra: show what it said; nothing is read or written.
-        let description = query.get("error_description").unwrap_or_default();
-        let which = match (&asset, state) {
-            (Some(a), Some(s)) if a.tokens.has_session(s).await => {
-                format!("for asset '{}' ", a.config.id)
-            }
-            _ => String::new(),
+        // Declined or refused at Entra: nothing is exchanged or written. Entra's words are
+        // shown only for a consent this browser started, so forged links cannot put text on
+        // this host's pages.
+        let ours = match (&asset, state) {
+            (Some(a), Some(s)) => a.tokens.has_session(s, browser.as_deref()).await,
+            _ => false,
         };
         let logged: String = error.chars().filter(|c| !c.is_control()).take(64).collect();
-        tracing::info!(error = %logged, "consent not given");
+        tracing::info!(error = %logged, matched = ours, "consent not given");
+        if !ours {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Consent not completed",
+                &format!(
+                    "{}{}",
+                    para(
+                        "The consent was not completed, and this answer does not belong to a consent started in this browser. Nothing was stored."
+                    ),
+                    para(&new_link_hint(None))
+                ),
+            );
+        }
+        let asset_id = claimed.unwrap_or_default();
+        let description = query.get("error_description").unwrap_or_default();
         let mut body = para(&format!(
-            "The consent {which}was not given: Entra ID answered {}.",
+            "The consent for asset '{asset_id}' was not given: Entra ID answered {}.",
             cut(error, 100)
         ));
         if !description.is_empty() {
@@ -252,7 +424,7 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
             ));
         }
         body.push_str(&para(
-            "Nothing was stored and the asset's state is unchanged. An admin can start the consent again from /start_oauth.",
+            "Nothing was stored and the asset's state is unchanged. An operator can ask for a new consent link.",
         ));
         let title = if error == "access_denied" {
             "Consent declined"
@@ -266,8 +438,12 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
         return error_page(
             StatusCode::BAD_REQUEST,
             "Missing state",
-            &para(
-                "This answer carries no state parameter, so it cannot belong to a consent started here. Nothing was stored. Start the consent at /start_oauth?asset_id=<asset id>.",
+            &format!(
+                "{}{}",
+                para(
+                    "This answer carries no state parameter, so it cannot belong to a consent started here. Nothing was stored."
+                ),
+                para(&new_link_hint(None))
             ),
         );
     };
@@ -275,41 +451,55 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
         return error_page(
             StatusCode::BAD_REQUEST,
             "Unknown consent",
-            &para(
-                "This answer's state was not issued by this host (it is malformed or was tampered with). Nothing was stored. Start the consent at /start_oauth?asset_id=<asset id>.",
+            &format!(
+                "{}{}",
+                para(
+                    "This answer's state was not issued by this host (it is malformed or was tampered with). Nothing was stored."
+                ),
+                para(&new_link_hint(None))
             ),
         );
     };
     let Some(asset) = asset else {
         return error_page(
             StatusCode::BAD_REQUEST,
-            "Unknown asset",
-            &para(&format!(
-                "This answer names asset '{asset_id}', which is not configured on this host. Nothing was stored."
-            )),
+            "Unknown consent",
+            &format!(
+                "{}{}",
+                para(
+                    "This answer's state does not belong to any consent started here. Nothing was stored."
+                ),
+                para(&new_link_hint(None))
+            ),
         );
     };
-    let url = asset.tokens.consent_url().to_string();
     match asset
         .tokens
-        .complete_consent(state, query.get("code"))
+        .complete_consent(state, query.get("code"), browser.as_deref())
         .await
     {
         Ok(connected) => {
             let minutes = connected.expires_in / 60;
-            let mut body = para(&format!(
+            let mut body = format!(
+                "<p>Connected by <strong id=\"consenter\">{}</strong>.</p>\n",
+                escape_html(&connected.consenter.label())
+            );
+            body.push_str(&para(&format!(
                 "The token pair is stored (encrypted) in the asset's state file; the access token is valid for about {minutes} minutes and is renewed automatically."
-            ));
+            )));
             if !connected.refresh_token {
                 body.push_str(&para("Entra ID returned no refresh token: when the access token expires, consent will be needed again."));
             }
             body.push_str(&granted_list(&connected.grants));
             body.push_str(&para("You can close this window. Playbooks can now run actions on this asset; test_connectivity shows which actions the permissions allow."));
-            page(
-                StatusCode::OK,
-                &format!("Asset {} is now connected", connected.asset_id),
-                "ok",
-                &body,
+            clear_binding(
+                &app,
+                page(
+                    StatusCode::OK,
+                    &format!("Asset {} is now connected", connected.asset_id),
+                    "ok",
+                    &body,
+                ),
             )
         }
         Err(e) => {
@@ -318,9 +508,7 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
                 ConsentError::Unknown { .. } => (
                     StatusCode::BAD_REQUEST,
                     "Unknown consent",
-                    format!(
-                        "This answer's state does not belong to any consent started here for asset '{asset_id}': it was forged, belongs to another asset, or is older than a restart."
-                    ),
+                    "This answer's state does not belong to any consent started here: it was forged, belongs to another asset, or is older than a restart.".to_string(),
                 ),
                 ConsentError::Replayed { .. } => (
                     StatusCode::BAD_REQUEST,
@@ -337,6 +525,13 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
                         consent::SESSION_LIFETIME_SECS / 60
                     ),
                 ),
+                ConsentError::OtherBrowser { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "Consent started in another browser",
+                    format!(
+                        "This answer for asset '{asset_id}' did not come from the browser that opened the consent link, so it is not accepted."
+                    ),
+                ),
                 ConsentError::MissingCode { .. } => (
                     StatusCode::BAD_REQUEST,
                     "No authorization code",
@@ -351,16 +546,18 @@ pub async fn result(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Res
                         "Entra ID did not exchange the authorization code for asset '{asset_id}': {message}. This consent is used up."
                     ),
                 ),
-                ConsentError::State(message) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "State file problem",
-                    format!("Asset '{asset_id}': {message}"),
+                ConsentError::Refused { reason, .. } => (
+                    StatusCode::FORBIDDEN,
+                    "Consent refused",
+                    format!(
+                        "The consent for asset '{asset_id}' was refused: {reason}. The asset's tokens are unchanged; sign in again with an allowed account, or ask for a new consent link."
+                    ),
                 ),
+                ConsentError::State(detail) => return state_problem_page(asset_id, detail),
             };
             let mut body = para(&text);
-            if !matches!(e, ConsentError::State(_)) {
-                body.push_str(&start_again(&url));
-            }
+            body.push_str(&para("Nothing was stored."));
+            body.push_str(&para(&new_link_hint(Some(asset_id))));
             error_page(status, title, &body)
         }
     }

@@ -30,6 +30,7 @@ use crate::actions::{Definition, definitions};
         super::routes::manifest,
         super::routes::openapi,
         super::routes::list_actions,
+        super::oauth::request_consent,
         super::oauth::start_oauth,
         super::oauth::result,
         super::vault::file,
@@ -110,8 +111,9 @@ fn action_responses() -> Value {
             403 => "The action is in the asset's `disabled_actions`",
             404 => "Unknown asset or action",
             409 => {
-                "The asset needs interactive consent first; the message and \
-                 `summary.consent_url` carry the /start_oauth URL"
+                "The asset needs interactive consent first; `summary.consent_url` is \
+                 POST /assets/{asset}/consent (which answers a single-use consent link) or, \
+                 from test_connectivity, such a link itself"
             }
             413 => "The request body is larger than `server.body_limit_bytes`",
             500 => "A fault of this host, e.g. an unreadable state file (logged)",

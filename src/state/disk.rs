@@ -17,7 +17,9 @@ use serde_json::error::Category;
 use super::crypto::{Cipher, OpenError};
 use super::error::truncate;
 use super::key::{KEY_FILE_NAME, KeySource};
-use super::{AssetState, ConsentSession, IdempotencyRecord, StateError, StoredTokens};
+use super::{
+    AssetState, ConsentSession, ConsentTicket, IdempotencyRecord, StateError, StoredTokens,
+};
 
 /// The newest (and only) format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -39,6 +41,8 @@ struct DiskFile {
     tokens: Option<DiskTokens>,
     #[serde(default)]
     consent_sessions: Vec<DiskConsent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    consent_tickets: Vec<ConsentTicket>,
     #[serde(default)]
     idempotency: BTreeMap<String, IdempotencyRecord>,
     #[serde(default)]
@@ -65,6 +69,8 @@ struct DiskConsent {
     verifier: String,
     created_at: i64,
     expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    browser_hash: Option<String>,
 }
 
 /// The fields read before anything else, to refuse unknown versions and foreign files early.
@@ -202,12 +208,14 @@ pub(crate) fn decode(
                 state_hash: c.state_hash,
                 created_at: c.created_at,
                 expires_at: c.expires_at,
+                browser_hash: c.browser_hash,
             })
         })
         .collect::<Result<Vec<_>, StateError>>()?;
     Ok(AssetState {
         tokens,
         consent_sessions,
+        consent_tickets: file.consent_tickets,
         idempotency: file.idempotency,
         checkpoints: file.checkpoints,
     })
@@ -248,6 +256,7 @@ fn encode(
                 verifier: seal(&c.verifier)?,
                 created_at: c.created_at,
                 expires_at: c.expires_at,
+                browser_hash: c.browser_hash.clone(),
             })
         })
         .collect::<Result<Vec<_>, StateError>>()?;
@@ -257,6 +266,7 @@ fn encode(
         updated_at: super::now_unix(),
         tokens,
         consent_sessions,
+        consent_tickets: state.consent_tickets.clone(),
         idempotency: state.idempotency.clone(),
         checkpoints: state.checkpoints.clone(),
     };

@@ -47,6 +47,8 @@ pub struct AssetState {
     pub tokens: Option<StoredTokens>,
     /// Consent sessions started by `/start_oauth` and not yet completed or expired.
     pub consent_sessions: Vec<ConsentSession>,
+    /// Consent tickets issued to API callers and not yet used at `/start_oauth` or expired.
+    pub consent_tickets: Vec<ConsentTicket>,
     /// Idempotency key → the operation it started (live-response resumption).
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
     /// Named checkpoints (ingestion cursors and the like), free-form JSON.
@@ -58,6 +60,7 @@ impl fmt::Debug for AssetState {
         f.debug_struct("AssetState")
             .field("tokens", &self.tokens)
             .field("consent_sessions", &self.consent_sessions)
+            .field("consent_tickets", &self.consent_tickets)
             .field("idempotency", &self.idempotency)
             .field("checkpoints", &self.checkpoints.keys().collect::<Vec<_>>())
             .finish()
@@ -108,6 +111,20 @@ pub struct ConsentSession {
     pub created_at: i64,
     /// When the session stops being accepted (unix seconds).
     pub expires_at: i64,
+    /// Hex SHA-256 of the browser-binding cookie set when the session opened; `/result` must
+    /// come with that cookie. `None` only for sessions stored by older versions.
+    pub browser_hash: Option<String>,
+}
+
+/// A single-use consent link handed to an authenticated caller: only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentTicket {
+    /// Hex SHA-256 of the ticket value.
+    pub ticket_hash: String,
+    /// When it was issued (unix seconds).
+    pub created_at: i64,
+    /// When it stops being accepted (unix seconds).
+    pub expires_at: i64,
 }
 
 impl fmt::Debug for ConsentSession {
@@ -117,6 +134,7 @@ impl fmt::Debug for ConsentSession {
             .field("verifier", &"[REDACTED]")
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("browser_hash", &self.browser_hash)
             .finish()
     }
 }

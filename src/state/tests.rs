@@ -34,6 +34,7 @@ fn sample(state: &mut AssetState) {
         verifier: SecretString::from(VERIFIER),
         created_at: 1_899_999_000,
         expires_at: 1_899_999_600,
+        browser_hash: None,
     });
     state.idempotency.insert(
         "key-1".into(),

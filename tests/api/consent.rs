@@ -1,5 +1,6 @@
-//! Interactive consent through the host: /start_oauth → the simulator's consent page → /result,
-//! and every way a consent answer can be wrong (each changes nothing stored).
+//! Interactive consent through the host: a consent link from the API → /start_oauth → the
+//! simulator's consent page → /result, and every way a consent can be wrong or hijacked (each
+//! changes nothing stored).
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -61,8 +62,23 @@ async fn full_consent_connects_the_asset_and_actions_run_on_delegated_permission
         .id
         .clone();
 
-    // /start_oauth answers 302 to the v2 authorize endpoint with state, PKCE and redirect_uri.
-    let resp = rig.host.open_get("/start_oauth?asset_id=admin").await;
+    // The API answers a single-use consent link; only its hash is stored.
+    let (status, body) = rig.host.request_consent("admin").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["action"], "consent");
+    assert_eq!(body["summary"]["expires_in"], 600);
+    let link = body["summary"]["consent_url"].as_str().unwrap().to_string();
+    assert!(
+        link.starts_with(&rig.host.url("/start_oauth?ticket=admin.")),
+        "{link}"
+    );
+    let ticket = query_param(&link, "ticket").unwrap();
+    let raw = String::from_utf8_lossy(&rig.state_bytes("admin").unwrap()).to_string();
+    assert!(!raw.contains(&ticket) && raw.contains(&hash_state(&ticket)));
+
+    // /start_oauth answers 302 to the v2 authorize endpoint with state, PKCE and redirect_uri,
+    // and binds the browser with an HttpOnly cookie.
+    let resp = rig.browser.get(&link).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 302);
     assert!(
         resp.headers()["cache-control"]
@@ -70,6 +86,15 @@ async fn full_consent_connects_the_asset_and_actions_run_on_delegated_permission
             .unwrap()
             .contains("no-store")
     );
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("defender-soar-consent="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    // Not Secure over plain http (the public URL of this test host).
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let binding = cookie.split(';').next().unwrap().to_string();
+    *rig.cookie.lock().unwrap() = Some(binding.clone());
     let authorize = resp.headers()["location"].to_str().unwrap().to_string();
     assert!(
         authorize.starts_with(&format!("{sim}/{tenant}/oauth2/v2.0/authorize?")),
@@ -126,6 +151,14 @@ async fn full_consent_connects_the_asset_and_actions_run_on_delegated_permission
         page.body
     );
     assert!(page.body.contains("Machine.Isolate"), "{}", page.body);
+    // The page names who connected the asset, and the binding cookie is cleared.
+    assert!(
+        page.body
+            .contains("Connected by <strong id=\"consenter\">admin@contoso.onmicrosoft.com (object id 0d3b1f7e-52a4-4c1e-9a0b-6c2d8e4f1a01)</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(page.header("set-cookie").contains("Max-Age=0"));
 
     // Tokens stored, the session gone, nothing secret in clear.
     let stored = rig.store().load("admin").await.unwrap();
@@ -166,11 +199,26 @@ async fn full_consent_connects_the_asset_and_actions_run_on_delegated_permission
     assert_eq!(rig.state_bytes("admin"), before);
     assert_eq!(rig.sim.counters().tokens("authorization_code"), 1);
 
-    // No secret of the flow reached the logs.
+    // The consent link was single-use.
+    let page = Page::from(rig.browser.get(&link).send().await.unwrap()).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("already"), "{}", page.body);
+
+    // No secret of the flow reached the logs; the log names who connected the asset.
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
-    for secret in [&state, &code, &verifier, &access, &refresh] {
+    let cookie_value = binding.split_once('=').unwrap().1.to_string();
+    for secret in [
+        &state,
+        &code,
+        &verifier,
+        &access,
+        &refresh,
+        &ticket,
+        &cookie_value,
+    ] {
         assert!(!logs.contains(secret.as_str()), "a secret is in the logs");
     }
+    assert!(logs.contains("admin@contoso.onmicrosoft.com"));
 }
 
 #[tokio::test]
@@ -225,15 +273,15 @@ async fn forged_foreign_and_incomplete_answers_change_nothing() {
         // A state naming an asset that does not exist.
         (
             format!("/result?code={code}&state=nosuch.{random}"),
-            "Unknown asset",
+            "Unknown consent",
         ),
         // A client-credentials asset has no consent sessions.
         (
             format!("/result?code={code}&state=contoso.{random}"),
             "Unknown consent",
         ),
-        // The right state without a code.
-        (format!("/result?state={state}"), "No authorization code"),
+        // The genuine answer from a browser without the binding cookie.
+        (back.replace(&rig.host.url(""), ""), "another browser"),
     ];
     for (path, expected) in cases {
         let page = Page::from(rig.host.open_get(&path).await).await;
@@ -246,6 +294,27 @@ async fn forged_foreign_and_incomplete_answers_change_nothing() {
         assert_eq!(rig.state_bytes("other"), None, "{path}");
         assert_eq!(rig.state_bytes("nosuch"), None, "{path}");
     }
+    // A wrong cookie is no better than none.
+    let page = Page::from(
+        rig.browser
+            .get(&back)
+            .header(
+                "cookie",
+                format!("defender-soar-consent={}", "B".repeat(43)),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("another browser"), "{}", page.body);
+    // The right browser without a code.
+    let page = rig
+        .follow(&rig.host.url(&format!("/result?state={state}")))
+        .await;
+    assert!(page.body.contains("No authorization code"), "{}", page.body);
+    assert_eq!(rig.state_bytes("admin").unwrap(), admin_before);
     // The code was never redeemed: the genuine answer still works afterwards.
     assert_eq!(rig.sim.counters().tokens("authorization_code"), 0);
     let page = rig.follow(&back).await;
@@ -262,6 +331,7 @@ async fn an_expired_session_is_refused_and_changes_nothing() {
         verifier: SecretString::from("v".repeat(64)),
         created_at: now() - 660,
         expires_at: now() - 60,
+        browser_hash: None,
     };
     rig.store()
         .update("admin", move |s| {
@@ -279,11 +349,7 @@ async fn an_expired_session_is_refused_and_changes_nothing() {
     .await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("expired"), "{}", page.body);
-    assert!(
-        page.body.contains("/start_oauth?asset_id=admin"),
-        "{}",
-        page.body
-    );
+    assert!(page.body.contains("/assets/admin/consent"), "{}", page.body);
     assert_eq!(rig.state_bytes("admin").unwrap(), before);
     assert_eq!(rig.sim.counters().tokens_total(), 0);
 }
@@ -306,6 +372,20 @@ async fn declining_says_so_and_changes_nothing() {
     );
     assert!(page.body.contains("AADSTS65004"), "{}", page.body);
     assert_eq!(rig.state_bytes("admin").unwrap(), before);
+    // The same answer in another browser shows none of Entra's text.
+    let page = rig.follow_elsewhere(&back).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("Consent not completed"), "{}", page.body);
+    assert!(!page.body.contains("AADSTS") && !page.body.contains("access_denied"));
+    // Nor does an error answer with a state this host never issued.
+    let page = rig
+        .follow(&rig.host.url(&format!(
+            "/result?error=access_denied&error_description=Call%20555-0100&state=admin.{}",
+            "Q".repeat(43)
+        )))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(!page.body.contains("555-0100"), "{}", page.body);
 
     // Still not connected: actions ask for consent.
     let (status, body) = rig.invoke("admin", "list_devices", json!({})).await;
@@ -325,8 +405,9 @@ async fn reflected_values_are_escaped() {
         .append_pair("error_description", evil)
         .append_pair("state", &state)
         .finish();
-    let page = Page::from(rig.host.open_get(&format!("/result?{query}")).await).await;
+    let page = rig.follow(&rig.host.url(&format!("/result?{query}"))).await;
     assert_eq!(page.status, 400);
+    assert!(page.body.contains("Details:"), "{}", page.body);
     assert!(!page.body.contains("<script>"), "{}", page.body);
     assert!(!page.body.contains("<b>"), "{}", page.body);
     assert!(
@@ -337,41 +418,160 @@ async fn reflected_values_are_escaped() {
     );
     assert_eq!(rig.state_bytes("admin").unwrap(), before);
 
-    // An asset id with markup on /start_oauth comes back escaped too.
-    let page = Page::from(
-        rig.host
-            .open_get("/start_oauth?asset_id=%3Cimg%20src%3Dx%3E")
-            .await,
-    )
-    .await;
-    assert_eq!(page.status, 404);
-    assert_secure_page(&page);
-    assert!(!page.body.contains("<img"), "{}", page.body);
-    assert!(page.body.contains("&lt;img src=x&gt;"), "{}", page.body);
+    // Markup in /start_oauth's query is never reflected.
+    for query in [
+        "asset_id=%3Cimg%20src%3Dx%3E",
+        "ticket=%3Cimg%20src%3Dx%3E.x",
+    ] {
+        let page = Page::from(rig.host.open_get(&format!("/start_oauth?{query}")).await).await;
+        assert_eq!(page.status, 400);
+        assert_secure_page(&page);
+        assert!(
+            !page.body.contains("<img") && !page.body.contains("img src"),
+            "{}",
+            page.body
+        );
+    }
 }
 
 #[tokio::test]
-async fn start_oauth_refuses_what_cannot_consent() {
+async fn consent_starts_only_from_a_ticket_an_api_caller_obtained() {
     let rig = rig().await;
-    let page = Page::from(rig.host.open_get("/start_oauth?asset_id=nosuch").await).await;
-    assert_eq!(page.status, 404, "{}", page.body);
-    assert!(page.body.contains("Unknown asset"));
-    let page = Page::from(rig.host.open_get("/start_oauth?asset_id=contoso").await).await;
+    // The old way in (no ticket) opens nothing, for any asset, and writes nothing.
+    for path in [
+        "/start_oauth?asset_id=admin",
+        "/start_oauth?asset_id=nosuch",
+        "/start_oauth",
+        "/start_oauth?ticket=admin.short",
+    ] {
+        let page = Page::from(rig.host.open_get(path).await).await;
+        assert_eq!(page.status, 400, "{path}: {}", page.body);
+        assert!(page.body.contains("/consent"), "{path}: {}", page.body);
+        assert!(page.header("set-cookie").is_empty(), "{path}");
+        assert!(page.header("location").is_empty(), "{path}");
+    }
+    let forged = format!("/start_oauth?ticket=admin.{}", "T".repeat(43));
+    let page = Page::from(rig.host.open_get(&forged).await).await;
     assert_eq!(page.status, 400, "{}", page.body);
-    assert!(page.body.contains("client credentials"), "{}", page.body);
-    assert_eq!(rig.state_bytes("contoso"), None);
-    let page = Page::from(rig.host.open_get("/start_oauth").await).await;
-    assert_eq!(page.status, 400, "{}", page.body);
-    // The consent routes need no API key; the action routes still do.
+    assert!(page.body.contains("not valid"), "{}", page.body);
+    assert_eq!(rig.state_bytes("admin"), None);
+    assert_eq!(rig.state_bytes("nosuch"), None);
+    assert_eq!(rig.sim.counters().total, 0);
+
+    // The API route needs the key, knows its assets and which of them consent interactively.
     let resp = rig
         .host
         .client
-        .post(rig.host.url("/assets/admin/actions/list_devices"))
-        .json(&json!({"parameters": {}}))
+        .post(rig.host.url("/assets/admin/consent"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    let (status, body) = rig.host.request_consent("nosuch").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = rig.host.request_consent("contoso").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs no browser consent"),
+        "{body}"
+    );
+    assert_eq!(rig.state_bytes("contoso"), None);
+
+    // A ticket of one asset does not open another's consent.
+    let link = rig.host.consent_link("admin").await;
+    let ticket = query_param(&link, "ticket").unwrap();
+    let random = ticket.split_once('.').unwrap().1;
+    let page = Page::from(
+        rig.host
+            .open_get(&format!("/start_oauth?ticket=other.{random}"))
+            .await,
+    )
+    .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(rig.state_bytes("other"), None);
+
+    // HEAD (link scanners, previews) opens nothing and does not use the ticket up.
+    let before = rig.state_bytes("admin");
+    let resp = rig.browser.head(&link).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert_eq!(rig.state_bytes("admin"), before);
+    // The link then works once.
+    let authorize = rig.open_link(&link).await;
+    let back = rig.decide(&authorize, "accept").await;
+    let page = rig.follow(&back).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_hijack_without_a_ticket_fails_and_changes_nothing() {
+    let rig = rig().await;
+    // The asset is connected by its admin.
+    rig.consent("admin").await;
+    let before = rig.state_bytes("admin").unwrap();
+    // An attacker on loopback runs the whole flow the way it used to work: no ticket.
+    let page = Page::from(rig.host.open_get("/start_oauth?asset_id=admin").await).await;
+    assert_eq!(page.status, 400);
+    // Going to Entra directly with a made-up state gets a code, but the host refuses it.
+    let tenant = &Scenario::default_scenario().tenants[0];
+    let authorize = format!(
+        "{}/{}/oauth2/v2.0/authorize?client_id={}&response_type=code&redirect_uri={}&scope=https%3A%2F%2Fapi.securitycenter.microsoft.com%2F.default%20offline_access&state=admin.{}",
+        rig.sim.base_url(),
+        tenant.id,
+        tenant.apps[0].client_id,
+        rig.host.url("/result"),
+        "M".repeat(43)
+    );
+    let back = rig
+        .decide_as(
+            &authorize,
+            "accept",
+            Some("analyst@contoso.onmicrosoft.com"),
+        )
+        .await;
+    let page = rig.follow_elsewhere(&back).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(!page.body.contains("is now connected"));
+    assert_eq!(rig.state_bytes("admin").unwrap(), before);
+    assert_eq!(rig.sim.counters().tokens("authorization_code"), 1);
+}
+
+#[tokio::test]
+async fn anonymous_start_oauth_floods_leave_a_pending_consent_working() {
+    let rig = rig().await;
+    let authorize = rig.start_consent("admin").await;
+    let before = rig.state_bytes("admin").unwrap();
+    for i in 0..100 {
+        let path = match i % 4 {
+            0 => "/start_oauth?asset_id=admin".to_string(),
+            1 => format!("/start_oauth?ticket=admin.{}", format!("{i:0>43}")),
+            2 => "/start_oauth".to_string(),
+            _ => format!(
+                "/start_oauth?asset_id=admin&ticket=admin.{}",
+                "Z".repeat(50)
+            ),
+        };
+        let status = if i % 2 == 0 {
+            rig.host.open_get(&path).await.status().as_u16()
+        } else {
+            rig.browser
+                .head(rig.host.url(&path))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert!(status == 400 || status == 200, "{path}: {status}");
+    }
+    // Not a byte of the state file changed, and the admin's consent completes.
+    assert_eq!(rig.state_bytes("admin").unwrap(), before);
+    let back = rig.decide(&authorize, "accept").await;
+    let page = rig.follow(&back).await;
+    assert_eq!(page.status, 200, "{}", page.body);
 }
 
 #[tokio::test]
@@ -406,7 +606,7 @@ async fn a_failed_exchange_is_explained_and_uses_the_session_up() {
 }
 
 #[tokio::test]
-async fn pending_sessions_are_bounded_and_expired_ones_pruned() {
+async fn pending_consents_are_capped_without_dropping_older_ones() {
     let rig = rig().await;
     rig.store()
         .update("admin", |s| {
@@ -415,18 +615,173 @@ async fn pending_sessions_are_bounded_and_expired_ones_pruned() {
                 verifier: SecretString::from("v".repeat(64)),
                 created_at: now() - 7200,
                 expires_at: now() - 6600,
+                browser_hash: None,
             });
             Ok::<(), ()>(())
         })
         .await
         .unwrap();
-    for _ in 0..40 {
-        rig.start_consent("admin").await;
+    // The first pending consent is opened in a browser; the others stay tickets.
+    let max = defender_soar::auth::consent::MAX_PENDING;
+    let first = rig.start_consent("admin").await;
+    let mut links = Vec::new();
+    for _ in 1..max {
+        links.push(rig.host.consent_link("admin").await);
     }
+    // The newest is refused; nothing pending was dropped to make room.
+    let before = rig.state_bytes("admin").unwrap();
+    let (status, body) = rig.host.request_consent("admin").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("pending"),
+        "{body}"
+    );
+    assert_eq!(rig.state_bytes("admin").unwrap(), before);
     let stored = rig.store().load("admin").await.unwrap();
     assert_eq!(
-        stored.consent_sessions.len(),
-        defender_soar::auth::consent::MAX_PENDING_SESSIONS
+        stored.consent_sessions.len() + stored.consent_tickets.len(),
+        max
     );
     assert!(stored.consent_sessions.iter().all(|s| s.expires_at > now()));
+    // test_connectivity cannot issue a link either, and says how to get one.
+    let (status, body) = rig.invoke("admin", "test_connectivity", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("pending"),
+        "{body}"
+    );
+    // The oldest and the newest pending consents both still work.
+    let back = rig.decide(&first, "accept").await;
+    assert_eq!(rig.follow(&back).await.status, 200);
+    let authorize = rig.open_link(links.last().unwrap()).await;
+    let back = rig.decide(&authorize, "accept").await;
+    assert_eq!(rig.follow(&back).await.status, 200);
+}
+
+/// `guarded` only lets the tenant's admin connect it; `by_domain` names its tenant by domain.
+async fn identity_rig() -> Rig {
+    Rig::new(Scenario::default_scenario(), |s, base| {
+        let mut guarded = interactive_asset("guarded", s, base, 0);
+        guarded.allowed_consenters = vec![
+            "ADMIN@contoso.onmicrosoft.com".into(),
+            "11111111-2222-3333-4444-555555555555".into(),
+        ];
+        let mut by_domain = interactive_asset("by_domain", s, base, 0);
+        by_domain.tenant_id = "contoso.onmicrosoft.com".into();
+        vec![guarded, by_domain]
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_user_of_another_tenant_is_refused_and_nothing_is_stored() {
+    let rig = identity_rig().await;
+    let authorize = rig.start_consent("by_domain").await;
+    let back = rig
+        .decide_as(
+            &authorize,
+            "accept",
+            Some("mallory@northwind.onmicrosoft.com"),
+        )
+        .await;
+    let before = rig.state_bytes("by_domain").unwrap();
+    let page = rig.follow(&back).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("Consent refused"), "{}", page.body);
+    assert!(
+        page.body.contains("mallory@northwind.onmicrosoft.com"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("signed in from tenant"), "{}", page.body);
+    assert_eq!(rig.state_bytes("by_domain").unwrap(), before);
+    assert!(
+        rig.store()
+            .load("by_domain")
+            .await
+            .unwrap()
+            .tokens
+            .is_none()
+    );
+    let (status, _) = rig.invoke("by_domain", "list_devices", json!({})).await;
+    assert_eq!(status, 409);
+    // The same browser can sign in again with an account of the tenant.
+    let retry = rig
+        .decide_as(
+            &authorize,
+            "accept",
+            Some("analyst@contoso.onmicrosoft.com"),
+        )
+        .await;
+    let page = rig.follow(&retry).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("analyst@contoso.onmicrosoft.com"),
+        "{}",
+        page.body
+    );
+    // The domain was resolved to the tenant id once, from the tenant's OpenID configuration.
+    assert_eq!(
+        rig.sim
+            .counters()
+            .route("GET", "/{tenant}/v2.0/.well-known/openid-configuration"),
+        1
+    );
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(logs.contains("mallory@northwind.onmicrosoft.com"));
+}
+
+#[tokio::test]
+async fn only_allowed_consenters_can_connect_an_asset() {
+    let rig = identity_rig().await;
+    let authorize = rig.start_consent("guarded").await;
+    let back = rig
+        .decide_as(
+            &authorize,
+            "accept",
+            Some("analyst@contoso.onmicrosoft.com"),
+        )
+        .await;
+    let before = rig.state_bytes("guarded").unwrap();
+    let page = rig.follow(&back).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("allowed_consenters"), "{}", page.body);
+    assert!(
+        page.body.contains("analyst@contoso.onmicrosoft.com"),
+        "{}",
+        page.body
+    );
+    assert_eq!(rig.state_bytes("guarded").unwrap(), before);
+    let (status, _) = rig.invoke("guarded", "list_devices", json!({})).await;
+    assert_eq!(status, 409);
+    // The allowed admin (UPN compared ignoring case) connects it.
+    let ok = rig
+        .decide_as(&authorize, "accept", Some("admin@contoso.onmicrosoft.com"))
+        .await;
+    let page = rig.follow(&ok).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (status, body) = rig.invoke("guarded", "list_devices", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn test_connectivity_answers_a_fresh_consent_link() {
+    let rig = rig().await;
+    let (status, body) = rig.invoke("admin", "test_connectivity", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    let link = body["summary"]["consent_url"].as_str().unwrap().to_string();
+    assert!(
+        link.starts_with(&rig.host.url("/start_oauth?ticket=admin.")),
+        "{link}"
+    );
+    // The link is in the summary, not in the message (messages are logged).
+    assert!(!body["message"].as_str().unwrap().contains(&link), "{body}");
+    let authorize = rig.open_link(&link).await;
+    let back = rig.decide(&authorize, "accept").await;
+    assert_eq!(rig.follow(&back).await.status, 200);
+    let (status, body) = rig.invoke("admin", "test_connectivity", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    let ticket = query_param(&link, "ticket").unwrap();
+    assert!(!logs.contains(&ticket), "the consent link is in the logs");
 }

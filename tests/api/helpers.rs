@@ -73,6 +73,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         api_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allowed_consenters: Vec::new(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }
@@ -318,6 +319,26 @@ impl Host {
         (status, body)
     }
 
+    /// `POST /assets/{asset}/consent` with the API key: (HTTP status, envelope).
+    pub async fn request_consent(&self, asset: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/assets/{asset}/consent")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// A single-use consent link for `asset` (asserted to be issued).
+    pub async fn consent_link(&self, asset: &str) -> String {
+        let (status, body) = self.request_consent(asset).await;
+        assert_eq!(status, 200, "{body}");
+        body["summary"]["consent_url"].as_str().unwrap().to_string()
+    }
+
     /// GET without the API key (the consent routes); returns the whole response.
     pub async fn open_get(&self, path_and_query: &str) -> reqwest::Response {
         self.client
@@ -379,6 +400,8 @@ pub struct Rig {
     pub host: Host,
     /// A client that does not follow redirects (for the simulator's authorize endpoint).
     pub browser: reqwest::Client,
+    /// The browser-binding cookie (`name=value`) the last consent start set.
+    pub cookie: std::sync::Mutex<Option<String>>,
 }
 
 impl Rig {
@@ -404,6 +427,7 @@ impl Rig {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            cookie: std::sync::Mutex::new(None),
         }
     }
 
@@ -448,13 +472,21 @@ impl Rig {
         self.host.invoke(asset, action, params).await
     }
 
-    /// `GET /start_oauth?asset_id=…`: the authorize URL it redirects to.
+    /// A consent link from the API, opened as the browser: the authorize URL it redirects
+    /// to (the binding cookie is kept for [`Rig::follow`]).
     pub async fn start_consent(&self, asset: &str) -> String {
-        let resp = self
-            .host
-            .open_get(&format!("/start_oauth?asset_id={asset}"))
-            .await;
+        let link = self.host.consent_link(asset).await;
+        self.open_link(&link).await
+    }
+
+    /// Opens a consent link as the browser: asserts the redirect, keeps the cookie, answers
+    /// the authorize URL.
+    pub async fn open_link(&self, link: &str) -> String {
+        let resp = self.browser.get(link).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 302, "{:?}", resp.text().await);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+        let pair = cookie.split(';').next().unwrap().to_string();
+        *self.cookie.lock().unwrap() = Some(pair);
         resp.headers()["location"].to_str().unwrap().to_string()
     }
 
@@ -462,6 +494,16 @@ impl Rig {
     /// `decline`), as a browser would: the hidden fields of the page plus the button's value.
     /// Answers where the simulator sends the browser (the host's `/result?…`).
     pub async fn decide(&self, authorize_url: &str, decision: &str) -> String {
+        self.decide_as(authorize_url, decision, None).await
+    }
+
+    /// [`Rig::decide`] signed in as `user` (a UPN of any tenant of the scenario).
+    pub async fn decide_as(
+        &self,
+        authorize_url: &str,
+        decision: &str,
+        user: Option<&str>,
+    ) -> String {
         let page = self.browser.get(authorize_url).send().await.unwrap();
         assert_eq!(page.status().as_u16(), 200);
         let html = page.text().await.unwrap();
@@ -477,6 +519,9 @@ impl Rig {
             .map(|c| (html_unescape(&c[1]), html_unescape(&c[2])))
             .collect();
         fields.push(("decision".into(), decision.into()));
+        if let Some(user) = user {
+            fields.push(("user".into(), user.into()));
+        }
         let action = format!("{}{}", self.sim.base_url(), html_unescape(&form));
         let resp = self
             .browser
@@ -489,8 +534,18 @@ impl Rig {
         resp.headers()["location"].to_str().unwrap().to_string()
     }
 
-    /// GET a URL the simulator redirected to (the host's `/result?…`).
+    /// GET a URL the simulator redirected to (the host's `/result?…`), with the browser's
+    /// binding cookie.
     pub async fn follow(&self, location: &str) -> Page {
+        let mut request = self.browser.get(location);
+        if let Some(cookie) = self.cookie.lock().unwrap().clone() {
+            request = request.header("cookie", cookie);
+        }
+        Page::from(request.send().await.unwrap()).await
+    }
+
+    /// GET a URL the simulator redirected to from a browser without the binding cookie.
+    pub async fn follow_elsewhere(&self, location: &str) -> Page {
         Page::from(self.browser.get(location).send().await.unwrap()).await
     }
 

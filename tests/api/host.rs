@@ -278,12 +278,17 @@ async fn openapi_documents_every_answer() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "asset_id")
-        .expect("/start_oauth documents asset_id");
+        .find(|p| p["name"] == "ticket")
+        .expect("/start_oauth documents ticket");
     assert_eq!(asset_id["in"], "query");
     assert_eq!(asset_id["required"], true);
     assert!(start["responses"]["302"]["headers"]["Location"].is_object());
-    for code in ["400", "404", "500"] {
+    assert!(start["responses"]["302"]["headers"]["Set-Cookie"].is_object());
+    let consent = &paths["/assets/{asset}/consent"]["post"];
+    for code in ["200", "400", "401", "404", "429", "500"] {
+        assert!(consent["responses"][code].is_object(), "consent {code}");
+    }
+    for code in ["400", "500"] {
         assert!(
             start["responses"][code]["content"]["text/html"].is_object(),
             "/start_oauth {code}"

@@ -154,8 +154,8 @@ async fn a_revoked_refresh_token_asks_for_consent_again() {
     rig.sim.revoke_refresh_tokens(None);
     rig.sim.expire_access_tokens(None);
     let consent_url = format!(
-        "consent again at {}",
-        rig.host.url("/start_oauth?asset_id=admin")
+        "an admin must connect it again (POST {}",
+        rig.host.url("/assets/admin/consent")
     );
     let (status, body) = rig
         .invoke("admin", "list_devices", json!({"limit": 1}))
@@ -167,7 +167,7 @@ async fn a_revoked_refresh_token_asks_for_consent_again() {
     assert!(msg.contains("AADSTS70008"), "{msg}");
     assert_eq!(
         body["summary"]["consent_url"],
-        rig.host.url("/start_oauth?asset_id=admin")
+        rig.host.url("/assets/admin/consent")
     );
     // Later calls fail before any API call.
     let api_calls = rig.sim.counters().path("GET", "/api/machines");
@@ -198,17 +198,28 @@ async fn a_revoked_refresh_token_asks_for_consent_again() {
 #[tokio::test]
 async fn an_interactive_asset_without_tokens_answers_409_with_the_consent_url() {
     let rig = rig().await;
-    let url = rig.host.url("/start_oauth?asset_id=admin");
-    for action in ["list_devices", "test_connectivity"] {
-        let (status, body) = rig.invoke("admin", action, json!({})).await;
-        assert_eq!(status, 409, "{action}: {body}");
-        assert_eq!(body["status"], "failed");
-        assert_eq!(body["summary"]["consent_url"], url.as_str());
-        assert!(body["message"].as_str().unwrap().contains(&url), "{body}");
-    }
-    assert_eq!(rig.sim.counters().total, 0);
+    let url = rig.host.url("/assets/admin/consent");
+    let (status, body) = rig.invoke("admin", "list_devices", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["summary"]["consent_url"], url.as_str());
+    assert!(body["message"].as_str().unwrap().contains(&url), "{body}");
     // Nothing was written for it.
     assert_eq!(rig.state_bytes("admin"), None);
+    // test_connectivity answers a consent link (a ticket is the only thing it stores).
+    let (status, body) = rig.invoke("admin", "test_connectivity", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["summary"]["consent_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&rig.host.url("/start_oauth?ticket=admin.")),
+        "{body}"
+    );
+    let stored = rig.store().load("admin").await.unwrap();
+    assert!(stored.tokens.is_none() && stored.consent_sessions.is_empty());
+    assert_eq!(stored.consent_tickets.len(), 1);
+    assert_eq!(rig.sim.counters().total, 0);
 }
 
 #[tokio::test]
@@ -296,7 +307,7 @@ async fn a_missing_permission_fails_fast_without_api_calls() {
     assert_eq!(body["status"], "failed", "{body}");
     let msg = body["message"].as_str().unwrap();
     assert!(msg.contains("Machine.Read.All"), "{msg}");
-    assert!(msg.contains("consent again at"), "{msg}");
+    assert!(msg.contains("connect the asset again (POST"), "{msg}");
     assert_eq!(rig.sim.counters().path("GET", "/api/machines"), 0);
 
     // test_connectivity reports instead of failing.
@@ -378,9 +389,39 @@ async fn a_corrupt_state_file_is_reported_not_reset() {
         body["message"].as_str().unwrap().contains("corrupt"),
         "{body}"
     );
-    let page = Page::from(rig.host.open_get("/start_oauth?asset_id=admin").await).await;
+    // The consent API says what is wrong; the public pages never show paths.
+    let (status, body) = rig.host.request_consent("admin").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("corrupt"),
+        "{body}"
+    );
+    let page = Page::from(
+        rig.host
+            .open_get(&format!("/start_oauth?ticket=admin.{}", "C".repeat(43)))
+            .await,
+    )
+    .await;
     assert_eq!(page.status, 500, "{}", page.body);
-    assert!(page.body.contains("corrupt"), "{}", page.body);
+    assert!(page.body.contains("State file problem"), "{}", page.body);
+    let dir = rig.dir.path().display().to_string();
+    assert!(
+        !page.body.contains(&dir) && !page.body.contains(".json"),
+        "{}",
+        page.body
+    );
+    let page = Page::from(
+        rig.host
+            .open_get(&format!("/result?code=c&state=admin.{}", "C".repeat(43)))
+            .await,
+    )
+    .await;
+    assert_eq!(page.status, 500, "{}", page.body);
+    assert!(
+        !page.body.contains(&dir) && !page.body.contains(".json"),
+        "{}",
+        page.body
+    );
     assert_eq!(
         std::fs::read(rig.state_file("admin")).unwrap(),
         b"{ not json"
