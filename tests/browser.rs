@@ -447,7 +447,8 @@ async fn simulator_consent_page_redirects_with_code_or_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The host's consent flow: /start_oauth → consent page → /result → an action
+// The host's consent flow: consent link from the API → /start_oauth → consent page → /result →
+// an action
 // ---------------------------------------------------------------------------------------------
 
 /// The simulator and a host with one interactive asset, both on random loopback ports.
@@ -502,6 +503,19 @@ impl Host {
         }
     }
 
+    /// A single-use consent link from `POST /assets/{asset}/consent`.
+    async fn consent_link(&self) -> String {
+        let resp = reqwest::Client::new()
+            .post(self.url(&format!("/assets/{ASSET}/consent")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = resp.json().await.unwrap();
+        body["summary"]["consent_url"].as_str().unwrap().to_string()
+    }
+
     /// POSTs an action with the API key; returns (HTTP status, envelope).
     async fn invoke(&self, action: &str, params: Value) -> (u16, Value) {
         let resp = reqwest::Client::new()
@@ -546,12 +560,12 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
     }
 }
 
-/// Opens `/start_oauth` for the asset and waits for the simulator's consent page.
+/// Asks the API for a consent link, opens it and waits for the simulator's consent page.
 async fn open_consent_page(browser: &Browser, host: &Host) {
     let sim_port = host.sim.addr.port();
-    browser
-        .goto(&host.url(&format!("/start_oauth?asset_id={ASSET}")))
-        .await;
+    let link = host.consent_link().await;
+    assert!(link.starts_with(&host.url("/start_oauth?ticket=")), "{link}");
+    browser.goto(&link).await;
     let at = browser
         .wait_for_url("on the simulator's consent page", |u| {
             u.port() == Some(sim_port) && u.path().ends_with("/authorize")
@@ -587,6 +601,9 @@ async fn consent_accepted_connects_the_asset_and_actions_work() {
     let heading = browser.wait_for("h1").await.text().await.unwrap();
     assert!(heading.to_lowercase().contains("connected"), "{text}");
     assert!(heading.split_whitespace().any(|w| w == ASSET), "{text}");
+    // The page names who connected the asset (the account chosen on the consent page).
+    let consenter = browser.wait_for("#consenter").await.text().await.unwrap();
+    assert!(consenter.starts_with("admin@contoso.onmicrosoft.com"), "{text}");
     assert_eq!(
         host.sim.counters().tokens_issued.get("authorization_code"),
         Some(&1),
