@@ -564,7 +564,10 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
 async fn open_consent_page(browser: &Browser, host: &Host) {
     let sim_port = host.sim.addr.port();
     let link = host.consent_link().await;
-    assert!(link.starts_with(&host.url("/start_oauth?ticket=")), "{link}");
+    assert!(
+        link.starts_with(&host.url("/start_oauth?ticket=")),
+        "{link}"
+    );
     browser.goto(&link).await;
     let at = browser
         .wait_for_url("on the simulator's consent page", |u| {
@@ -603,7 +606,10 @@ async fn consent_accepted_connects_the_asset_and_actions_work() {
     assert!(heading.split_whitespace().any(|w| w == ASSET), "{text}");
     // The page names who connected the asset (the account chosen on the consent page).
     let consenter = browser.wait_for("#consenter").await.text().await.unwrap();
-    assert!(consenter.starts_with("admin@contoso.onmicrosoft.com"), "{text}");
+    assert!(
+        consenter.starts_with("admin@contoso.onmicrosoft.com"),
+        "{text}"
+    );
     assert_eq!(
         host.sim.counters().tokens_issued.get("authorization_code"),
         Some(&1),

@@ -748,6 +748,66 @@ mod tests {
         );
     }
 
+    fn jwt(claims: &str) -> String {
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!("{}.{}.sig", enc(r#"{"alg":"none"}"#), enc(claims))
+    }
+
+    #[test]
+    fn consenters_are_read_from_any_user_claim() {
+        let c = Consenter::from_token(&jwt(
+            r#"{"tid":"T","oid":"O","upn":"a@b.c","preferred_username":"x@y.z"}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.upn.as_deref(), Some("a@b.c"));
+        assert_eq!(c.label(), "a@b.c (object id O)");
+        let c = Consenter::from_token(&jwt(r#"{"preferred_username":"x@y.z"}"#)).unwrap();
+        assert_eq!(c.upn.as_deref(), Some("x@y.z"));
+        assert!(c.oid.is_none() && c.tid.is_none());
+        let c = Consenter::from_token(&jwt(r#"{"unique_name":"u@d.e","oid":""}"#)).unwrap();
+        assert_eq!(c.label(), "u@d.e");
+        assert!(Consenter::from_token("opaque-token").is_none());
+        assert!(Consenter::from_token(&jwt("[1,2]")).is_none());
+        assert_eq!(Consenter::default().label(), "an unidentified user");
+    }
+
+    #[test]
+    fn allowed_consenters_match_upn_or_object_id_ignoring_case() {
+        let c = Consenter {
+            upn: Some("Admin@Contoso.com".into()),
+            oid: Some("0D3B1F7E-52A4-4C1E-9A0B-6C2D8E4F1A01".into()),
+            tid: None,
+        };
+        assert!(c.is_one_of(&["admin@contoso.com".into()]));
+        assert!(c.is_one_of(&["0d3b1f7e-52a4-4c1e-9a0b-6c2d8e4f1a01".into()]));
+        assert!(!c.is_one_of(&["analyst@contoso.com".into()]));
+        assert!(!c.is_one_of(&[]));
+        assert!(!Consenter::default().is_one_of(&["".into()]));
+    }
+
+    #[test]
+    fn a_session_accepts_only_its_browser() {
+        let browser = random_token();
+        let session = ConsentSession {
+            state_hash: String::new(),
+            verifier: SecretString::from("v"),
+            created_at: 0,
+            expires_at: 1,
+            browser_hash: Some(hash_state(&browser)),
+        };
+        assert!(is_browser_value(&browser));
+        assert!(same_browser(&session, Some(&browser)));
+        assert!(!same_browser(&session, Some(&random_token())));
+        assert!(!same_browser(&session, None));
+        let legacy = ConsentSession {
+            browser_hash: None,
+            ..session
+        };
+        assert!(!same_browser(&legacy, Some(&browser)));
+        assert!(!is_browser_value("short"));
+        assert!(!is_browser_value(&format!("{}=", "a".repeat(42))));
+    }
+
     #[test]
     fn asset_ids() {
         assert!(is_asset_id("a-b_C9"));

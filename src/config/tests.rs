@@ -909,3 +909,40 @@ fn budget_keys_come_from_the_environment() {
     assert_eq!(budget.default, RateLimit::new(7, Some(200)));
     assert_eq!(budget.max_wait_secs, 5);
 }
+
+#[test]
+fn interactive_assets_refuse_multi_tenant_authorities() {
+    for tenant in ["common", "Organizations", "consumers"] {
+        let toml = format!(
+            "[assets.contoso]\ntenant_id = \"{tenant}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret_env = \"CONTOSO_SECRET\"\nauth = \"authorization_code\"\n"
+        );
+        let e = error_of(&toml, SECRET_ENV);
+        assert!(e.contains("assets.contoso.tenant_id"), "{e}");
+        assert!(e.contains("any tenant"), "{e}");
+    }
+    // A client-credentials asset names its tenant in the token URL anyway: not refused here.
+    let toml = format!(
+        "[assets.contoso]\ntenant_id = \"common\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret_env = \"CONTOSO_SECRET\"\n"
+    );
+    assert!(parse(&toml, SECRET_ENV).is_ok());
+}
+
+#[test]
+fn allowed_consenters_are_upns_or_object_ids() {
+    let config = parse(
+        &asset_toml(
+            "auth = \"authorization_code\"\nallowed_consenters = [\"admin@contoso.com\", \"0d3b1f7e-52a4-4c1e-9a0b-6c2d8e4f1a01\"]",
+        ),
+        SECRET_ENV,
+    )
+    .unwrap();
+    assert_eq!(config.assets["contoso"].allowed_consenters.len(), 2);
+    let e = error_of(
+        &asset_toml("allowed_consenters = [\"admin@contoso.com\", \"not a user\"]"),
+        SECRET_ENV,
+    );
+    assert!(e.contains("assets.contoso.allowed_consenters[1]"), "{e}");
+    assert!(e.contains("user principal name"), "{e}");
+}

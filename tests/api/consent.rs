@@ -547,7 +547,7 @@ async fn anonymous_start_oauth_floods_leave_a_pending_consent_working() {
     for i in 0..100 {
         let path = match i % 4 {
             0 => "/start_oauth?asset_id=admin".to_string(),
-            1 => format!("/start_oauth?ticket=admin.{}", format!("{i:0>43}")),
+            1 => format!("/start_oauth?ticket=admin.{i:0>43}"),
             2 => "/start_oauth".to_string(),
             _ => format!(
                 "/start_oauth?asset_id=admin&ticket=admin.{}",
