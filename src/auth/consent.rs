@@ -150,8 +150,8 @@ impl TokenManager {
             })
             .await
             .map_err(|e| AuthError::State(e.into_state().to_string()))?;
-        let mut request = self
-            .client
+        let client = self.client();
+        let mut request = client
             .authorize_url(move || CsrfToken::new(state))
             .set_pkce_challenge(challenge)
             .add_extra_param("response_mode", "query");
@@ -233,8 +233,8 @@ impl TokenManager {
             return Err(ConsentError::MissingCode { asset_id });
         };
 
-        let mut request = self
-            .client
+        let client = self.client();
+        let mut request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(
                 session.verifier.expose_secret().to_string(),
