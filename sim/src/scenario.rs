@@ -74,6 +74,27 @@ pub struct Tenant {
     /// Registered applications.
     #[serde(default)]
     pub apps: Vec<App>,
+    /// Managed identities of Azure resources in this tenant (answered by the instance
+    /// metadata endpoint `GET /metadata/identity/oauth2/token`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_identities: Vec<ManagedIdentity>,
+}
+
+/// A managed identity: its client id, app roles and whether it is the system-assigned one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentity {
+    /// Client id of the identity's service principal.
+    pub client_id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// App roles granted to the identity (tokens carry them in `roles`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The identity answered when the request names no `client_id`.
+    #[serde(default)]
+    pub system_assigned: bool,
 }
 
 /// An app registration with its secret and granted permissions.
@@ -99,6 +120,9 @@ pub struct App {
     /// Registered redirect URIs (loopback ones match any port).
     #[serde(default = "default_redirect_uris")]
     pub redirect_uris: Vec<String>,
+    /// Certificates registered as credentials (PEM), for client assertions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }
 
 impl App {

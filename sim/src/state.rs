@@ -46,6 +46,8 @@ pub struct World {
     pub actions: ActionStore,
     /// Rate limiter windows: key `tenant/client/family` → call times (ms of sim time).
     pub rate_windows: HashMap<String, std::collections::VecDeque<i64>>,
+    /// `jti` of client assertions already redeemed → their `exp` (forgotten once expired).
+    pub used_assertions: HashMap<String, i64>,
 }
 
 impl World {
@@ -59,6 +61,7 @@ impl World {
             next_token_seq: 1,
             actions: ActionStore::default(),
             rate_windows: HashMap::new(),
+            used_assertions: HashMap::new(),
         }
     }
 }

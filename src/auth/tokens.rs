@@ -808,7 +808,12 @@ fn explain_certificate_refusal(
             err.summary()
         ),
         Some(700023) => format!(
-            "client assertion rejected (AADSTS700023): its issuer or subject is not the app \
+            "client assertion rejected (AADSTS700023): its audience is not the token endpoint \
+             it was sent to (check login_url): {}",
+            err.summary()
+        ),
+        Some(700021) => format!(
+            "client assertion rejected (AADSTS700021): its issuer or subject is not the app \
              {client_id}: {}",
             err.summary()
         ),
