@@ -124,7 +124,14 @@ impl Sim {
     /// Replaces the scenario and resets everything that was derived from the old one.
     pub fn load_scenario(&self, scenario: Scenario) {
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = scenario.clone();
-        *self.world() = World::new(scenario);
+        {
+            let mut w = self.world();
+            // Token sequence numbers keep growing, so expiring "every token issued so far"
+            // also covers tokens issued before the reload.
+            let next_token_seq = w.next_token_seq;
+            *w = World::new(scenario);
+            w.next_token_seq = next_token_seq;
+        }
         self.reset_counters();
         self.clear_faults();
     }

@@ -64,7 +64,11 @@ fn assertion(h: &SimHandle, v2: bool, cert: &str, key: &str, changes: Value) -> 
 }
 
 async fn redeem(h: &SimHandle, v2: bool, assertion: &str) -> reqwest::Response {
-    let target = if v2 { ("scope", SCOPE) } else { ("resource", RESOURCE) };
+    let target = if v2 {
+        ("scope", SCOPE)
+    } else {
+        ("resource", RESOURCE)
+    };
     common::client()
         .post(token_url(h, v2))
         .form(&[
@@ -91,7 +95,13 @@ async fn refused(resp: reqwest::Response, status: u16, error: &str, code: u64) -
 async fn certificate_assertions_get_app_tokens_at_v1_and_v2() {
     let h = common::start(scenario()).await;
     for v2 in [true, false] {
-        let a = assertion(&h, v2, "test-only-cert.pem", "test-only-key.pkcs8.pem", json!({}));
+        let a = assertion(
+            &h,
+            v2,
+            "test-only-cert.pem",
+            "test-only-key.pkcs8.pem",
+            json!({}),
+        );
         let resp = redeem(&h, v2, &a).await;
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
@@ -109,7 +119,13 @@ async fn bad_assertions_are_refused_with_entra_codes() {
     let h = common::start(scenario()).await;
     let (cert, key) = ("test-only-cert.pem", "test-only-key.pkcs8.pem");
     // A certificate the app does not know.
-    let a = assertion(&h, true, "other-test-only-cert.pem", "other-test-only-key.pem", json!({}));
+    let a = assertion(
+        &h,
+        true,
+        "other-test-only-cert.pem",
+        "other-test-only-key.pem",
+        json!({}),
+    );
     let d = refused(redeem(&h, true, &a).await, 401, "invalid_client", 700027).await;
     assert!(d.contains("The key was not found"), "{d}");
     // The registered certificate's thumbprint, signed by another key.
@@ -126,9 +142,21 @@ async fn bad_assertions_are_refused_with_entra_codes() {
     refused(redeem(&h, true, &a).await, 401, "invalid_client", 700021).await;
     // Outside its time window, on the simulated clock.
     let now = h.clock.unix();
-    let a = assertion(&h, true, cert, key, json!({"nbf": now - 900, "exp": now - 300}));
+    let a = assertion(
+        &h,
+        true,
+        cert,
+        key,
+        json!({"nbf": now - 900, "exp": now - 300}),
+    );
     refused(redeem(&h, true, &a).await, 401, "invalid_client", 700024).await;
-    let a = assertion(&h, true, cert, key, json!({"nbf": now + 3600, "exp": now + 4000}));
+    let a = assertion(
+        &h,
+        true,
+        cert,
+        key,
+        json!({"nbf": now + 3600, "exp": now + 4000}),
+    );
     refused(redeem(&h, true, &a).await, 401, "invalid_client", 700024).await;
     let late = assertion(&h, true, cert, key, json!({}));
     h.clock.advance(Duration::from_secs(601));
@@ -179,23 +207,38 @@ async fn managed_identity_endpoint_issues_role_tokens() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
-    assert!(body["error_description"].as_str().unwrap().contains("metadata header"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("metadata header")
+    );
 
-    for query in [base.to_vec(), [&base[..], &[("client_id", IDENTITY)]].concat()] {
+    for query in [
+        base.to_vec(),
+        [&base[..], &[("client_id", IDENTITY)]].concat(),
+    ] {
         let resp = imds(&h, &query, true).await;
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["resource"], RESOURCE);
         assert_eq!(body["client_id"], IDENTITY);
-        assert!(body["expires_in"].is_string(), "v1 numbers are strings: {body}");
+        assert!(
+            body["expires_in"].is_string(),
+            "v1 numbers are strings: {body}"
+        );
         let claims = defender_sim::jwt::verify(&h, body["access_token"].as_str().unwrap()).unwrap();
         assert_eq!(claims.tid, TENANT);
         assert_eq!(claims.aud, RESOURCE);
         assert!(claims.has_permission("Machine.Isolate"));
         assert!(!claims.has_permission("Machine.Offboard"));
     }
-    let unknown = [&base[..], &[("client_id", "00000000-0000-0000-0000-000000000001")]].concat();
+    let unknown = [
+        &base[..],
+        &[("client_id", "00000000-0000-0000-0000-000000000001")],
+    ]
+    .concat();
     let resp = imds(&h, &unknown, true).await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();

@@ -72,7 +72,10 @@ fn registered(pem_text: &str) -> Vec<Registered> {
 
 /// AADSTS50027: the JWT cannot be used.
 fn malformed(why: &str) -> AadError {
-    AadError::client(50027, format!("JWT token is invalid or is malformed. {why}"))
+    AadError::client(
+        50027,
+        format!("JWT token is invalid or is malformed. {why}"),
+    )
 }
 
 /// Checks `assertion` for `app` at `token_url` (the endpoint the client called).
@@ -97,7 +100,9 @@ pub fn check(
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| malformed("The client assertion is not a JWT."))?;
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256) {
-        return Err(malformed("The client assertion must be signed with RS256 or PS256."));
+        return Err(malformed(
+            "The client assertion must be signed with RS256 or PS256.",
+        ));
     }
     let thumbprint = header
         .x5t_s256
@@ -154,7 +159,8 @@ pub fn check(
         ));
     }
     let client = app.client_id.as_str();
-    let is_client = |v: &Option<String>| v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(client));
+    let is_client =
+        |v: &Option<String>| v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(client));
     if !is_client(&claims.iss) || !is_client(&claims.sub) {
         return Err(AadError::client(
             700021,
@@ -186,7 +192,9 @@ pub fn check(
     if w.used_assertions.contains_key(&jti) {
         return Err(AadError::client(
             50027,
-            format!("JWT token is invalid: the client assertion with jti '{jti}' was already used."),
+            format!(
+                "JWT token is invalid: the client assertion with jti '{jti}' was already used."
+            ),
         ));
     }
     w.used_assertions.insert(jti, exp);

@@ -144,10 +144,7 @@ fn grant(
         .map(str::to_string)
         .or_else(|| basic.map(|b| b.1));
     let login_base = crate::api::base_url(headers);
-    let token_url = format!(
-        "{login_base}/{tenant_key}/oauth2/{}token",
-        v.path_prefix()
-    );
+    let token_url = format!("{login_base}/{tenant_key}/oauth2/{}token", v.path_prefix());
     authenticate(sim, &app, secret.as_deref(), &params, &token_url)?;
 
     let issued = match grant {
