@@ -77,6 +77,27 @@ pub struct Tenant {
     /// Users who can sign in (consent pages, device codes); the first is the default.
     #[serde(default)]
     pub users: Vec<User>,
+    /// Managed identities of Azure resources in this tenant (answered by the instance
+    /// metadata endpoint `GET /metadata/identity/oauth2/token`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_identities: Vec<ManagedIdentity>,
+}
+
+/// A managed identity: its client id, app roles and whether it is the system-assigned one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentity {
+    /// Client id of the identity's service principal.
+    pub client_id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// App roles granted to the identity (tokens carry them in `roles`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The identity answered when the request names no `client_id`.
+    #[serde(default)]
+    pub system_assigned: bool,
 }
 
 /// A user account of a tenant.
@@ -170,6 +191,9 @@ pub struct App {
     /// Registered redirect URIs (loopback ones match any port).
     #[serde(default = "default_redirect_uris")]
     pub redirect_uris: Vec<String>,
+    /// Certificates registered as credentials (PEM), for client assertions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }
 
 impl App {

@@ -46,6 +46,8 @@ pub struct World {
     pub actions: ActionStore,
     /// Rate limiter windows: key `tenant/client/family` → call times (ms of sim time).
     pub rate_windows: HashMap<String, std::collections::VecDeque<i64>>,
+    /// `jti` of client assertions already redeemed → their `exp` (forgotten once expired).
+    pub used_assertions: HashMap<String, i64>,
 }
 
 impl World {
@@ -59,6 +61,7 @@ impl World {
             next_token_seq: 1,
             actions: ActionStore::default(),
             rate_windows: HashMap::new(),
+            used_assertions: HashMap::new(),
         }
     }
 }
@@ -125,7 +128,14 @@ impl Sim {
     /// Replaces the scenario and resets everything that was derived from the old one.
     pub fn load_scenario(&self, scenario: Scenario) {
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = scenario.clone();
-        *self.world() = World::new(scenario);
+        {
+            let mut w = self.world();
+            // Token sequence numbers keep growing, so expiring "every token issued so far"
+            // also covers tokens issued before the reload.
+            let next_token_seq = w.next_token_seq;
+            *w = World::new(scenario);
+            w.next_token_seq = next_token_seq;
+        }
         self.reset_counters();
         self.clear_faults();
     }

@@ -111,9 +111,12 @@ impl Action for TestConnectivity {
 
     async fn run(ctx: ActionContext, p: Params) -> Result<Outcome, ActionError> {
         let asset = &ctx.asset;
-        let endpoint = asset.config.token_endpoint.as_str();
+        let endpoint = match asset.config.auth {
+            AuthKind::ManagedIdentity => "managed identity",
+            _ => asset.config.token_endpoint.as_str(),
+        };
         let acquired = match asset.config.auth {
-            AuthKind::ClientCredentials => {
+            AuthKind::ClientCredentials | AuthKind::Certificate | AuthKind::ManagedIdentity => {
                 ctx.progress(&format!("requesting a token from the {endpoint} endpoint"));
                 asset.tokens.fetch_fresh().await.map(|t| Acquired {
                     expires_in: t.expires_in.as_secs(),

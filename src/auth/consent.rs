@@ -385,8 +385,8 @@ impl TokenManager {
             Err(UpdateError::State(e)) => return Err(TicketError::State(e.to_string())),
         }
         self.remember_consumed(ticket_hash, now);
-        let mut request = self
-            .client
+        let client = self.client();
+        let mut request = client
             .authorize_url(move || CsrfToken::new(state))
             .set_pkce_challenge(challenge)
             .add_extra_param("response_mode", "query");
@@ -600,8 +600,8 @@ impl TokenManager {
             return Err(ConsentError::MissingCode { asset_id });
         };
 
-        let mut request = self
-            .client
+        let client = self.client();
+        let mut request = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(
                 session.verifier.expose_secret().to_string(),

@@ -14,6 +14,7 @@
 //! - [`decode_grants`] / [`satisfies`]: what a token says it allows (display and preflight
 //!   only; the API stays the authority).
 
+pub mod certificate;
 pub mod consent;
 pub mod entra;
 pub mod preflight;

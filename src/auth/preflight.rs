@@ -63,8 +63,12 @@ impl TokenManager {
                 "grant it as a delegated permission of the app registration and connect the asset again ({})",
                 self.how_to_consent()
             ),
-            AuthKind::ClientCredentials => "grant it as an application permission of the app \
-                 registration (with admin consent), then run the action again"
+            AuthKind::ClientCredentials | AuthKind::Certificate => "grant it as an application \
+                 permission of the app registration (with admin consent), then run the action \
+                 again"
+                .to_string(),
+            AuthKind::ManagedIdentity => "assign it as an app role of the Defender API to the \
+                 managed identity's service principal, then run the action again"
                 .to_string(),
         };
         let plural = if missing.len() == 1 { "" } else { "s" };

@@ -9,8 +9,9 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
@@ -21,9 +22,10 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+use super::certificate::{ASSERTION_TYPE, ClientCertificate};
 use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
 use super::{AuthError, Grants, decode_grants, now_unix, preflight};
-use crate::config::{AssetConfig, AuthKind, ServerConfig, TokenEndpoint};
+use crate::config::{AssetConfig, AuthKind, ManagedIdentityConfig, ServerConfig, TokenEndpoint};
 use crate::defender::{DefenderError, TokenSource};
 use crate::state::{AssetState, StateStore, StoredTokens};
 
@@ -45,6 +47,12 @@ pub(crate) type EntraClient = oauth2::Client<
 pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Grant name of tokens obtained through consent (and their refreshes).
 pub(crate) const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+/// Grant name of tokens obtained with a certificate's client assertion.
+pub(crate) const GRANT_CERTIFICATE: &str = "certificate";
+/// Grant name of tokens obtained from the managed identity endpoint.
+pub(crate) const GRANT_MANAGED_IDENTITY: &str = "managed_identity";
+/// `api-version` of the instance metadata token endpoint.
+const IMDS_API_VERSION: &str = "2018-02-01";
 
 /// Lifetime assumed when Entra gives none.
 const DEFAULT_LIFETIME_SECS: i64 = 3599;
@@ -113,7 +121,25 @@ struct Cache {
     dead_refresh: Option<SecretString>,
 }
 
-/// The tokens of one asset, both auth kinds.
+/// The client secret in use and, when it comes from a file, what the file looked like when it
+/// was last read (to notice a rotation cheaply).
+struct SecretHolder {
+    current: Option<SecretString>,
+    file: Option<PathBuf>,
+    stamp: Option<FileStamp>,
+}
+
+/// Modification time and length of a secret file.
+type FileStamp = (Option<SystemTime>, u64);
+
+/// The stamp of the file at `path`, `None` when it cannot be read.
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
+}
+
+/// The tokens of one asset, every auth kind.
 pub struct TokenManager {
     pub(crate) asset_id: String,
     pub(crate) auth: AuthKind,
@@ -128,7 +154,12 @@ pub struct TokenManager {
     pub(crate) allowed_consenters: Vec<String>,
     /// The tenant id a configured domain resolves to, asked once.
     pub(crate) tenant_guid: tokio::sync::OnceCell<String>,
-    pub(crate) client: EntraClient,
+    /// The oauth2 client without its secret (added by [`TokenManager::client`]).
+    base_client: EntraClient,
+    secret: Mutex<SecretHolder>,
+    certificate: Option<ClientCertificate>,
+    managed_identity: Option<ManagedIdentityConfig>,
+    token_url: String,
     pub(crate) token_endpoint: TokenEndpoint,
     pub(crate) resource: String,
     pub(crate) scope: String,
@@ -164,10 +195,7 @@ impl TokenManager {
             .map_err(|_| invalid("authorize URL", &asset.authorize_url()))?;
         let redirect = RedirectUrl::new(server.redirect_uri())
             .map_err(|_| invalid("redirect URI", &server.redirect_uri()))?;
-        let client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                asset.client_secret.expose_secret().to_string(),
-            ))
+        let base_client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_auth_uri(auth_url)
             .set_token_uri(token_url)
@@ -183,7 +211,15 @@ impl TokenManager {
             public_url,
             allowed_consenters: asset.allowed_consenters.clone(),
             tenant_guid: tokio::sync::OnceCell::new(),
-            client,
+            base_client,
+            secret: Mutex::new(SecretHolder {
+                current: asset.client_secret.clone(),
+                stamp: asset.client_secret_file.as_deref().and_then(file_stamp),
+                file: asset.client_secret_file.clone(),
+            }),
+            certificate: asset.certificate.clone(),
+            managed_identity: asset.managed_identity.clone(),
+            token_url: asset.token_url(),
             token_endpoint: asset.token_endpoint,
             resource: asset.resource.clone(),
             scope: asset.scope(),
@@ -229,6 +265,65 @@ impl TokenManager {
     /// The consent-required error while the asset is known to need consent.
     pub fn consent_required(&self) -> Option<AuthError> {
         self.lock_cache().consent.clone()
+    }
+
+    /// The oauth2 client with the current client secret (the secret file is read again first
+    /// when it changed).
+    pub(crate) fn client(&self) -> EntraClient {
+        self.reload_secret(false);
+        let secret = self
+            .secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone();
+        match secret {
+            Some(s) => self
+                .base_client
+                .clone()
+                .set_client_secret(ClientSecret::new(s.expose_secret().to_string())),
+            None => self.base_client.clone(),
+        }
+    }
+
+    /// Reads the secret file again when its modification time or length changed (or always,
+    /// with `force`); answers whether the secret in use changed. An unreadable or empty file
+    /// leaves the current secret in place. The secret itself is never logged.
+    fn reload_secret(&self, force: bool) -> bool {
+        let mut holder = self.secret.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = holder.file.clone() else {
+            return false;
+        };
+        let stamp = file_stamp(&path);
+        if !force && stamp == holder.stamp {
+            return false;
+        }
+        holder.stamp = stamp;
+        let value = match std::fs::read_to_string(&path) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(asset = %self.asset_id, file = %path.display(), error = %e.kind(),
+                    "client secret file cannot be read; keeping the secret in use");
+                return false;
+            }
+        };
+        let value = value.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            tracing::warn!(asset = %self.asset_id, file = %path.display(),
+                "client secret file is empty; keeping the secret in use");
+            return false;
+        }
+        if holder
+            .current
+            .as_ref()
+            .is_some_and(|c| c.expose_secret() == value)
+        {
+            return false;
+        }
+        holder.current = Some(SecretString::from(value.to_string()));
+        tracing::info!(asset = %self.asset_id, file = %path.display(),
+            "client secret file changed: using the new secret");
+        true
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -281,11 +376,12 @@ impl TokenManager {
         Ok(None)
     }
 
-    /// Always asks Entra for a new client-credentials token (test_connectivity checks the
-    /// credentials with it); the token is stored and used afterwards.
+    /// Always asks for a new application token (client credentials, certificate or managed
+    /// identity: test_connectivity checks the credentials with it); the token is stored and
+    /// used afterwards.
     pub async fn fetch_fresh(&self) -> Result<FetchedToken, AuthError> {
         let _flight = self.flight.lock().await;
-        let token = self.client_credentials().await?;
+        let token = self.app_token().await?;
         Ok(FetchedToken {
             expires_in: Duration::from_secs(
                 u64::try_from(token.expires_at - token.obtained_at).unwrap_or(0),
@@ -310,15 +406,15 @@ impl TokenManager {
     /// Whether stored tokens belong to this asset's kind and target (a changed configuration
     /// makes old tokens useless).
     fn stored_usable(&self, t: &StoredTokens) -> bool {
-        let grant_ok = match self.auth {
-            AuthKind::ClientCredentials => t.grant == GRANT_CLIENT_CREDENTIALS,
-            AuthKind::AuthorizationCode => t.grant == GRANT_AUTHORIZATION_CODE,
-        };
+        let grant_ok = t.grant == grant_of(self.auth);
         grant_ok && t.scope.as_deref().is_none_or(|s| s == self.target())
     }
 
     /// The `scope` (v2) or `resource` (v1) tokens are requested for.
     pub(crate) fn target(&self) -> &str {
+        if self.auth == AuthKind::ManagedIdentity {
+            return &self.resource;
+        }
         match self.token_endpoint {
             TokenEndpoint::V2 => &self.scope,
             TokenEndpoint::V1 => &self.resource,
@@ -380,7 +476,9 @@ impl TokenManager {
             return Ok(token);
         }
         match self.auth {
-            AuthKind::ClientCredentials => self.client_credentials().await,
+            AuthKind::ClientCredentials | AuthKind::Certificate | AuthKind::ManagedIdentity => {
+                self.app_token().await
+            }
             AuthKind::AuthorizationCode => {
                 let rt = self.usable_refresh_token(stored.as_ref())?;
                 self.refresh(rt).await
@@ -411,26 +509,170 @@ impl TokenManager {
         self.connected.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Client credentials grant; the token is stored. Fetch lock held.
-    async fn client_credentials(&self) -> Result<BearerToken, AuthError> {
-        let mut request = self.client.exchange_client_credentials();
+    /// A new application token for this asset's kind; stored. Fetch lock held.
+    async fn app_token(&self) -> Result<BearerToken, AuthError> {
+        match (&self.certificate, &self.managed_identity) {
+            (Some(certificate), _) if self.auth == AuthKind::Certificate => {
+                self.certificate_grant(certificate).await
+            }
+            (_, Some(identity)) if self.auth == AuthKind::ManagedIdentity => {
+                self.managed_identity_token(identity).await
+            }
+            _ => self.client_credentials().await,
+        }
+    }
+
+    /// One client credentials request (secret or, with `assertion`, a certificate's client
+    /// assertion) for the asset's scope (v2) or resource (v1).
+    async fn request_app_token(
+        &self,
+        assertion: Option<String>,
+    ) -> Result<EntraTokenResponse, oauth2::RequestTokenError<entra::TransportError, EntraError>>
+    {
+        let client = match assertion {
+            Some(_) => self.base_client.clone(),
+            None => self.client(),
+        };
+        let mut request = client.exchange_client_credentials();
+        if let Some(assertion) = assertion {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", assertion);
+        }
         request = match self.token_endpoint {
             TokenEndpoint::V2 => request.add_scope(Scope::new(self.scope.clone())),
             TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
         };
+        request.request_async(&self.http).await
+    }
+
+    /// Client credentials grant with the client secret; the token is stored. A refused secret
+    /// makes the secret file be read again and, when it holds a new secret, the request is
+    /// made once more with it. Fetch lock held.
+    async fn client_credentials(&self) -> Result<BearerToken, AuthError> {
         let obtained_at = now_unix();
-        let result = request.request_async(&self.http).await;
+        let mut result = self.request_app_token(None).await;
+        if let Err(oauth2::RequestTokenError::ServerResponse(err)) = &result
+            && is_refused_secret(err)
+            && self.reload_secret(true)
+        {
+            tracing::info!(asset = %self.asset_id, "client secret refused; retrying with the secret now in the file");
+            result = self.request_app_token(None).await;
+        }
         self.count_fetch(GRANT_CLIENT_CREDENTIALS, result.is_ok());
         let response = result.map_err(|e| self.explain(e))?;
         let stored = self.stored_from(&response, obtained_at, GRANT_CLIENT_CREDENTIALS, None);
         self.persist(stored, obtained_at).await
     }
 
+    /// Client credentials grant with a fresh certificate client assertion; stored. Fetch
+    /// lock held.
+    async fn certificate_grant(
+        &self,
+        certificate: &ClientCertificate,
+    ) -> Result<BearerToken, AuthError> {
+        let obtained_at = now_unix();
+        let assertion = certificate
+            .assertion(&self.client_id, &self.token_url, obtained_at)
+            .map_err(|e| AuthError::Config(format!("asset {}: {e}", self.asset_id)))?;
+        let result = self.request_app_token(Some(assertion)).await;
+        self.count_fetch(GRANT_CERTIFICATE, result.is_ok());
+        let response = result.map_err(|e| match e {
+            oauth2::RequestTokenError::ServerResponse(err) => AuthError::Refused {
+                message: explain_certificate_refusal(
+                    &err,
+                    &self.tenant_id,
+                    &self.client_id,
+                    certificate,
+                ),
+                code: err.code(),
+            },
+            other => self.explain(other),
+        })?;
+        let stored = self.stored_from(&response, obtained_at, GRANT_CERTIFICATE, None);
+        self.persist(stored, obtained_at).await
+    }
+
+    /// A token from the managed identity (instance metadata) endpoint; stored. Fetch lock held.
+    async fn managed_identity_token(
+        &self,
+        identity: &ManagedIdentityConfig,
+    ) -> Result<BearerToken, AuthError> {
+        let obtained_at = now_unix();
+        let result = self.request_managed_identity(identity).await;
+        self.count_fetch(GRANT_MANAGED_IDENTITY, result.is_ok());
+        let response = result?;
+        let stored = self.stored_from(&response, obtained_at, GRANT_MANAGED_IDENTITY, None);
+        self.persist(stored, obtained_at).await
+    }
+
+    /// `GET {url}?api-version=2018-02-01&resource=...[&client_id=...]` with `Metadata: true`.
+    async fn request_managed_identity(
+        &self,
+        identity: &ManagedIdentityConfig,
+    ) -> Result<EntraTokenResponse, AuthError> {
+        let mut url = reqwest::Url::parse(&identity.url).map_err(|_| {
+            AuthError::Config(format!(
+                "asset {}: managed_identity_url {} is not a valid URL",
+                self.asset_id, identity.url
+            ))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("api-version", IMDS_API_VERSION)
+                .append_pair("resource", &self.resource);
+            if let Some(id) = &identity.client_id {
+                query.append_pair("client_id", id);
+            }
+        }
+        let which = match &identity.client_id {
+            Some(id) => format!("the user-assigned managed identity {id}"),
+            None => "the system-assigned managed identity".to_string(),
+        };
+        let resp = self
+            .http
+            .0
+            .get(url)
+            .header("Metadata", "true")
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not be reached"
+                } else {
+                    "request failed"
+                };
+                AuthError::Transport(format!(
+                    "managed identity endpoint {host} {kind}: the host must run on an Azure \
+                     resource with {which} assigned (or set managed_identity_url)"
+                ))
+            })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|_| {
+            AuthError::Transport(format!(
+                "managed identity endpoint {host}: reading the answer failed"
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(explain_identity_refusal(status, &body, &which));
+        }
+        serde_json::from_slice(&body).map_err(|_| {
+            AuthError::Transport(format!(
+                "managed identity endpoint {host} answered something that is not a token response"
+            ))
+        })
+    }
+
     /// Refresh token grant for an interactive asset; the new pair replaces the old one in one
     /// state update. Fetch lock held.
     async fn refresh(&self, refresh_token: SecretString) -> Result<BearerToken, AuthError> {
         let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
-        let mut request = self.client.exchange_refresh_token(&rt);
+        let client = self.client();
+        let mut request = client.exchange_refresh_token(&rt);
         request = match self.token_endpoint {
             TokenEndpoint::V2 => request
                 .add_scope(Scope::new(self.scope.clone()))
@@ -544,6 +786,107 @@ impl TokenManager {
             oauth2::RequestTokenError::Other(msg) => {
                 AuthError::Transport(format!("token request failed: {msg}"))
             }
+        }
+    }
+}
+
+/// The stored grant name of tokens of `kind`.
+fn grant_of(kind: AuthKind) -> &'static str {
+    match kind {
+        AuthKind::ClientCredentials => GRANT_CLIENT_CREDENTIALS,
+        AuthKind::AuthorizationCode => GRANT_AUTHORIZATION_CODE,
+        AuthKind::Certificate => GRANT_CERTIFICATE,
+        AuthKind::ManagedIdentity => GRANT_MANAGED_IDENTITY,
+    }
+}
+
+/// Whether Entra refused the client secret (wrong or expired): worth reading the secret
+/// file again.
+fn is_refused_secret(err: &EntraError) -> bool {
+    matches!(err.code(), Some(7000215 | 7000222)) || err.error == "invalid_client"
+}
+
+/// A refused certificate assertion explained, naming the certificate's thumbprint.
+fn explain_certificate_refusal(
+    err: &EntraError,
+    tenant: &str,
+    client_id: &str,
+    certificate: &ClientCertificate,
+) -> String {
+    let thumbprint = certificate.thumbprint_sha256();
+    match err.code() {
+        Some(700027) => format!(
+            "certificate rejected (AADSTS700027): the certificate (x5t#S256 {thumbprint}) is \
+             not registered for app {client_id} in tenant {tenant}, or the signature did not \
+             verify; upload certificate_file to the app registration's certificates: {}",
+            err.summary()
+        ),
+        Some(700024) => format!(
+            "client assertion rejected (AADSTS700024): it is outside its validity period; \
+             check this machine's clock: {}",
+            err.summary()
+        ),
+        Some(700023) => format!(
+            "client assertion rejected (AADSTS700023): its audience is not the token endpoint \
+             it was sent to (check login_url): {}",
+            err.summary()
+        ),
+        Some(700021) => format!(
+            "client assertion rejected (AADSTS700021): its issuer or subject is not the app \
+             {client_id}: {}",
+            err.summary()
+        ),
+        _ => err.explain(tenant, client_id),
+    }
+}
+
+/// A refusal of the managed identity endpoint as a message for people.
+fn explain_identity_refusal(status: reqwest::StatusCode, body: &[u8], which: &str) -> AuthError {
+    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| {
+        parsed
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    let (error, description) = (text("error"), text("error_description"));
+    let detail = match (error.is_empty(), description.is_empty()) {
+        (false, false) => format!("{error}: {description}"),
+        (false, true) => error.clone(),
+        (true, false) => description.clone(),
+        (true, true) => "no details".to_string(),
+    };
+    let lower = description.to_ascii_lowercase();
+    let advice = if lower.contains("identity not found") {
+        format!(
+            "{which} is not assigned to the Azure resource the host runs on; assign it, or \
+             fix managed_identity_client_id"
+        )
+    } else if lower.contains("metadata") {
+        "the endpoint wants the Metadata header; is managed_identity_url an instance metadata \
+         endpoint?"
+            .to_string()
+    } else if error == "invalid_resource" || lower.contains("aadsts500011") {
+        "the Defender API is not available in the identity's tenant: check the environment"
+            .to_string()
+    } else if status.is_server_error() || status.as_u16() == 429 {
+        "the endpoint is busy or failing; try again later".to_string()
+    } else {
+        format!("{which} could not get a token")
+    };
+    let message = format!(
+        "managed identity token refused (HTTP {}, {detail}): {advice}",
+        status.as_u16()
+    );
+    if status.is_server_error() || status.as_u16() == 429 {
+        AuthError::Transport(message)
+    } else {
+        AuthError::Refused {
+            message,
+            code: None,
         }
     }
 }

@@ -27,6 +27,8 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::certificate::ClientCertificate;
+
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "DEFENDER_SOAR__";
 
@@ -167,15 +169,45 @@ pub enum AuthKind {
     ClientCredentials,
     /// Delegated permissions after an interactive admin consent (`/start_oauth`).
     AuthorizationCode,
+    /// Application permissions: client id + a certificate's private key (a signed client
+    /// assertion), no secret.
+    Certificate,
+    /// Application permissions of the Azure managed identity of the machine the host runs on
+    /// (instance metadata endpoint), no credential in the configuration.
+    ManagedIdentity,
 }
 
 impl AuthKind {
-    /// The configuration spelling: `client_credentials` or `authorization_code`.
+    /// Every kind, in documentation order.
+    pub const ALL: [AuthKind; 4] = [
+        AuthKind::ClientCredentials,
+        AuthKind::AuthorizationCode,
+        AuthKind::Certificate,
+        AuthKind::ManagedIdentity,
+    ];
+
+    /// The configuration spelling: `client_credentials`, `authorization_code`, `certificate`
+    /// or `managed_identity`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthKind::ClientCredentials => "client_credentials",
             AuthKind::AuthorizationCode => "authorization_code",
+            AuthKind::Certificate => "certificate",
+            AuthKind::ManagedIdentity => "managed_identity",
         }
+    }
+
+    /// Whether tokens carry application permissions (`roles`) obtained without a user.
+    pub fn is_application(self) -> bool {
+        !matches!(self, AuthKind::AuthorizationCode)
+    }
+
+    /// Whether the kind authenticates with a client secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            AuthKind::ClientCredentials | AuthKind::AuthorizationCode
+        )
     }
 }
 
@@ -183,15 +215,11 @@ impl FromStr for AuthKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "client_credentials" => Ok(AuthKind::ClientCredentials),
-            "authorization_code" => Ok(AuthKind::AuthorizationCode),
-            _ => Err(unknown_value(
-                "auth",
-                s,
-                &["client_credentials", "authorization_code"],
-            )),
-        }
+        let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+        AuthKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == norm)
+            .ok_or_else(|| unknown_value("auth", s, &AuthKind::ALL.map(AuthKind::as_str)))
     }
 }
 
@@ -201,7 +229,8 @@ impl fmt::Display for AuthKind {
     }
 }
 
-/// The Microsoft cloud an asset's tenant lives in; it picks the login and API hosts.
+/// The Microsoft cloud (and, for the commercial cloud, the API region) an asset's tenant
+/// lives in; it picks the login, API and Graph hosts and the token resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Environment {
     /// Commercial cloud.
@@ -213,51 +242,85 @@ pub enum Environment {
     GccHigh,
     /// US Department of Defense.
     Dod,
+    /// Commercial cloud, API served from the United States.
+    Us,
+    /// Commercial cloud, API served from the European Union.
+    Eu,
+    /// Commercial cloud, API served from the United Kingdom.
+    Uk,
+    /// Commercial cloud, API host chosen by geographic proximity.
+    Global,
 }
+
+/// Token resource of the commercial cloud (every commercial region shares it).
+const PUBLIC_RESOURCE: &str = "https://api.securitycenter.microsoft.com";
 
 impl Environment {
     /// Every environment, in documentation order.
-    pub const ALL: [Environment; 4] = [
+    pub const ALL: [Environment; 8] = [
         Environment::Public,
         Environment::Gcc,
         Environment::GccHigh,
         Environment::Dod,
+        Environment::Us,
+        Environment::Eu,
+        Environment::Uk,
+        Environment::Global,
     ];
 
     /// Entra ID authority base (without tenant).
     pub fn login_url(self) -> &'static str {
         match self {
-            Environment::Public | Environment::Gcc => "https://login.microsoftonline.com",
             Environment::GccHigh | Environment::Dod => "https://login.microsoftonline.us",
+            _ => "https://login.microsoftonline.com",
         }
     }
 
     /// MDE API base (without `/api`).
     pub fn api_url(self) -> &'static str {
         match self {
-            Environment::Public => "https://api.securitycenter.microsoft.com",
+            Environment::Public => PUBLIC_RESOURCE,
             Environment::Gcc => "https://api-gcc.securitycenter.microsoft.us",
             Environment::GccHigh | Environment::Dod => {
                 "https://api-gov.securitycenter.microsoft.us"
             }
+            Environment::Us => "https://us.api.security.microsoft.com",
+            Environment::Eu => "https://eu.api.security.microsoft.com",
+            Environment::Uk => "https://uk.api.security.microsoft.com",
+            Environment::Global => "https://api.security.microsoft.com",
         }
     }
 
-    /// Token resource (v1 `resource`; v2 scope is `{resource}/.default`).
+    /// Microsoft Graph base (without `/v1.0`).
+    pub fn graph_url(self) -> &'static str {
+        match self {
+            Environment::GccHigh => "https://graph.microsoft.us",
+            Environment::Dod => "https://dod-graph.microsoft.us",
+            _ => "https://graph.microsoft.com",
+        }
+    }
+
+    /// Token resource (v1 `resource`; v2 scope is `{resource}/.default`): the commercial
+    /// resource for Public and its regions, the API base for the government clouds.
     pub fn resource(self) -> &'static str {
         match self {
-            Environment::Public => "https://api.securitycenter.microsoft.com",
-            other => other.api_url(),
+            Environment::Gcc | Environment::GccHigh | Environment::Dod => self.api_url(),
+            _ => PUBLIC_RESOURCE,
         }
     }
 
-    /// The configuration spelling: `Public`, `GCC`, `GCC High` or `DoD`.
+    /// The configuration spelling: `Public`, `GCC`, `GCC High`, `DoD`, `US`, `EU`, `UK` or
+    /// `Global`.
     pub fn as_str(self) -> &'static str {
         match self {
             Environment::Public => "Public",
             Environment::Gcc => "GCC",
             Environment::GccHigh => "GCC High",
             Environment::Dod => "DoD",
+            Environment::Us => "US",
+            Environment::Eu => "EU",
+            Environment::Uk => "UK",
+            Environment::Global => "Global",
         }
     }
 }
@@ -267,22 +330,19 @@ impl FromStr for Environment {
 
     /// Case-insensitive; spaces, `_` and `-` are ignored (`GCC High`, `GCCHigh`, `gcc_high`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let norm: String = s
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '_' | '-'))
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match norm.as_str() {
-            "public" => Ok(Environment::Public),
-            "gcc" => Ok(Environment::Gcc),
-            "gcchigh" => Ok(Environment::GccHigh),
-            "dod" => Ok(Environment::Dod),
-            _ => Err(unknown_value(
-                "environment",
-                s,
-                &Environment::ALL.map(Environment::as_str),
-            )),
-        }
+        let norm = |v: &str| -> String {
+            v.chars()
+                .filter(|c| !matches!(c, ' ' | '_' | '-'))
+                .collect::<String>()
+                .to_ascii_lowercase()
+        };
+        let wanted = norm(s);
+        Environment::ALL
+            .into_iter()
+            .find(|e| norm(e.as_str()) == wanted)
+            .ok_or_else(|| {
+                unknown_value("environment", s, &Environment::ALL.map(Environment::as_str))
+            })
     }
 }
 
@@ -353,8 +413,16 @@ pub struct AssetConfig {
     pub tenant_id: String,
     /// App registration's client id (a GUID).
     pub client_id: String,
-    /// Client secret, read from `client_secret_env` or `client_secret_file`.
-    pub client_secret: SecretString,
+    /// Client secret, read from `client_secret_env` or `client_secret_file`; `None` for the
+    /// kinds that use none (certificate, managed identity).
+    pub client_secret: Option<SecretString>,
+    /// `client_secret_file` when the secret came from a file: it is read again when it
+    /// changes, so a rotated secret is used without a restart.
+    pub client_secret_file: Option<PathBuf>,
+    /// The certificate credential (`auth = "certificate"`), read and checked at start-up.
+    pub certificate: Option<ClientCertificate>,
+    /// Managed identity settings (`auth = "managed_identity"`).
+    pub managed_identity: Option<ManagedIdentityConfig>,
     /// How tokens are obtained; default client credentials.
     pub auth: AuthKind,
     /// Microsoft cloud; default Public.
@@ -365,6 +433,9 @@ pub struct AssetConfig {
     pub login_url: String,
     /// API base without `/api`: the override or the environment's; no trailing slash.
     pub api_url: String,
+    /// Microsoft Graph base without `/v1.0`: the `graph_url` override or the environment's; no
+    /// trailing slash.
+    pub graph_url: String,
     /// Token resource: always the environment's, even when the URLs are overridden.
     pub resource: String,
     /// Action ids this asset refuses, as configured.
@@ -416,12 +487,19 @@ impl fmt::Debug for AssetConfig {
             .field("id", &self.id)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &Redacted)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| Redacted),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("certificate", &self.certificate)
+            .field("managed_identity", &self.managed_identity)
             .field("auth", &self.auth)
             .field("environment", &self.environment)
             .field("token_endpoint", &self.token_endpoint)
             .field("login_url", &self.login_url)
             .field("api_url", &self.api_url)
+            .field("graph_url", &self.graph_url)
             .field("resource", &self.resource)
             .field("disabled_actions", &self.disabled_actions)
             .field("allowed_consenters", &self.allowed_consenters)
@@ -429,6 +507,22 @@ impl fmt::Debug for AssetConfig {
             .field("http_timeout_secs", &self.http_timeout_secs)
             .finish()
     }
+}
+
+/// Where an asset with `auth = "managed_identity"` gets its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedIdentityConfig {
+    /// Client id of a user-assigned identity (`managed_identity_client_id`); `None` for the
+    /// system-assigned identity.
+    pub client_id: Option<String>,
+    /// The instance metadata token endpoint (`managed_identity_url`; default
+    /// [`ManagedIdentityConfig::DEFAULT_URL`]).
+    pub url: String,
+}
+
+impl ManagedIdentityConfig {
+    /// Azure's instance metadata service token endpoint.
+    pub const DEFAULT_URL: &'static str = "http://169.254.169.254/metadata/identity/oauth2/token";
 }
 
 /// Calls allowed to one endpoint family in any rolling minute and, optionally, hour.

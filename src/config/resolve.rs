@@ -10,10 +10,12 @@ use std::str::FromStr;
 use figment::Figment;
 use secrecy::SecretString;
 
+use crate::auth::certificate::{CertificateInput, ClientCertificate};
+
 use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text};
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
-    LogFormat, RateLimit, ServerConfig, TokenEndpoint,
+    LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -305,45 +307,13 @@ fn resolve_asset(
             None
         }
     };
-    let client_id = match &raw.client_id {
-        Some(Text(v)) => problems.check(&key("client_id"), check_client_id(v)),
-        None => {
-            problems.push(key("client_id"), "required");
-            None
-        }
-    };
-    if raw.client_secret.is_some() {
-        problems.push(
-            key("client_secret"),
-            "inline secrets are not allowed; use client_secret_env (name of an environment \
-             variable) or client_secret_file (path of a file holding the secret)",
-        );
-    }
-    let client_secret = match (&raw.client_secret_env, &raw.client_secret_file) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                format!("assets.{id}"),
-                "client_secret_env and client_secret_file are both set; set exactly one",
-            );
-            None
-        }
-        (Some(Text(name)), None) => {
-            problems.check(&key("client_secret_env"), secret_from_env(name, env))
-        }
-        (None, Some(Text(path))) => problems.check(
-            &key("client_secret_file"),
-            secret_from_file(Path::new(path)),
-        ),
-        (None, None) if raw.client_secret.is_some() => None,
-        (None, None) => {
-            problems.push(
-                format!("assets.{id}"),
-                "a client secret is required: set client_secret_env or client_secret_file",
-            );
-            None
-        }
-    };
-    let auth = parse_or(problems, &key("auth"), raw.auth, AuthKind::default());
+    let auth = parse_or(
+        problems,
+        &key("auth"),
+        raw.auth.clone(),
+        AuthKind::default(),
+    );
+    let credentials = resolve_credentials(id, &raw, auth, env, problems);
     let environment = parse_or(
         problems,
         &key("environment"),
@@ -367,6 +337,12 @@ fn resolve_asset(
         &key("api_url"),
         raw.api_url,
         environment.map(Environment::api_url),
+    );
+    let graph_url = base_url(
+        problems,
+        &key("graph_url"),
+        raw.graph_url,
+        environment.map(Environment::graph_url),
     );
     let connect_timeout_secs = positive(
         problems,
@@ -411,22 +387,252 @@ fn resolve_asset(
         return None;
     }
     let environment = environment?;
+    let credentials = credentials?;
     Some(AssetConfig {
         id: id.to_owned(),
         tenant_id: tenant_id?,
-        client_id: client_id?,
-        client_secret: client_secret?,
+        client_id: credentials.client_id,
+        client_secret: credentials.client_secret,
+        client_secret_file: credentials.client_secret_file,
+        certificate: credentials.certificate,
+        managed_identity: credentials.managed_identity,
         auth: auth?,
         environment,
         token_endpoint: token_endpoint?,
         login_url: login_url?,
         api_url: api_url?,
+        graph_url: graph_url?,
         resource: environment.resource().to_owned(),
         disabled_actions,
         allowed_consenters,
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
     })
+}
+
+/// What an asset authenticates with, resolved for its auth kind.
+struct Credentials {
+    client_id: String,
+    client_secret: Option<SecretString>,
+    client_secret_file: Option<PathBuf>,
+    certificate: Option<ClientCertificate>,
+    managed_identity: Option<ManagedIdentityConfig>,
+}
+
+/// `client_id` and the credential keys of `auth`; keys that belong to another kind are
+/// refused so a half-changed configuration is noticed. `None` after recording a problem (or
+/// when `auth` itself is invalid).
+fn resolve_credentials(
+    id: &str,
+    raw: &RawAsset,
+    auth: Option<AuthKind>,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<Credentials> {
+    let key = |field: &str| format!("assets.{id}.{field}");
+    if raw.client_secret.is_some() {
+        problems.push(
+            key("client_secret"),
+            "inline secrets are not allowed; use client_secret_env (name of an environment \
+             variable) or client_secret_file (path of a file holding the secret)",
+        );
+    }
+    let auth = auth?;
+    let before = problems.0.len();
+    let refuse = |problems: &mut Problems, field: &str, given: bool, hint: &str| {
+        if given {
+            problems.push(
+                key(field),
+                format!("not used with auth = \"{}\"{hint}", auth.as_str()),
+            );
+        }
+    };
+    let secret_keys = [
+        ("client_secret_env", raw.client_secret_env.is_some()),
+        ("client_secret_file", raw.client_secret_file.is_some()),
+    ];
+    let certificate_keys = [
+        ("certificate_file", raw.certificate_file.is_some()),
+        ("private_key_file", raw.private_key_file.is_some()),
+        (
+            "private_key_password_env",
+            raw.private_key_password_env.is_some(),
+        ),
+    ];
+    let identity_keys = [
+        (
+            "managed_identity_client_id",
+            raw.managed_identity_client_id.is_some(),
+        ),
+        ("managed_identity_url", raw.managed_identity_url.is_some()),
+    ];
+    if !auth.uses_secret() {
+        for (field, given) in secret_keys {
+            refuse(problems, field, given, " (it needs no client secret)");
+        }
+    }
+    if auth != AuthKind::Certificate {
+        for (field, given) in certificate_keys {
+            refuse(problems, field, given, "; it is for auth = \"certificate\"");
+        }
+    }
+    if auth != AuthKind::ManagedIdentity {
+        for (field, given) in identity_keys {
+            refuse(
+                problems,
+                field,
+                given,
+                "; it is for auth = \"managed_identity\"",
+            );
+        }
+    }
+
+    if auth == AuthKind::ManagedIdentity {
+        refuse(
+            problems,
+            "client_id",
+            raw.client_id.is_some(),
+            "; for a user-assigned identity set managed_identity_client_id to its client id",
+        );
+        let identity_client_id = match &raw.managed_identity_client_id {
+            Some(Text(v)) => problems
+                .check(&key("managed_identity_client_id"), check_client_id(v))
+                .map(Some),
+            None => Some(None),
+        };
+        let url = match &raw.managed_identity_url {
+            Some(Text(v)) => problems
+                .check(&key("managed_identity_url"), parse_http_url(v))
+                .map(|u| u.to_string()),
+            None => Some(ManagedIdentityConfig::DEFAULT_URL.to_owned()),
+        };
+        if problems.0.len() != before {
+            return None;
+        }
+        let identity_client_id = identity_client_id?;
+        return Some(Credentials {
+            client_id: identity_client_id.clone().unwrap_or_default(),
+            client_secret: None,
+            client_secret_file: None,
+            certificate: None,
+            managed_identity: Some(ManagedIdentityConfig {
+                client_id: identity_client_id,
+                url: url?,
+            }),
+        });
+    }
+
+    let client_id = match &raw.client_id {
+        Some(Text(v)) => problems.check(&key("client_id"), check_client_id(v)),
+        None => {
+            problems.push(key("client_id"), "required");
+            None
+        }
+    };
+    if auth == AuthKind::Certificate {
+        let certificate = resolve_certificate(id, raw, env, problems);
+        if problems.0.len() != before {
+            return None;
+        }
+        return Some(Credentials {
+            client_id: client_id?,
+            client_secret: None,
+            client_secret_file: None,
+            certificate: Some(certificate?),
+            managed_identity: None,
+        });
+    }
+
+    let (client_secret, client_secret_file) =
+        match (&raw.client_secret_env, &raw.client_secret_file) {
+            (Some(_), Some(_)) => {
+                problems.push(
+                    format!("assets.{id}"),
+                    "client_secret_env and client_secret_file are both set; set exactly one",
+                );
+                (None, None)
+            }
+            (Some(Text(name)), None) => (
+                problems.check(&key("client_secret_env"), secret_from_env(name, env)),
+                None,
+            ),
+            (None, Some(Text(path))) => (
+                problems.check(
+                    &key("client_secret_file"),
+                    secret_from_file(Path::new(path)),
+                ),
+                Some(PathBuf::from(path)),
+            ),
+            (None, None) if raw.client_secret.is_some() => (None, None),
+            (None, None) => {
+                problems.push(
+                    format!("assets.{id}"),
+                    format!(
+                        "a client secret is required with auth = \"{}\": set \
+                         client_secret_env or client_secret_file (or use auth = \"certificate\" \
+                         or \"managed_identity\")",
+                        auth.as_str()
+                    ),
+                );
+                (None, None)
+            }
+        };
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Credentials {
+        client_id: client_id?,
+        client_secret: Some(client_secret?),
+        client_secret_file,
+        certificate: None,
+        managed_identity: None,
+    })
+}
+
+/// `certificate_file`, `private_key_file` and `private_key_password_env`, read and checked.
+fn resolve_certificate(
+    id: &str,
+    raw: &RawAsset,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<ClientCertificate> {
+    let key = |field: &str| format!("assets.{id}.{field}");
+    let path = |problems: &mut Problems, field: &str, value: &Option<Text>| match value {
+        Some(Text(v)) if v.trim().is_empty() => {
+            problems.push(key(field), "must be a file path");
+            None
+        }
+        Some(Text(v)) => Some(PathBuf::from(v)),
+        None => {
+            problems.push(
+                key(field),
+                "required with auth = \"certificate\" (path of a PEM file)",
+            );
+            None
+        }
+    };
+    let certificate_file = path(problems, "certificate_file", &raw.certificate_file);
+    let private_key_file = path(problems, "private_key_file", &raw.private_key_file);
+    let password = match &raw.private_key_password_env {
+        Some(Text(name)) => problems
+            .check(&key("private_key_password_env"), secret_from_env(name, env))
+            .map(Some),
+        None => Some(None),
+    };
+    let (certificate_file, private_key_file, password) =
+        (certificate_file?, private_key_file?, password?);
+    match ClientCertificate::load(&certificate_file, &private_key_file, password.as_ref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let field = match e.input {
+                CertificateInput::Certificate => "certificate_file",
+                CertificateInput::PrivateKey => "private_key_file",
+                CertificateInput::Password => "private_key_password_env",
+            };
+            problems.push(key(field), e.problem);
+            None
+        }
+    }
 }
 
 /// `[assets.<id>.budget]`: each key a whole number within bounds, defaults from

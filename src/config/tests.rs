@@ -115,7 +115,10 @@ fn asset_defaults() {
     let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
     let asset = config.asset("contoso").unwrap();
     assert_eq!(asset.id, "contoso");
-    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+    assert_eq!(
+        asset.client_secret.as_ref().unwrap().expose_secret(),
+        SECRET
+    );
     assert_eq!(asset.auth, AuthKind::ClientCredentials);
     assert_eq!(asset.environment, Environment::Public);
     assert_eq!(asset.token_endpoint, TokenEndpoint::V2);
@@ -211,7 +214,10 @@ environment = "dod"
 
     let fabrikam = config.asset("Fabrikam_2").unwrap();
     assert_eq!(fabrikam.tenant_id, "fabrikam.onmicrosoft.com");
-    assert_eq!(fabrikam.client_secret.expose_secret(), "fabrikam-secret");
+    assert_eq!(
+        fabrikam.client_secret.as_ref().unwrap().expose_secret(),
+        "fabrikam-secret"
+    );
     assert_eq!(fabrikam.environment, Environment::Dod);
     assert_eq!(fabrikam.login_url, "https://login.microsoftonline.us");
     assert_eq!(
@@ -294,7 +300,10 @@ fn asset_defined_only_in_the_environment_gets_a_lower_case_id() {
     let config = Config::resolve_layers(Figment::new(), prefix, &env_of(SECRET_ENV)).unwrap();
     let asset = config.asset("envcorp").unwrap();
     assert_eq!(asset.tenant_id, TENANT);
-    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+    assert_eq!(
+        asset.client_secret.as_ref().unwrap().expose_secret(),
+        SECRET
+    );
 }
 
 #[test]
@@ -328,7 +337,13 @@ fn load_reads_a_file_and_refuses_a_missing_one() {
     let config = Config::load(Some(&path)).unwrap();
     assert_eq!(config.server.state_dir, PathBuf::from("st"));
     assert_eq!(
-        config.asset("demo").unwrap().client_secret.expose_secret(),
+        config
+            .asset("demo")
+            .unwrap()
+            .client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
 
@@ -424,8 +439,9 @@ fn a_secret_source_is_required() {
     let msg = error_of(&toml, &[]);
     assert_eq!(
         msg,
-        "configuration: assets.contoso: a client secret is required: set client_secret_env or \
-         client_secret_file"
+        "configuration: assets.contoso: a client secret is required with auth = \
+         \"client_credentials\": set client_secret_env or client_secret_file (or use auth = \
+         \"certificate\" or \"managed_identity\")"
     );
 }
 
@@ -498,7 +514,7 @@ fn bad_environment_lists_allowed_values() {
     assert_eq!(
         msg,
         "configuration: assets.contoso.environment: unknown environment \"Moon\"; allowed \
-         values: Public, GCC, GCC High, DoD"
+         values: Public, GCC, GCC High, DoD, US, EU, UK, Global"
     );
 }
 
@@ -512,7 +528,9 @@ fn bad_token_endpoint_lists_allowed_values() {
     );
     let msg = error_of(&asset_toml("auth = \"password\""), SECRET_ENV);
     assert!(
-        msg.ends_with("allowed values: client_credentials, authorization_code"),
+        msg.ends_with(
+            "allowed values: client_credentials, authorization_code, certificate, managed_identity"
+        ),
         "{msg}"
     );
     let msg = error_of("[server]\nlog_format = \"xml\"", &[]);
@@ -686,6 +704,7 @@ fn environment_hosts() {
         ),
     ];
     for (env, login, api, resource) in cases {
+        assert_eq!(env.graph_url(), graph_of(env), "{env}");
         assert_eq!(env.login_url(), login, "{env}");
         assert_eq!(env.api_url(), api, "{env}");
         assert_eq!(env.resource(), resource, "{env}");
@@ -718,6 +737,255 @@ fn environment_spellings() {
     );
 }
 
+/// The Graph host each environment must use.
+fn graph_of(env: Environment) -> &'static str {
+    match env {
+        Environment::GccHigh => "https://graph.microsoft.us",
+        Environment::Dod => "https://dod-graph.microsoft.us",
+        _ => "https://graph.microsoft.com",
+    }
+}
+
+#[test]
+fn regional_environments() {
+    let public = "https://api.securitycenter.microsoft.com";
+    for (names, env, api) in [
+        (
+            ["US", "us", " U-S "],
+            Environment::Us,
+            "https://us.api.security.microsoft.com",
+        ),
+        (
+            ["EU", "eu", "e_u"],
+            Environment::Eu,
+            "https://eu.api.security.microsoft.com",
+        ),
+        (
+            ["UK", "uk", "U K"],
+            Environment::Uk,
+            "https://uk.api.security.microsoft.com",
+        ),
+        (
+            ["Global", "GLOBAL", "glo-bal"],
+            Environment::Global,
+            "https://api.security.microsoft.com",
+        ),
+    ] {
+        for n in names {
+            assert_eq!(n.parse::<Environment>().unwrap(), env, "{n}");
+        }
+        assert_eq!(env.api_url(), api);
+        assert_eq!(
+            env.resource(),
+            public,
+            "regions use the commercial resource"
+        );
+        assert_eq!(env.login_url(), "https://login.microsoftonline.com");
+        assert_eq!(env.graph_url(), "https://graph.microsoft.com");
+        assert_eq!(env.as_str().parse::<Environment>().unwrap(), env);
+    }
+    let config = parse(&asset_toml("environment = \"eu\""), SECRET_ENV).unwrap();
+    let a = config.asset("contoso").unwrap();
+    assert_eq!(a.api_url, "https://eu.api.security.microsoft.com");
+    assert_eq!(a.resource, public);
+    assert_eq!(a.graph_url, "https://graph.microsoft.com");
+    let config = parse(
+        &asset_toml("environment = \"DoD\"\ngraph_url = \"http://127.0.0.1:9/\""),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let a = config.asset("contoso").unwrap();
+    assert_eq!(
+        a.graph_url, "http://127.0.0.1:9",
+        "override, no trailing slash"
+    );
+    let config = parse(&asset_toml("environment = \"DoD\""), SECRET_ENV).unwrap();
+    assert_eq!(
+        config.asset("contoso").unwrap().graph_url,
+        "https://dod-graph.microsoft.us"
+    );
+    let msg = error_of(&asset_toml("graph_url = \"ftp://x\""), SECRET_ENV);
+    assert!(
+        msg.starts_with("configuration: assets.contoso.graph_url:"),
+        "{msg}"
+    );
+}
+
+/// Path of a test-only certificate fixture.
+fn cert_fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/certificate")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A certificate asset with the given key file and extra lines.
+fn certificate_toml(key: &str, extra: &str) -> String {
+    format!(
+        "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         auth = \"certificate\"\ncertificate_file = \"{}\"\nprivate_key_file = \"{}\"\n{extra}\n",
+        cert_fixture("test-only-cert.pem"),
+        cert_fixture(key)
+    )
+}
+
+#[test]
+fn certificate_assets_load_and_name_bad_keys() {
+    let config = parse(&certificate_toml("test-only-key.pkcs1.pem", ""), &[]).unwrap();
+    let a = config.asset("contoso").unwrap();
+    assert_eq!(a.auth, AuthKind::Certificate);
+    assert!(a.client_secret.is_none() && a.certificate.is_some());
+    let pw = &[("KEY_PW", "test-only-password")];
+    let extra = "private_key_password_env = \"KEY_PW\"";
+    let config = parse(&certificate_toml("test-only-key.encrypted.pem", extra), pw).unwrap();
+    let dbg = format!("{config:?}");
+    assert!(
+        !dbg.contains("test-only-password") && !dbg.contains("MII"),
+        "{dbg}"
+    );
+
+    let msg = error_of(&certificate_toml("test-only-key.encrypted.pem", ""), &[]);
+    assert!(
+        msg.starts_with(
+            "configuration: assets.contoso.private_key_file: the private key is encrypted"
+        ),
+        "{msg}"
+    );
+    let wrong = &[("KEY_PW", "nope")];
+    let msg = error_of(
+        &certificate_toml("test-only-key.encrypted.pem", extra),
+        wrong,
+    );
+    assert!(msg.starts_with("configuration: assets.contoso.private_key_password_env: the private key cannot be decrypted"), "{msg}");
+    assert!(!msg.contains("nope"));
+    let msg = error_of(&certificate_toml("test-only-key.encrypted.pem", extra), &[]);
+    assert!(
+        msg.contains("private_key_password_env: environment variable KEY_PW is not set"),
+        "{msg}"
+    );
+    let msg = error_of(&certificate_toml("test-only-ec-key.pem", ""), &[]);
+    assert!(
+        msg.contains("private_key_file: the private key is not an RSA key"),
+        "{msg}"
+    );
+    let msg = error_of(&certificate_toml("other-test-only-key.pem", ""), &[]);
+    assert!(
+        msg.contains("private_key_file: the private key does not belong"),
+        "{msg}"
+    );
+    let msg = error_of(&certificate_toml("missing.pem", ""), &[]);
+    assert!(
+        msg.contains("private_key_file: file ") && msg.ends_with("does not exist"),
+        "{msg}"
+    );
+    let toml = certificate_toml("test-only-key.pkcs8.pem", "").replace(
+        &cert_fixture("test-only-cert.pem"),
+        &cert_fixture("README.md"),
+    );
+    let msg = error_of(&toml, &[]);
+    assert!(msg.contains("certificate_file:"), "{msg}");
+    let msg = error_of(
+        &format!(
+            "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\nauth = \"certificate\"\nprivate_key_file = \"x\"\n"
+        ),
+        &[],
+    );
+    assert!(
+        msg.contains("assets.contoso.certificate_file: required"),
+        "{msg}"
+    );
+    // A secret next to a certificate is refused.
+    let toml = certificate_toml(
+        "test-only-key.pkcs8.pem",
+        "client_secret_env = \"CONTOSO_SECRET\"",
+    );
+    let msg = error_of(&toml, SECRET_ENV);
+    assert!(
+        msg.contains("client_secret_env: not used with auth = \"certificate\""),
+        "{msg}"
+    );
+    // Certificate keys on a secret asset are refused.
+    let msg = error_of(&asset_toml("certificate_file = \"x\""), SECRET_ENV);
+    assert!(
+        msg.contains("certificate_file: not used with auth = \"client_credentials\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn managed_identity_assets_need_no_secret() {
+    let base = format!("[assets.contoso]\ntenant_id = \"{TENANT}\"\nauth = \"managed-identity\"\n");
+    let config = parse(&base, &[]).unwrap();
+    let a = config.asset("contoso").unwrap();
+    assert_eq!(a.auth, AuthKind::ManagedIdentity);
+    let mi = a.managed_identity.as_ref().unwrap();
+    assert_eq!(mi.client_id, None);
+    assert_eq!(
+        mi.url,
+        "http://169.254.169.254/metadata/identity/oauth2/token"
+    );
+    let config = parse(
+        &format!("{base}managed_identity_client_id = \"{CLIENT}\"\nmanaged_identity_url = \"http://127.0.0.1:1/metadata/identity/oauth2/token\"\n"),
+        &[],
+    )
+    .unwrap();
+    let mi = config
+        .asset("contoso")
+        .unwrap()
+        .managed_identity
+        .clone()
+        .unwrap();
+    assert_eq!(mi.client_id.as_deref(), Some(CLIENT));
+    assert_eq!(mi.url, "http://127.0.0.1:1/metadata/identity/oauth2/token");
+    let msg = error_of(&format!("{base}managed_identity_client_id = \"x\"\n"), &[]);
+    assert!(
+        msg.contains("managed_identity_client_id: \"x\" is not a GUID"),
+        "{msg}"
+    );
+    let msg = error_of(&format!("{base}client_id = \"{CLIENT}\"\n"), &[]);
+    assert!(msg.contains("client_id: not used with auth = \"managed_identity\"; for a user-assigned identity set managed_identity_client_id"), "{msg}");
+    let msg = error_of(
+        &format!("{base}client_secret_env = \"CONTOSO_SECRET\"\n"),
+        SECRET_ENV,
+    );
+    assert!(msg.contains("client_secret_env: not used"), "{msg}");
+    let msg = error_of(
+        &asset_toml("managed_identity_url = \"http://x\""),
+        SECRET_ENV,
+    );
+    assert!(
+        msg.contains("managed_identity_url: not used with auth = \"client_credentials\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn secret_file_is_remembered_for_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "file-secret\n").unwrap();
+    let toml = format!(
+        "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\nclient_secret_file = \"{}\"\n",
+        path.display()
+    );
+    let config = parse(&toml, &[]).unwrap();
+    let a = config.asset("contoso").unwrap();
+    assert_eq!(a.client_secret_file.as_deref(), Some(path.as_path()));
+    assert_eq!(
+        a.client_secret.as_ref().unwrap().expose_secret(),
+        "file-secret"
+    );
+    let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    assert!(
+        config
+            .asset("contoso")
+            .unwrap()
+            .client_secret_file
+            .is_none()
+    );
+}
+
 /// Environment's serde spelling, through figment's own serializer.
 fn serde_json_like(env: Environment) -> String {
     let value = figment::value::Value::serialize(env).unwrap();
@@ -730,12 +998,16 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         id: "contoso".into(),
         tenant_id: TENANT.into(),
         client_id: CLIENT.into(),
-        client_secret: SecretString::from(SECRET.to_owned()),
+        client_secret: Some(SecretString::from(SECRET.to_owned())),
+        client_secret_file: None,
+        certificate: None,
+        managed_identity: None,
         auth: AuthKind::ClientCredentials,
         environment: Environment::Public,
         token_endpoint,
         login_url: "https://login.microsoftonline.com".into(),
         api_url: "https://api.securitycenter.microsoft.com".into(),
+        graph_url: "https://graph.microsoft.com".into(),
         resource: "https://api.securitycenter.microsoft.com".into(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),

@@ -4,6 +4,9 @@
 //!   credentials, authorization code with PKCE, rotating refresh tokens).
 //! - [`authorize`]: `GET`/`POST /{tenant}/oauth2[/v2.0]/authorize` (request checks, consent
 //!   decision, redirect back to the client).
+//! - [`assertion`]: certificate client assertions (JWT bearer) checked against the app's
+//!   registered certificates.
+//! - [`identity`]: the managed identity endpoint of the instance metadata service.
 //! - [`pages`]: the HTML the authorize endpoint renders (consent, error, form_post).
 //!
 //! This file holds what they share: parameter parsing, Entra's error body, redirect URI
@@ -23,7 +26,9 @@ use serde_json::json;
 
 use crate::state::Sim;
 
+pub mod assertion;
 pub mod authorize;
+pub mod identity;
 pub mod pages;
 pub mod token;
 
@@ -48,6 +53,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/{tenant}/.well-known/openid-configuration",
             get(openid_configuration),
         )
+        .route("/metadata/identity/oauth2/token", get(identity::token))
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the tenant's metadata, whose

@@ -143,15 +143,21 @@ fn grant(
         .get("client_secret")
         .map(str::to_string)
         .or_else(|| basic.map(|b| b.1));
-    authenticate(&app, secret.as_deref(), &params)?;
-
     let login_base = crate::api::base_url(headers);
+    let token_url = format!("{login_base}/{tenant_key}/oauth2/{}token", v.path_prefix());
+    authenticate(sim, &app, secret.as_deref(), &params, &token_url)?;
+
     let issued = match grant {
         Grant::ClientCredentials => client_credentials(sim, &tenant, &app, &params, v, &login_base),
         Grant::AuthorizationCode => authorization_code(sim, &tenant, &app, &params, v, &login_base),
         Grant::RefreshToken => refresh(sim, &tenant, &app, &params, v, &login_base),
     }?;
-    sim.count_token(grant.name());
+    // Client credentials proven with a certificate are counted apart from secret ones.
+    let by_certificate = params.get("client_assertion").is_some();
+    sim.count_token(match grant {
+        Grant::ClientCredentials if by_certificate => "certificate",
+        other => other.name(),
+    });
     Ok(shape(&issued, v, numbers_as_strings))
 }
 
@@ -182,14 +188,17 @@ fn tenant_label(tenant: &Tenant) -> &str {
     }
 }
 
-/// Checks the client secret (AADSTS7000218 missing, 7000215 wrong, 7000222 expired).
-fn authenticate(app: &App, secret: Option<&str>, params: &Params) -> Result<(), AadError> {
-    if params.get("client_assertion").is_some() {
-        return Err(AadError::client(
-            700027,
-            "Client assertion failed signature validation. No certificate credential is \
-             registered for this application.",
-        ));
+/// Checks the client's credential: a certificate client assertion (see [`assertion`]) or the
+/// client secret (AADSTS7000218 missing, 7000215 wrong, 7000222 expired).
+fn authenticate(
+    sim: &Sim,
+    app: &App,
+    secret: Option<&str>,
+    params: &Params,
+    token_url: &str,
+) -> Result<(), AadError> {
+    if let Some(assertion) = params.get("client_assertion") {
+        return super::assertion::check(sim, app, params, assertion, token_url);
     }
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(AadError::client(
