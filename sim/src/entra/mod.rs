@@ -4,6 +4,8 @@
 //!   credentials, authorization code with PKCE, rotating refresh tokens).
 //! - [`authorize`]: `GET`/`POST /{tenant}/oauth2[/v2.0]/authorize` (request checks, consent
 //!   decision, redirect back to the client).
+//! - [`device_code`]: `POST /{tenant}/oauth2[/v2.0]/devicecode`, the `/devicelogin` page
+//!   where the user enters the code, and the device code grant of the token endpoint.
 //! - [`pages`]: the HTML the authorize endpoint renders (consent, error, form_post).
 //!
 //! This file holds what they share: parameter parsing, Entra's error body, redirect URI
@@ -24,6 +26,7 @@ use serde_json::json;
 use crate::state::Sim;
 
 pub mod authorize;
+pub mod device_code;
 pub mod pages;
 pub mod token;
 
@@ -39,6 +42,15 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
             get(authorize::show_v2).post(authorize::decide_v2),
+        )
+        .route("/{tenant}/oauth2/devicecode", post(device_code::start_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(device_code::start_v2),
+        )
+        .route(
+            "/devicelogin",
+            get(device_code::show).post(device_code::decide),
         )
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
