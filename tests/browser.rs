@@ -532,7 +532,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         id: id.to_string(),
         tenant_id: tenant.id.clone(),
         client_id: app.client_id.clone(),
-        client_secret: SecretString::from(app.secret.clone()),
+        client_secret: Some(SecretString::from(app.secret.clone())),
         auth: AuthKind::AuthorizationCode,
         environment: Environment::Public,
         token_endpoint: TokenEndpoint::V2,

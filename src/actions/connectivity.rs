@@ -87,7 +87,7 @@ impl Action for TestConnectivity {
                     grants: t.grants,
                 })
             }
-            AuthKind::AuthorizationCode => {
+            AuthKind::AuthorizationCode | AuthKind::DeviceCode => {
                 ctx.progress("using the token pair stored by the consent");
                 interactive_token(&ctx, Duration::from_secs(p.wait_for_consent)).await
             }

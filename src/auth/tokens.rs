@@ -45,6 +45,8 @@ pub(crate) type EntraClient = oauth2::Client<
 pub(crate) const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Grant name of tokens obtained through consent (and their refreshes).
 pub(crate) const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+/// Grant name of tokens obtained with a device code sign-in (and their refreshes).
+pub(crate) const GRANT_DEVICE_CODE: &str = "device_code";
 
 /// Lifetime assumed when Entra gives none.
 const DEFAULT_LIFETIME_SECS: i64 = 3599;
@@ -113,13 +115,15 @@ struct Cache {
     dead_refresh: Option<SecretString>,
 }
 
-/// The tokens of one asset, both auth kinds.
+/// The tokens of one asset, every auth kind.
 pub struct TokenManager {
     pub(crate) asset_id: String,
     pub(crate) auth: AuthKind,
-    tenant_id: String,
+    pub(crate) tenant_id: String,
     client_id: String,
     pub(crate) client: EntraClient,
+    /// The client secret, when configured (device code polls send it themselves).
+    pub(crate) client_secret: Option<SecretString>,
     pub(crate) token_endpoint: TokenEndpoint,
     pub(crate) resource: String,
     pub(crate) scope: String,
@@ -131,6 +135,8 @@ pub struct TokenManager {
     pub(crate) flight: tokio::sync::Mutex<()>,
     /// Bumped whenever a consent completes, for `test_connectivity` waiting on it.
     connected: watch::Sender<u64>,
+    /// The asset's device code sign-in, when it uses one.
+    pub(crate) device: super::device_code::DeviceFlow,
     /// Hashes of consent states used recently (to tell a replay from a forgery).
     pub(crate) consumed: Mutex<VecDeque<(String, i64)>>,
 }
@@ -155,25 +161,27 @@ impl TokenManager {
             .map_err(|_| invalid("authorize URL", &asset.authorize_url()))?;
         let redirect = RedirectUrl::new(server.redirect_uri())
             .map_err(|_| invalid("redirect URI", &server.redirect_uri()))?;
-        let client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                asset.client_secret.expose_secret().to_string(),
-            ))
+        let mut client = oauth2::Client::new(ClientId::new(asset.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_auth_uri(auth_url)
             .set_token_uri(token_url)
             .set_redirect_uri(redirect);
-        let consent_url = format!(
-            "{}/start_oauth?asset_id={}",
-            server.public_url.as_str().trim_end_matches('/'),
-            asset.id
-        );
+        if let Some(secret) = &asset.client_secret {
+            client =
+                client.set_client_secret(ClientSecret::new(secret.expose_secret().to_string()));
+        }
+        let public = server.public_url.as_str().trim_end_matches('/');
+        let consent_url = match asset.auth {
+            AuthKind::DeviceCode => format!("{public}/assets/{}/consent", asset.id),
+            _ => format!("{public}/start_oauth?asset_id={}", asset.id),
+        };
         Ok(TokenManager {
             asset_id: asset.id.clone(),
             auth: asset.auth,
             tenant_id: asset.tenant_id.clone(),
             client_id: asset.client_id.clone(),
             client,
+            client_secret: asset.client_secret.clone(),
             token_endpoint: asset.token_endpoint,
             resource: asset.resource.clone(),
             scope: asset.scope(),
@@ -183,6 +191,7 @@ impl TokenManager {
             cache: Mutex::new(Cache::default()),
             flight: tokio::sync::Mutex::new(()),
             connected: watch::Sender::new(0),
+            device: super::device_code::DeviceFlow::default(),
             consumed: Mutex::new(VecDeque::new()),
         })
     }
@@ -197,7 +206,8 @@ impl TokenManager {
         self.auth
     }
 
-    /// `{public_url}/start_oauth?asset_id=<asset>`.
+    /// `{public_url}/start_oauth?asset_id=<asset>`, or for a device code asset
+    /// `{public_url}/assets/<asset>/consent`.
     pub fn consent_url(&self) -> &str {
         &self.consent_url
     }
@@ -256,7 +266,7 @@ impl TokenManager {
             self.install(&token);
             return Ok(Some(token));
         }
-        if self.auth == AuthKind::AuthorizationCode {
+        if self.auth.is_delegated() {
             self.usable_refresh_token(stored.as_ref())?;
         }
         Ok(None)
@@ -294,6 +304,7 @@ impl TokenManager {
         let grant_ok = match self.auth {
             AuthKind::ClientCredentials => t.grant == GRANT_CLIENT_CREDENTIALS,
             AuthKind::AuthorizationCode => t.grant == GRANT_AUTHORIZATION_CODE,
+            AuthKind::DeviceCode => t.grant == GRANT_DEVICE_CODE,
         };
         grant_ok && t.scope.as_deref().is_none_or(|s| s == self.target())
     }
@@ -327,15 +338,21 @@ impl TokenManager {
         stored: Option<&StoredTokens>,
     ) -> Result<SecretString, AuthError> {
         let Some(tokens) = stored else {
+            let how = match self.auth {
+                AuthKind::DeviceCode => "signs in with a device code",
+                _ => "uses interactive consent",
+            };
             return Err(self.needs_consent(format!(
-                "asset '{}' uses interactive consent and has no tokens yet: an admin must consent at {}",
-                self.asset_id, self.consent_url
+                "asset '{}' {how} and has no tokens yet: {}",
+                self.asset_id,
+                self.consent_advice(false)
             )));
         };
         let Some(rt) = tokens.refresh_token.clone() else {
             return Err(self.needs_consent(format!(
-                "asset '{}' has no refresh token stored (its access token expired): an admin must consent again at {}",
-                self.asset_id, self.consent_url
+                "asset '{}' has no refresh token stored (its access token expired): {}",
+                self.asset_id,
+                self.consent_advice(true)
             )));
         };
         let cache = self.lock_cache();
@@ -362,10 +379,30 @@ impl TokenManager {
         }
         match self.auth {
             AuthKind::ClientCredentials => self.client_credentials().await,
-            AuthKind::AuthorizationCode => {
+            AuthKind::AuthorizationCode | AuthKind::DeviceCode => {
                 let rt = self.usable_refresh_token(stored.as_ref())?;
                 self.refresh(rt).await
             }
+        }
+    }
+
+    /// What an admin does to (re)connect the asset.
+    fn consent_advice(&self, again: bool) -> String {
+        let again = if again { " again" } else { "" };
+        match self.auth {
+            AuthKind::DeviceCode => format!(
+                "an admin must sign in{again} with a device code: run `defender-soar consent {}` or call POST {}",
+                self.asset_id, self.consent_url
+            ),
+            _ => format!("an admin must consent{again} at {}", self.consent_url),
+        }
+    }
+
+    /// The grant name stored with tokens of this asset's delegated kind.
+    fn delegated_grant(&self) -> &'static str {
+        match self.auth {
+            AuthKind::DeviceCode => GRANT_DEVICE_CODE,
+            _ => GRANT_AUTHORIZATION_CODE,
         }
     }
 
@@ -427,8 +464,9 @@ impl TokenManager {
                 let explained = err.explain(&self.tenant_id, &self.client_id);
                 tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
                 let err = self.needs_consent(format!(
-                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must consent again at {}",
-                    self.asset_id, self.consent_url
+                    "asset '{}': the stored grant can no longer be used ({explained}): {}",
+                    self.asset_id,
+                    self.consent_advice(true)
                 ));
                 self.lock_cache().dead_refresh = Some(refresh_token);
                 return Err(err);
@@ -438,7 +476,7 @@ impl TokenManager {
         let stored = self.stored_from(
             &response,
             obtained_at,
-            GRANT_AUTHORIZATION_CODE,
+            self.delegated_grant(),
             Some(refresh_token),
         );
         let token = self.persist(stored, obtained_at).await?;
@@ -481,7 +519,11 @@ impl TokenManager {
 
     /// Stores `tokens` (one atomic update, pruning expired consent sessions) and puts the
     /// access token in use.
-    async fn persist(&self, tokens: StoredTokens, now: i64) -> Result<BearerToken, AuthError> {
+    pub(crate) async fn persist(
+        &self,
+        tokens: StoredTokens,
+        now: i64,
+    ) -> Result<BearerToken, AuthError> {
         let token = BearerToken {
             secret: tokens.access_token.clone(),
             obtained_at: tokens.obtained_at,
@@ -499,7 +541,7 @@ impl TokenManager {
         Ok(token)
     }
 
-    fn count_fetch(&self, grant: &'static str, ok: bool) {
+    pub(crate) fn count_fetch(&self, grant: &'static str, ok: bool) {
         metrics::counter!("defender_token_fetches_total",
             "asset" => self.asset_id.clone(),
             "grant" => grant,

@@ -167,15 +167,26 @@ pub enum AuthKind {
     ClientCredentials,
     /// Delegated permissions after an interactive admin consent (`/start_oauth`).
     AuthorizationCode,
+    /// Delegated permissions after an admin signs in on another device with a device code
+    /// (`defender-soar consent ASSET`); the client secret is optional (a public client).
+    DeviceCode,
 }
 
 impl AuthKind {
-    /// The configuration spelling: `client_credentials` or `authorization_code`.
+    /// The configuration spelling: `client_credentials`, `authorization_code` or
+    /// `device_code`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthKind::ClientCredentials => "client_credentials",
             AuthKind::AuthorizationCode => "authorization_code",
+            AuthKind::DeviceCode => "device_code",
         }
+    }
+
+    /// Whether tokens carry a signed-in user's delegated permissions (a consent or a device
+    /// code sign-in stored a refresh token).
+    pub fn is_delegated(self) -> bool {
+        matches!(self, AuthKind::AuthorizationCode | AuthKind::DeviceCode)
     }
 }
 
@@ -186,10 +197,11 @@ impl FromStr for AuthKind {
         match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "client_credentials" => Ok(AuthKind::ClientCredentials),
             "authorization_code" => Ok(AuthKind::AuthorizationCode),
+            "device_code" => Ok(AuthKind::DeviceCode),
             _ => Err(unknown_value(
                 "auth",
                 s,
-                &["client_credentials", "authorization_code"],
+                &["client_credentials", "authorization_code", "device_code"],
             )),
         }
     }
@@ -353,8 +365,9 @@ pub struct AssetConfig {
     pub tenant_id: String,
     /// App registration's client id (a GUID).
     pub client_id: String,
-    /// Client secret, read from `client_secret_env` or `client_secret_file`.
-    pub client_secret: SecretString,
+    /// Client secret, read from `client_secret_env` or `client_secret_file`; optional (`None`)
+    /// only for `auth = "device_code"` (a public client).
+    pub client_secret: Option<SecretString>,
     /// How tokens are obtained; default client credentials.
     pub auth: AuthKind,
     /// Microsoft cloud; default Public.
@@ -413,7 +426,10 @@ impl fmt::Debug for AssetConfig {
             .field("id", &self.id)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &Redacted)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| Redacted),
+            )
             .field("auth", &self.auth)
             .field("environment", &self.environment)
             .field("token_endpoint", &self.token_endpoint)

@@ -319,6 +319,7 @@ fn resolve_asset(
              variable) or client_secret_file (path of a file holding the secret)",
         );
     }
+    let auth = parse_or(problems, &key("auth"), raw.auth, AuthKind::default());
     let client_secret = match (&raw.client_secret_env, &raw.client_secret_file) {
         (Some(_), Some(_)) => {
             problems.push(
@@ -327,23 +328,26 @@ fn resolve_asset(
             );
             None
         }
-        (Some(Text(name)), None) => {
-            problems.check(&key("client_secret_env"), secret_from_env(name, env))
-        }
-        (None, Some(Text(path))) => problems.check(
-            &key("client_secret_file"),
-            secret_from_file(Path::new(path)),
-        ),
+        (Some(Text(name)), None) => problems
+            .check(&key("client_secret_env"), secret_from_env(name, env))
+            .map(Some),
+        (None, Some(Text(path))) => problems
+            .check(
+                &key("client_secret_file"),
+                secret_from_file(Path::new(path)),
+            )
+            .map(Some),
         (None, None) if raw.client_secret.is_some() => None,
+        // A device code sign-in works with a public client: no secret needed.
+        (None, None) if auth == Some(AuthKind::DeviceCode) => Some(None),
         (None, None) => {
             problems.push(
                 format!("assets.{id}"),
-                "a client secret is required: set client_secret_env or client_secret_file",
+                "a client secret is required: set client_secret_env or client_secret_file                  (only auth = \"device_code\" works without one)",
             );
             None
         }
     };
-    let auth = parse_or(problems, &key("auth"), raw.auth, AuthKind::default());
     let environment = parse_or(
         problems,
         &key("environment"),

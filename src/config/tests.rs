@@ -115,7 +115,10 @@ fn asset_defaults() {
     let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
     let asset = config.asset("contoso").unwrap();
     assert_eq!(asset.id, "contoso");
-    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+    assert_eq!(
+        asset.client_secret.as_ref().unwrap().expose_secret(),
+        SECRET
+    );
     assert_eq!(asset.auth, AuthKind::ClientCredentials);
     assert_eq!(asset.environment, Environment::Public);
     assert_eq!(asset.token_endpoint, TokenEndpoint::V2);
@@ -211,7 +214,10 @@ environment = "dod"
 
     let fabrikam = config.asset("Fabrikam_2").unwrap();
     assert_eq!(fabrikam.tenant_id, "fabrikam.onmicrosoft.com");
-    assert_eq!(fabrikam.client_secret.expose_secret(), "fabrikam-secret");
+    assert_eq!(
+        fabrikam.client_secret.as_ref().unwrap().expose_secret(),
+        "fabrikam-secret"
+    );
     assert_eq!(fabrikam.environment, Environment::Dod);
     assert_eq!(fabrikam.login_url, "https://login.microsoftonline.us");
     assert_eq!(
@@ -294,7 +300,10 @@ fn asset_defined_only_in_the_environment_gets_a_lower_case_id() {
     let config = Config::resolve_layers(Figment::new(), prefix, &env_of(SECRET_ENV)).unwrap();
     let asset = config.asset("envcorp").unwrap();
     assert_eq!(asset.tenant_id, TENANT);
-    assert_eq!(asset.client_secret.expose_secret(), SECRET);
+    assert_eq!(
+        asset.client_secret.as_ref().unwrap().expose_secret(),
+        SECRET
+    );
 }
 
 #[test]
@@ -328,7 +337,13 @@ fn load_reads_a_file_and_refuses_a_missing_one() {
     let config = Config::load(Some(&path)).unwrap();
     assert_eq!(config.server.state_dir, PathBuf::from("st"));
     assert_eq!(
-        config.asset("demo").unwrap().client_secret.expose_secret(),
+        config
+            .asset("demo")
+            .unwrap()
+            .client_secret
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
 
@@ -730,7 +745,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         id: "contoso".into(),
         tenant_id: TENANT.into(),
         client_id: CLIENT.into(),
-        client_secret: SecretString::from(SECRET.to_owned()),
+        client_secret: Some(SecretString::from(SECRET.to_owned())),
         auth: AuthKind::ClientCredentials,
         environment: Environment::Public,
         token_endpoint,

@@ -65,7 +65,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         id: id.to_string(),
         tenant_id: tenant.id.clone(),
         client_id: app.client_id.clone(),
-        client_secret: SecretString::from(app.secret.clone()),
+        client_secret: Some(SecretString::from(app.secret.clone())),
         auth: AuthKind::ClientCredentials,
         environment: Environment::Public,
         token_endpoint: TokenEndpoint::V2,
@@ -83,7 +83,7 @@ pub fn standard_assets(scenario: &Scenario, base: &str) -> Vec<AssetConfig> {
     let mut v1 = asset("contoso_v1", scenario, base);
     v1.token_endpoint = TokenEndpoint::V1;
     let mut bad_secret = asset("bad_secret", scenario, base);
-    bad_secret.client_secret = SecretString::from(WRONG_SECRET.to_string());
+    bad_secret.client_secret = Some(SecretString::from(WRONG_SECRET.to_string()));
     let mut no_tenant = asset("no_tenant", scenario, base);
     no_tenant.tenant_id = "00000000-1111-2222-3333-444444444444".into();
     let mut no_client = asset("no_client", scenario, base);
@@ -250,7 +250,7 @@ pub fn asset_on_app(
     let mut a = asset(id, scenario, sim_base);
     let app = &scenario.first_tenant().unwrap().apps[app_index];
     a.client_id = app.client_id.clone();
-    a.client_secret = SecretString::from(app.secret.clone());
+    a.client_secret = Some(SecretString::from(app.secret.clone()));
     a
 }
 

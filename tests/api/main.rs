@@ -5,6 +5,7 @@ mod helpers;
 mod actions_framework;
 mod connectivity;
 mod consent;
+mod device_code;
 mod devices;
 mod host;
 mod library;
