@@ -343,7 +343,7 @@ fn resolve_asset(
         (None, None) => {
             problems.push(
                 format!("assets.{id}"),
-                "a client secret is required: set client_secret_env or client_secret_file                  (only auth = \"device_code\" works without one)",
+                "a client secret is required: set client_secret_env or client_secret_file",
             );
             None
         }

@@ -278,3 +278,130 @@ async fn other_auth_kinds_refuse_device_code() {
         0
     );
 }
+
+/// `defender-soar consent ASSET --config FILE` against the simulator: prints the code, waits
+/// for the sign-in, names who connected; the tokens land in the state directory.
+#[tokio::test]
+async fn consent_command_signs_in_with_a_device_code() {
+    use tokio::io::AsyncBufReadExt;
+
+    let s = scenario();
+    let sim = defender_sim::start("127.0.0.1:0".parse().unwrap(), s.clone())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = s.first_tenant().unwrap();
+    let app = tenant.apps.first().unwrap();
+    let state = dir.path().join("state");
+    let config = format!(
+        r#"[assets.dc]
+tenant_id = "{tenant}"
+client_id = "{client}"
+auth = "device_code"
+login_url = "{base}"
+api_url = "{base}"
+
+[assets.interactive]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret_env = "DEVICE_TEST_SECRET"
+auth = "authorization_code"
+login_url = "{base}"
+api_url = "{base}"
+
+[server]
+state_dir = "{state}"
+"#,
+        tenant = tenant.id,
+        client = app.client_id,
+        base = sim.base_url(),
+        state = state.display(),
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let command = |asset: &str| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_defender-soar"));
+        c.arg("consent")
+            .arg(asset)
+            .arg("--config")
+            .arg(&path)
+            .env("DEVICE_TEST_SECRET", &app.secret)
+            .env_remove("DEFENDER_SOAR_STATE_KEY")
+            .env_remove("DEFENDER_SOAR_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("DEFENDER_SOAR__") {
+                c.env_remove(name);
+            }
+        }
+        c
+    };
+
+    // An interactive asset is pointed to the browser consent.
+    let out = command("interactive").output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/start_oauth?asset_id=interactive"), "{err}");
+
+    let mut child = command("dc").spawn().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let user_code = first
+        .split("enter the code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {first}"))
+        .to_string();
+    assert!(
+        first.contains(&format!("{}/devicelogin", sim.base_url())),
+        "{first}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/devicelogin", sim.base_url()))
+        .form(&[
+            ("code", user_code.as_str()),
+            ("user", "admin@contoso.onmicrosoft.com"),
+            ("decision", "accept"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rest = String::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{rest}\n{stderr}");
+    assert!(
+        rest.contains("asset 'dc' connected: signed in as admin@contoso.onmicrosoft.com"),
+        "{rest}"
+    );
+    for code in sim.world().device_codes.keys() {
+        assert!(!rest.contains(code.as_str()) && !stderr.contains(code.as_str()));
+    }
+    let stored = defender_soar::state::StateStore::open(&state)
+        .unwrap()
+        .load("dc")
+        .await
+        .unwrap()
+        .tokens
+        .unwrap();
+    assert_eq!(stored.grant, "device_code");
+    assert!(stored.refresh_token.is_some());
+}
