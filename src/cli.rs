@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `invoke`, `actions`, `manifest` (design §2).
+//! The command line: `serve`, `demo`, `invoke`, `consent`, `actions`, `manifest` (design §2).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::actions::{self, Invocation};
 use crate::app::App;
+use crate::auth::DeviceCodeOutcome;
 use crate::config::{AssetConfig, AuthKind, Config, Environment, LogFormat, TokenEndpoint};
 
 /// SOAR actions for Microsoft Defender for Endpoint over one REST host.
@@ -63,6 +64,15 @@ enum Command {
         #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Connect a device code asset: shows a code to enter on another device's browser and
+    /// waits for the sign-in (Ctrl-C aborts).
+    Consent {
+        /// Asset id (an asset with auth = "device_code").
+        asset: String,
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Re-encrypt every state file under a new state key (stop other processes first). The new
     /// key comes from DEFENDER_SOAR_NEW_STATE_KEY (base64 of 32 bytes) or is generated.
     RotateStateKey {
@@ -108,6 +118,10 @@ pub fn main() -> ExitCode {
         Command::RotateStateKey { config } => run_async(async move {
             crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
             rotate_state_key(config).await
+        }),
+        Command::Consent { asset, config } => run_async(async move {
+            crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
+            consent(asset, config).await
         }),
         Command::Demo { listen } => run_async(async move {
             crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
@@ -166,6 +180,104 @@ async fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("defender-soar: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `consent ASSET`: a device code sign-in in this process; the tokens land in the asset's
+/// state file, where a running host finds them.
+async fn consent(asset_id: String, config: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match App::build(config, SecretString::from(random_key())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(asset) = app.asset(&asset_id) else {
+        let known: Vec<&str> = app.assets.keys().map(String::as_str).collect();
+        eprintln!(
+            "defender-soar: no asset '{asset_id}' is configured (configured: {})",
+            known.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let tokens = asset.tokens.clone();
+    match asset.config.auth {
+        AuthKind::DeviceCode => {}
+        AuthKind::AuthorizationCode => {
+            eprintln!(
+                "defender-soar: asset '{asset_id}' uses interactive consent (auth = \"authorization_code\"): \
+                 with the host running, {}. For a sign-in from another device, set \
+                 auth = \"device_code\" for this asset.",
+                tokens.how_to_consent()
+            );
+            return ExitCode::from(2);
+        }
+        other => {
+            eprintln!(
+                "defender-soar: asset '{asset_id}' uses auth = \"{}\" and needs no sign-in",
+                other.as_str()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let start = match tokens.start_device_code().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", start.message);
+    eprintln!(
+        "… waiting up to {} s for the sign-in (code {}, Ctrl-C aborts)",
+        start.expires_in, start.user_code
+    );
+    let mut outcome = tokens.device_code_outcome();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(start.expires_in);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(30));
+    ticker.tick().await;
+    let ended = loop {
+        tokio::select! {
+            r = outcome.wait_for(|o| !matches!(o, DeviceCodeOutcome::Pending { .. })) => {
+                break r.map(|o| o.clone()).ok();
+            }
+            _ = ticker.tick() => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                eprintln!("… still waiting ({} s left)", left.as_secs());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("defender-soar: aborted; nothing was stored");
+                return ExitCode::from(130);
+            }
+        }
+    };
+    match ended {
+        Some(DeviceCodeOutcome::Connected { user, oid }) => {
+            let who = match (user, oid) {
+                (Some(u), Some(o)) => format!("{u} (object id {o})"),
+                (Some(u), None) => u,
+                (None, Some(o)) => format!("object id {o}"),
+                (None, None) => "an unnamed account".to_string(),
+            };
+            println!("asset '{asset_id}' connected: signed in as {who}");
+            ExitCode::SUCCESS
+        }
+        Some(DeviceCodeOutcome::Failed { message }) => {
+            eprintln!("defender-soar: {message}");
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("defender-soar: the sign-in ended without an outcome; nothing was stored");
             ExitCode::FAILURE
         }
     }

@@ -42,6 +42,12 @@ pub struct Scenario {
     /// Authorization code lifetime in seconds.
     #[serde(default = "default_code_lifetime")]
     pub code_lifetime_secs: u64,
+    /// Device code lifetime in seconds (`expires_in` of the device code answer; Entra: 900).
+    #[serde(default = "default_device_code_lifetime")]
+    pub device_code_lifetime_secs: u64,
+    /// Polling interval in seconds the device code answer asks for (Entra: 5).
+    #[serde(default = "default_device_code_interval")]
+    pub device_code_interval_secs: u64,
     /// Rate limits per (tenant, app, endpoint family).
     #[serde(default)]
     pub rate_limits: RateLimits,
@@ -406,6 +412,12 @@ fn default_token_lifetime() -> u64 {
 }
 fn default_code_lifetime() -> u64 {
     600
+}
+fn default_device_code_lifetime() -> u64 {
+    900
+}
+fn default_device_code_interval() -> u64 {
+    5
 }
 fn default_tenant_sessions() -> usize {
     25

@@ -38,6 +38,8 @@ pub struct World {
     pub codes: HashMap<String, AuthCode>,
     /// Live refresh tokens, by token.
     pub refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Issued device codes, by device code.
+    pub device_codes: HashMap<String, DeviceGrant>,
     /// Access tokens with a sequence number below this (per `tenant/client`, or `*`) are expired.
     pub tokens_expired_below: HashMap<String, u64>,
     /// Sequence number of the next access token.
@@ -57,6 +59,7 @@ impl World {
             scenario,
             codes: HashMap::new(),
             refresh_tokens: HashMap::new(),
+            device_codes: HashMap::new(),
             tokens_expired_below: HashMap::new(),
             next_token_seq: 1,
             actions: ActionStore::default(),
@@ -85,6 +88,40 @@ pub struct AuthCode {
     pub redeemed: bool,
     /// Who signed in and consented.
     pub user: SignedIn,
+}
+
+/// Where a device code stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    /// Nobody has entered the user code yet.
+    Pending,
+    /// The user declined on `/devicelogin`.
+    Declined,
+    /// The user signed in and accepted.
+    Approved(SignedIn),
+    /// Tokens were issued for it (a device code is redeemed once).
+    Redeemed,
+}
+
+/// An issued device code.
+#[derive(Debug, Clone)]
+pub struct DeviceGrant {
+    /// Tenant id the code was issued in.
+    pub tenant_id: String,
+    /// Client it was issued to.
+    pub client_id: String,
+    /// v1 `resource` or v2 `scope` of the device code request.
+    pub resource_or_scope: String,
+    /// The code the user types on `/devicelogin` (9 upper-case letters and digits).
+    pub user_code: String,
+    /// Expires at (unix seconds, sim time).
+    pub expires_at: i64,
+    /// Seconds the client must wait between polls (grows by 5 with each `slow_down`).
+    pub interval_secs: u64,
+    /// Time of the last poll (ms of sim time), for `slow_down`.
+    pub last_poll_ms: Option<i64>,
+    /// Where it stands.
+    pub status: DeviceStatus,
 }
 
 /// A refresh token grant.

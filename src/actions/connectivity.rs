@@ -40,6 +40,12 @@ struct Acquired {
 /// (when none can be issued, e.g. too many are pending) the API route that answers one.
 async fn consent_link(ctx: &ActionContext) -> (String, String) {
     let tokens = &ctx.asset.tokens;
+    if tokens.auth_kind() == AuthKind::DeviceCode {
+        return (
+            tokens.consent_url().to_string(),
+            tokens.consent_advice(false),
+        );
+    }
     match tokens.issue_ticket().await {
         Ok(ticket) => (
             ticket.url.expose_secret().to_string(),
@@ -123,7 +129,7 @@ impl Action for TestConnectivity {
                     grants: t.grants,
                 })
             }
-            AuthKind::AuthorizationCode => {
+            AuthKind::AuthorizationCode | AuthKind::DeviceCode => {
                 ctx.progress("using the token pair stored by the consent");
                 interactive_token(&ctx, Duration::from_secs(p.wait_for_consent)).await
             }

@@ -69,12 +69,14 @@ fn configuration() -> Value {
         (
             "auth",
             json!({
-                "description": "How tokens are obtained: client_credentials (no user involved) or \
-                    authorization_code (an administrator consents once through /start_oauth)",
+                "description": "How tokens are obtained: client_credentials (no user involved), \
+                    authorization_code (an administrator consents once through /start_oauth) or \
+                    device_code (an administrator signs in once on another device: \
+                    defender-soar consent ASSET)",
                 "data_type": "string",
                 "required": true,
                 "default": "client_credentials",
-                "value_list": ["client_credentials", "authorization_code"],
+                "value_list": ["client_credentials", "authorization_code", "device_code"],
             }),
         ),
         (

@@ -488,7 +488,10 @@ impl TokenManager {
     }
 
     /// Checks who consented: tenant, audience and the allowed users.
-    async fn check_consenter(&self, access_token: &str) -> Result<Consenter, ConsentError> {
+    pub(crate) async fn check_consenter(
+        &self,
+        access_token: &str,
+    ) -> Result<Consenter, ConsentError> {
         let refuse = |reason: String, consenter: Option<Consenter>| ConsentError::Refused {
             asset_id: self.asset_id.clone(),
             reason,

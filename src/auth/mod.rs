@@ -2,12 +2,14 @@
 //! state file, refreshed ahead of expiry, one fetch in flight per asset), interactive consent
 //! sessions (`/start_oauth` → `/result`), and the permissions a token grants.
 //!
-//! - [`TokenManager`]: one per asset, both auth kinds. Client-credentials assets fetch a new
+//! - [`TokenManager`]: one per asset, every auth kind. Client-credentials assets fetch a new
 //!   token when the old one nears expiry; interactive assets redeem their refresh token, and the
 //!   rotated refresh token replaces the old one in the same state-file update as the new access
 //!   token. A dead grant turns into [`AuthError::ConsentRequired`] with the consent URL.
 //! - [`consent`]: consent sessions (random single-use `state`, PKCE S256, 10 minutes) stored
 //!   in the asset's state file, and the code exchange that ends one.
+//! - [`device_code`]: device code sign-in for `auth = "device_code"` assets: the code for the
+//!   admin, the background poll, the token pair stored like a consent's.
 //! - [`entra`]: Entra response and error shapes and the HTTP adapter for the oauth2 crate.
 //! - [`preflight`]: the per-invocation permission check run before an action's first API
 //!   call, and the record of consent/state failures met while getting its tokens.
@@ -16,6 +18,7 @@
 
 pub mod certificate;
 pub mod consent;
+pub mod device_code;
 pub mod entra;
 pub mod preflight;
 mod tokens;
@@ -25,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde_json::Value;
 
+pub use device_code::{DeviceCodeOutcome, DeviceCodeStart};
 pub use preflight::{ActionScope, Denied};
 pub use tokens::{BearerToken, FetchedToken, TokenManager};
 

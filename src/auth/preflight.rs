@@ -59,6 +59,11 @@ impl TokenManager {
             grants.permissions.join(", ")
         };
         let how = match self.auth {
+            AuthKind::DeviceCode => format!(
+                "grant it as a delegated permission of the app registration and sign in again with `defender-soar consent {}` (or POST {})",
+                self.asset_id(),
+                self.consent_url()
+            ),
             AuthKind::AuthorizationCode => format!(
                 "grant it as a delegated permission of the app registration and connect the asset again ({})",
                 self.how_to_consent()

@@ -53,6 +53,8 @@ pub(crate) const GRANT_CERTIFICATE: &str = "certificate";
 pub(crate) const GRANT_MANAGED_IDENTITY: &str = "managed_identity";
 /// `api-version` of the instance metadata token endpoint.
 const IMDS_API_VERSION: &str = "2018-02-01";
+/// Grant name of tokens obtained with a device code sign-in (and their refreshes).
+pub(crate) const GRANT_DEVICE_CODE: &str = "device_code";
 
 /// Lifetime assumed when Entra gives none.
 const DEFAULT_LIFETIME_SECS: i64 = 3599;
@@ -144,7 +146,7 @@ pub struct TokenManager {
     pub(crate) asset_id: String,
     pub(crate) auth: AuthKind,
     pub(crate) tenant_id: String,
-    client_id: String,
+    pub(crate) client_id: String,
     /// Authority base without tenant (for resolving a tenant domain to its id).
     pub(crate) login_url: String,
     /// `public_url` without a trailing slash.
@@ -159,7 +161,7 @@ pub struct TokenManager {
     secret: Mutex<SecretHolder>,
     certificate: Option<ClientCertificate>,
     managed_identity: Option<ManagedIdentityConfig>,
-    token_url: String,
+    pub(crate) token_url: String,
     pub(crate) token_endpoint: TokenEndpoint,
     pub(crate) resource: String,
     pub(crate) scope: String,
@@ -171,6 +173,8 @@ pub struct TokenManager {
     pub(crate) flight: tokio::sync::Mutex<()>,
     /// Bumped whenever a consent completes, for `test_connectivity` waiting on it.
     connected: watch::Sender<u64>,
+    /// The asset's device code sign-in, when it uses one.
+    pub(crate) device: super::device_code::DeviceFlow,
     /// Hashes of consent states used recently (to tell a replay from a forgery).
     pub(crate) consumed: Mutex<VecDeque<(String, i64)>>,
 }
@@ -229,6 +233,7 @@ impl TokenManager {
             cache: Mutex::new(Cache::default()),
             flight: tokio::sync::Mutex::new(()),
             connected: watch::Sender::new(0),
+            device: super::device_code::DeviceFlow::default(),
             consumed: Mutex::new(VecDeque::new()),
         })
     }
@@ -270,20 +275,23 @@ impl TokenManager {
     /// The oauth2 client with the current client secret (the secret file is read again first
     /// when it changed).
     pub(crate) fn client(&self) -> EntraClient {
-        self.reload_secret(false);
-        let secret = self
-            .secret
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .current
-            .clone();
-        match secret {
+        match self.current_secret() {
             Some(s) => self
                 .base_client
                 .clone()
                 .set_client_secret(ClientSecret::new(s.expose_secret().to_string())),
             None => self.base_client.clone(),
         }
+    }
+
+    /// The client secret in use (the file read again first when it changed), if any.
+    pub(crate) fn current_secret(&self) -> Option<SecretString> {
+        self.reload_secret(false);
+        self.secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone()
     }
 
     /// Reads the secret file again when its modification time or length changed (or always,
@@ -370,7 +378,7 @@ impl TokenManager {
             self.install(&token);
             return Ok(Some(token));
         }
-        if self.auth == AuthKind::AuthorizationCode {
+        if self.auth.is_delegated() {
             self.usable_refresh_token(stored.as_ref())?;
         }
         Ok(None)
@@ -442,15 +450,21 @@ impl TokenManager {
         stored: Option<&StoredTokens>,
     ) -> Result<SecretString, AuthError> {
         let Some(tokens) = stored else {
+            let how = match self.auth {
+                AuthKind::DeviceCode => "signs in with a device code",
+                _ => "uses interactive consent",
+            };
             return Err(self.needs_consent(format!(
-                "asset '{}' uses interactive consent and has no tokens yet: an admin must connect it ({})",
-                self.asset_id, self.how_to_consent()
+                "asset '{}' {how} and has no tokens yet: {}",
+                self.asset_id,
+                self.consent_advice(false)
             )));
         };
         let Some(rt) = tokens.refresh_token.clone() else {
             return Err(self.needs_consent(format!(
-                "asset '{}' has no refresh token stored (its access token expired): an admin must connect it again ({})",
-                self.asset_id, self.how_to_consent()
+                "asset '{}' has no refresh token stored (its access token expired): {}",
+                self.asset_id,
+                self.consent_advice(true)
             )));
         };
         let cache = self.lock_cache();
@@ -479,10 +493,33 @@ impl TokenManager {
             AuthKind::ClientCredentials | AuthKind::Certificate | AuthKind::ManagedIdentity => {
                 self.app_token().await
             }
-            AuthKind::AuthorizationCode => {
+            AuthKind::AuthorizationCode | AuthKind::DeviceCode => {
                 let rt = self.usable_refresh_token(stored.as_ref())?;
                 self.refresh(rt).await
             }
+        }
+    }
+
+    /// What an admin does to (re)connect the asset.
+    pub(crate) fn consent_advice(&self, again: bool) -> String {
+        let again = if again { " again" } else { "" };
+        match self.auth {
+            AuthKind::DeviceCode => format!(
+                "an admin must sign in{again} with a device code: run `defender-soar consent {}` or call POST {}",
+                self.asset_id, self.consent_url
+            ),
+            _ => format!(
+                "an admin must connect it{again} ({})",
+                self.how_to_consent()
+            ),
+        }
+    }
+
+    /// The grant name stored with tokens of this asset's delegated kind.
+    fn delegated_grant(&self) -> &'static str {
+        match self.auth {
+            AuthKind::DeviceCode => GRANT_DEVICE_CODE,
+            _ => GRANT_AUTHORIZATION_CODE,
         }
     }
 
@@ -688,8 +725,9 @@ impl TokenManager {
                 let explained = err.explain(&self.tenant_id, &self.client_id);
                 tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
                 let err = self.needs_consent(format!(
-                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must connect it again ({})",
-                    self.asset_id, self.how_to_consent()
+                    "asset '{}': the stored grant can no longer be used ({explained}): {}",
+                    self.asset_id,
+                    self.consent_advice(true)
                 ));
                 self.lock_cache().dead_refresh = Some(refresh_token);
                 return Err(err);
@@ -699,7 +737,7 @@ impl TokenManager {
         let stored = self.stored_from(
             &response,
             obtained_at,
-            GRANT_AUTHORIZATION_CODE,
+            self.delegated_grant(),
             Some(refresh_token),
         );
         let token = self.persist(stored, obtained_at).await?;
@@ -742,7 +780,11 @@ impl TokenManager {
 
     /// Stores `tokens` (one atomic update, pruning expired consent sessions) and puts the
     /// access token in use.
-    async fn persist(&self, tokens: StoredTokens, now: i64) -> Result<BearerToken, AuthError> {
+    pub(crate) async fn persist(
+        &self,
+        tokens: StoredTokens,
+        now: i64,
+    ) -> Result<BearerToken, AuthError> {
         let token = BearerToken {
             secret: tokens.access_token.clone(),
             obtained_at: tokens.obtained_at,
@@ -760,7 +802,7 @@ impl TokenManager {
         Ok(token)
     }
 
-    fn count_fetch(&self, grant: &'static str, ok: bool) {
+    pub(crate) fn count_fetch(&self, grant: &'static str, ok: bool) {
         metrics::counter!("defender_token_fetches_total",
             "asset" => self.asset_id.clone(),
             "grant" => grant,
@@ -797,6 +839,7 @@ fn grant_of(kind: AuthKind) -> &'static str {
         AuthKind::AuthorizationCode => GRANT_AUTHORIZATION_CODE,
         AuthKind::Certificate => GRANT_CERTIFICATE,
         AuthKind::ManagedIdentity => GRANT_MANAGED_IDENTITY,
+        AuthKind::DeviceCode => GRANT_DEVICE_CODE,
     }
 }
 

@@ -175,38 +175,49 @@ pub enum AuthKind {
     /// Application permissions of the Azure managed identity of the machine the host runs on
     /// (instance metadata endpoint), no credential in the configuration.
     ManagedIdentity,
+    /// Delegated permissions after an admin signs in on another device with a device code
+    /// (`defender-soar consent ASSET`); the client secret is optional (a public client).
+    DeviceCode,
 }
 
 impl AuthKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuthKind; 4] = [
+    pub const ALL: [AuthKind; 5] = [
         AuthKind::ClientCredentials,
         AuthKind::AuthorizationCode,
+        AuthKind::DeviceCode,
         AuthKind::Certificate,
         AuthKind::ManagedIdentity,
     ];
 
-    /// The configuration spelling: `client_credentials`, `authorization_code`, `certificate`
-    /// or `managed_identity`.
+    /// The configuration spelling: `client_credentials`, `authorization_code`,
+    /// `device_code`, `certificate` or `managed_identity`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthKind::ClientCredentials => "client_credentials",
             AuthKind::AuthorizationCode => "authorization_code",
             AuthKind::Certificate => "certificate",
             AuthKind::ManagedIdentity => "managed_identity",
+            AuthKind::DeviceCode => "device_code",
         }
     }
 
     /// Whether tokens carry application permissions (`roles`) obtained without a user.
     pub fn is_application(self) -> bool {
-        !matches!(self, AuthKind::AuthorizationCode)
+        !self.is_delegated()
     }
 
-    /// Whether the kind authenticates with a client secret.
+    /// Whether tokens carry a signed-in user's delegated permissions (a consent or a device
+    /// code sign-in stored a refresh token).
+    pub fn is_delegated(self) -> bool {
+        matches!(self, AuthKind::AuthorizationCode | AuthKind::DeviceCode)
+    }
+
+    /// Whether the kind authenticates with a client secret (optional for `device_code`).
     pub fn uses_secret(self) -> bool {
         matches!(
             self,
-            AuthKind::ClientCredentials | AuthKind::AuthorizationCode
+            AuthKind::ClientCredentials | AuthKind::AuthorizationCode | AuthKind::DeviceCode
         )
     }
 }

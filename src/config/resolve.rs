@@ -370,7 +370,7 @@ fn resolve_asset(
         }
     }
     if let (Some(auth), Some(tenant)) = (auth, tenant_id.as_deref())
-        && auth == AuthKind::AuthorizationCode
+        && auth.is_delegated()
         && MULTI_TENANT_AUTHORITIES
             .iter()
             .any(|m| m.eq_ignore_ascii_case(tenant))
@@ -378,7 +378,7 @@ fn resolve_asset(
         problems.push(
             key("tenant_id"),
             format!(
-                "{tenant:?} lets users of any tenant sign in, which an asset that consents interactively must not allow; set the tenant's id (a GUID) or one of its verified domains"
+                "{tenant:?} lets users of any tenant sign in, which an asset with delegated permissions must not allow; set the tenant's id (a GUID) or one of its verified domains"
             ),
         );
     }
@@ -564,6 +564,19 @@ fn resolve_credentials(
                 Some(PathBuf::from(path)),
             ),
             (None, None) if raw.client_secret.is_some() => (None, None),
+            // A device code sign-in works with a public client: no secret needed.
+            (None, None) if auth == AuthKind::DeviceCode => {
+                if problems.0.len() != before {
+                    return None;
+                }
+                return Some(Credentials {
+                    client_id: client_id?,
+                    client_secret: None,
+                    client_secret_file: None,
+                    certificate: None,
+                    managed_identity: None,
+                });
+            }
             (None, None) => {
                 problems.push(
                     format!("assets.{id}"),

@@ -446,6 +446,29 @@ fn a_secret_source_is_required() {
 }
 
 #[test]
+fn device_code_assets_may_go_without_a_secret() {
+    let toml = format!(
+        "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\nauth = \"device_code\"\n"
+    );
+    let config = parse(&toml, &[]).unwrap();
+    let asset = config.asset("contoso").unwrap();
+    assert_eq!(asset.auth, AuthKind::DeviceCode);
+    assert!(asset.client_secret.is_none());
+    assert!(format!("{asset:?}").contains("client_secret: None"));
+    // With a secret configured, it is used.
+    let config = parse(&asset_toml("auth = \"device-code\""), SECRET_ENV).unwrap();
+    let asset = config.asset("contoso").unwrap();
+    assert_eq!(asset.auth, AuthKind::DeviceCode);
+    assert!(!format!("{asset:?}").contains(SECRET));
+    // Unknown kinds name the allowed ones.
+    let msg = error_of(&asset_toml("auth = \"device\""), SECRET_ENV);
+    assert!(
+        msg.contains("client_credentials, authorization_code, device_code"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn inline_secret_is_refused_without_echoing_it() {
     let toml = format!(
         "[assets.contoso]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
@@ -529,7 +552,7 @@ fn bad_token_endpoint_lists_allowed_values() {
     let msg = error_of(&asset_toml("auth = \"password\""), SECRET_ENV);
     assert!(
         msg.ends_with(
-            "allowed values: client_credentials, authorization_code, certificate, managed_identity"
+            "allowed values: client_credentials, authorization_code, device_code, certificate, managed_identity"
         ),
         "{msg}"
     );
@@ -1184,10 +1207,14 @@ fn budget_keys_come_from_the_environment() {
 
 #[test]
 fn interactive_assets_refuse_multi_tenant_authorities() {
-    for tenant in ["common", "Organizations", "consumers"] {
+    for (tenant, auth) in [
+        ("common", "authorization_code"),
+        ("Organizations", "authorization_code"),
+        ("consumers", "device_code"),
+    ] {
         let toml = format!(
             "[assets.contoso]\ntenant_id = \"{tenant}\"\nclient_id = \"{CLIENT}\"\n\
-             client_secret_env = \"CONTOSO_SECRET\"\nauth = \"authorization_code\"\n"
+             client_secret_env = \"CONTOSO_SECRET\"\nauth = \"{auth}\"\n"
         );
         let e = error_of(&toml, SECRET_ENV);
         assert!(e.contains("assets.contoso.tenant_id"), "{e}");

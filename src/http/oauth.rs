@@ -21,6 +21,7 @@ use serde_json::Map;
 use crate::app::App;
 use crate::auth::Grants;
 use crate::auth::consent::{self, ConsentError, TicketError};
+use crate::config::AuthKind;
 use crate::envelope::{ActionError, Envelope, EnvelopeResponse, Outcome};
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;\
@@ -296,10 +297,11 @@ pub async fn start_oauth(
     params(("asset" = String, Path, description = "Asset id")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Envelope (action `consent`): `summary.consent_url` is a single-use link valid `summary.expires_in` seconds; open it in the browser the admin signs in with", body = crate::envelope::Envelope),
+        (status = 200, description = "Envelope (action `consent`): for `authorization_code`, `summary.consent_url` is a single-use link valid `summary.expires_in` seconds, to open in the browser the admin signs in with; for `device_code`, `summary.user_code` and `summary.verification_uri` (the host polls Entra until the admin signs in)", body = crate::envelope::Envelope),
         (status = 400, description = "Envelope: the asset authenticates without a user and needs no consent", body = crate::envelope::Envelope),
         (status = 401, description = "Envelope: missing or wrong API key", body = crate::envelope::Envelope),
         (status = 404, description = "Envelope: no asset with this id", body = crate::envelope::Envelope),
+        (status = 502, description = "Envelope: Entra ID refused or failed the device code request", body = crate::envelope::Envelope),
         (status = 429, description = "Envelope: too many consents are pending for this asset (none is dropped); retry after the time in Retry-After", body = crate::envelope::Envelope),
         (status = 500, description = "Envelope: the asset's state file cannot be read or written", body = crate::envelope::Envelope)))]
 pub async fn request_consent(
@@ -314,6 +316,34 @@ pub async fn request_consent(
             crate::actions::truncate(&asset_id, 64)
         )));
     };
+    if asset.config.auth == AuthKind::DeviceCode {
+        return match asset.tokens.start_device_code().await {
+            Ok(start) => {
+                let outcome = Outcome::success(format!(
+                    "An administrator of tenant {} opens {} on any device within {} minutes, enters the code {} and signs in; the host stores the tokens as soon as they do",
+                    asset.config.tenant_id,
+                    start.verification_uri,
+                    start.expires_in / 60,
+                    start.user_code
+                ))
+                .with_summary("auth", asset.config.auth.as_str())
+                .with_summary("user_code", start.user_code.as_str())
+                .with_summary("verification_uri", start.verification_uri.as_str())
+                .with_summary("expires_in", start.expires_in)
+                .with_summary("interval", start.interval);
+                EnvelopeResponse::ok(Envelope::from_outcome(
+                    ACTION,
+                    &asset_id,
+                    Map::new(),
+                    outcome,
+                ))
+            }
+            Err(e) => match e.action_error() {
+                Some(err) => reject(err),
+                None => reject(ActionError::Upstream(e.to_string())),
+            },
+        };
+    }
     match asset.tokens.issue_ticket().await {
         Ok(ticket) => {
             let outcome = Outcome::success(format!(

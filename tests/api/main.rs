@@ -6,6 +6,7 @@ mod actions_framework;
 mod connectivity;
 mod consent;
 mod credentials;
+mod device_code;
 mod devices;
 mod host;
 mod library;

@@ -7,6 +7,8 @@
 //! - [`assertion`]: certificate client assertions (JWT bearer) checked against the app's
 //!   registered certificates.
 //! - [`identity`]: the managed identity endpoint of the instance metadata service.
+//! - [`device_code`]: `POST /{tenant}/oauth2[/v2.0]/devicecode`, the `/devicelogin` page
+//!   where the user enters the code, and the device code grant of the token endpoint.
 //! - [`pages`]: the HTML the authorize endpoint renders (consent, error, form_post).
 //!
 //! This file holds what they share: parameter parsing, Entra's error body, redirect URI
@@ -28,6 +30,7 @@ use crate::state::Sim;
 
 pub mod assertion;
 pub mod authorize;
+pub mod device_code;
 pub mod identity;
 pub mod pages;
 pub mod token;
@@ -44,6 +47,15 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
             get(authorize::show_v2).post(authorize::decide_v2),
+        )
+        .route("/{tenant}/oauth2/devicecode", post(device_code::start_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(device_code::start_v2),
+        )
+        .route(
+            "/devicelogin",
+            get(device_code::show).post(device_code::decide),
         )
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",

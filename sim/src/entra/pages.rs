@@ -54,7 +54,8 @@ pub struct Consent<'a> {
     pub hidden: &'a [(&'a str, &'a str)],
 }
 
-fn page(title: &str, body: &str) -> String {
+/// A whole page around `body` (already escaped markup) titled `title`.
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\

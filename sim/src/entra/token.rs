@@ -1,5 +1,5 @@
-//! The token endpoints: client credentials, authorization code (with PKCE) and rotating
-//! refresh tokens, answered in the v1 or v2 shape.
+//! The token endpoints: client credentials, authorization code (with PKCE), rotating refresh
+//! tokens and device codes, answered in the v1 or v2 shape.
 
 use std::sync::Arc;
 
@@ -54,6 +54,7 @@ enum Grant {
     ClientCredentials,
     AuthorizationCode,
     RefreshToken,
+    DeviceCode,
 }
 
 impl Grant {
@@ -62,6 +63,10 @@ impl Grant {
             "client_credentials" => Some(Grant::ClientCredentials),
             "authorization_code" => Some(Grant::AuthorizationCode),
             "refresh_token" => Some(Grant::RefreshToken),
+            // v1 clients of old also name it `device_code`.
+            "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
+                Some(Grant::DeviceCode)
+            }
             _ => None,
         }
     }
@@ -71,6 +76,7 @@ impl Grant {
             Grant::ClientCredentials => "client_credentials",
             Grant::AuthorizationCode => "authorization_code",
             Grant::RefreshToken => "refresh_token",
+            Grant::DeviceCode => "device_code",
         }
     }
 }
@@ -132,6 +138,11 @@ fn grant(
         Grant::RefreshToken => {
             params.require("refresh_token")?;
         }
+        Grant::DeviceCode => {
+            if params.get("code").is_none() {
+                params.require("device_code")?;
+            }
+        }
     }
     let app = tenant
         .apps
@@ -145,12 +156,21 @@ fn grant(
         .or_else(|| basic.map(|b| b.1));
     let login_base = crate::api::base_url(headers);
     let token_url = format!("{login_base}/{tenant_key}/oauth2/{}token", v.path_prefix());
-    authenticate(sim, &app, secret.as_deref(), &params, &token_url)?;
+    // The device code grant also serves public clients: a secret is checked when sent.
+    let public_client = grant == Grant::DeviceCode
+        && secret.as_deref().is_none_or(str::is_empty)
+        && params.get("client_assertion").is_none();
+    if !public_client {
+        authenticate(sim, &app, secret.as_deref(), &params, &token_url)?;
+    }
 
     let issued = match grant {
         Grant::ClientCredentials => client_credentials(sim, &tenant, &app, &params, v, &login_base),
         Grant::AuthorizationCode => authorization_code(sim, &tenant, &app, &params, v, &login_base),
         Grant::RefreshToken => refresh(sim, &tenant, &app, &params, v, &login_base),
+        Grant::DeviceCode => {
+            super::device_code::redeem(sim, &tenant, &app, &params, v, &login_base)
+        }
     }?;
     // Client credentials proven with a certificate are counted apart from secret ones.
     let by_certificate = params.get("client_assertion").is_some();
