@@ -6,6 +6,13 @@
 //! token for interactive assets. Every caller queued behind it then finds the new token in
 //! memory, so concurrent callers share one token request. A token is refreshed when less than
 //! a fifth of its life (at most 5 minutes) is left.
+//!
+//! Hosts may share one state directory. Before asking Entra, the fetcher takes the asset's
+//! token lock (`<asset>_token.lock`, see [`StateStore::lock_tokens`]) and reads the stored pair
+//! again: when another host has just refreshed, its new access token is used and the rotated
+//! refresh token is never redeemed twice. A refresh Entra refuses is checked against the state
+//! file too (a newer pair there is used), and an asset marked as needing consent picks up a
+//! pair another host stored after that (the mark only applies to the refresh token it names).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -111,6 +118,16 @@ struct Cache {
     consent: Option<AuthError>,
     /// A refresh token Entra refused as dead: not offered again.
     dead_refresh: Option<SecretString>,
+}
+
+/// What the state file offers after a refused refresh.
+enum Newer {
+    /// Nothing newer than the refused refresh token.
+    None,
+    /// Another process stored a pair whose access token is fresh (now in use).
+    Fresh(BearerToken),
+    /// Another process stored a pair with a different refresh token, its access token stale.
+    Refresh(SecretString),
 }
 
 /// The tokens of one asset, both auth kinds.
@@ -226,7 +243,8 @@ impl TokenManager {
         self.connected.subscribe()
     }
 
-    /// The consent-required error while the asset is known to need consent.
+    /// The consent-required error while this process knows the asset to need consent (an
+    /// in-memory mark: [`TokenManager::peek`] checks it against the state file).
     pub fn consent_required(&self) -> Option<AuthError> {
         self.lock_cache().consent.clone()
     }
@@ -265,14 +283,10 @@ impl TokenManager {
         if let Some(t) = self.cached() {
             return Ok(Some(t));
         }
-        let state = self
-            .store
-            .load(&self.asset_id)
-            .await
-            .map_err(|e| AuthError::State(e.to_string()))?;
-        let stored = state.tokens.filter(|t| self.stored_usable(t));
-        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
-            self.install(&token);
+        // The state file, not the in-memory consent mark, decides: another process may have
+        // stored a newer pair since this one found its grant dead.
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
             return Ok(Some(token));
         }
         if self.auth == AuthKind::AuthorizationCode {
@@ -340,7 +354,8 @@ impl TokenManager {
     }
 
     /// The stored refresh token, or the consent-required error when there is none or Entra
-    /// already refused it.
+    /// already refused that very token (a different, newer one stored by another process is
+    /// offered).
     fn usable_refresh_token(
         &self,
         stored: Option<&StoredTokens>,
@@ -366,17 +381,26 @@ impl TokenManager {
         Ok(rt)
     }
 
-    /// Called with the fetch lock held and no fresh token in memory.
+    /// Called with the fetch lock held and no fresh token in memory. Hosts sharing the state
+    /// directory take turns through the asset's token lock: the stored pair is read again
+    /// under it, so a pair another process has just stored is used instead of redeeming the
+    /// refresh token it replaced.
     async fn obtain(&self) -> Result<BearerToken, AuthError> {
-        let state = self
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
+            return Ok(token);
+        }
+        if self.auth == AuthKind::AuthorizationCode {
+            // A grant already known to be dead fails without waiting for the lock.
+            self.usable_refresh_token(stored.as_ref())?;
+        }
+        let _lock = self
             .store
-            .load(&self.asset_id)
+            .lock_tokens(&self.asset_id)
             .await
             .map_err(|e| AuthError::State(e.to_string()))?;
-        let stored = state.tokens.filter(|t| self.stored_usable(t));
-        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
-            self.install(&token);
-            tracing::debug!(asset = %self.asset_id, "using the stored access token");
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
             return Ok(token);
         }
         match self.auth {
@@ -386,6 +410,24 @@ impl TokenManager {
                 self.refresh(rt).await
             }
         }
+    }
+
+    /// The stored pair, when it belongs to this asset's kind and target.
+    async fn load_usable(&self) -> Result<Option<StoredTokens>, AuthError> {
+        let state = self
+            .store
+            .load(&self.asset_id)
+            .await
+            .map_err(|e| AuthError::State(e.to_string()))?;
+        Ok(state.tokens.filter(|t| self.stored_usable(t)))
+    }
+
+    /// Puts the stored access token in use when it is fresh and not the one the API refused.
+    fn use_stored(&self, stored: Option<&StoredTokens>) -> Option<BearerToken> {
+        let token = stored.and_then(|t| self.fresh_stored(t))?;
+        self.install(&token);
+        tracing::debug!(asset = %self.asset_id, "using the stored access token");
+        Some(token)
     }
 
     /// Records and returns a consent-required error.
@@ -411,7 +453,8 @@ impl TokenManager {
         self.connected.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Client credentials grant; the token is stored. Fetch lock held.
+    /// Client credentials grant; the token is stored. Fetch lock held (and the token lock,
+    /// except for `fetch_fresh`).
     async fn client_credentials(&self) -> Result<BearerToken, AuthError> {
         let mut request = self.client.exchange_client_credentials();
         request = match self.token_endpoint {
@@ -427,8 +470,60 @@ impl TokenManager {
     }
 
     /// Refresh token grant for an interactive asset; the new pair replaces the old one in one
-    /// state update. Fetch lock held.
+    /// state update. Fetch lock and token lock held. When Entra refuses the grant, the stored
+    /// pair is read again before consent is asked for: if another process stored a newer pair
+    /// meanwhile, its fresh access token is used, or its refresh token is redeemed (once).
     async fn refresh(&self, refresh_token: SecretString) -> Result<BearerToken, AuthError> {
+        let mut refresh_token = refresh_token;
+        let mut retried = false;
+        loop {
+            let obtained_at = now_unix();
+            let result = self.redeem(&refresh_token).await;
+            self.count_fetch("refresh_token", result.is_ok());
+            let response = match result {
+                Ok(r) => r,
+                Err(oauth2::RequestTokenError::ServerResponse(err)) if needs_new_consent(&err) => {
+                    if !retried {
+                        match self.newer_pair(&refresh_token).await? {
+                            Newer::Fresh(token) => return Ok(token),
+                            Newer::Refresh(newer) => {
+                                tracing::info!(asset = %self.asset_id, "refresh token refused, but another process stored a newer one: using it");
+                                refresh_token = newer;
+                                retried = true;
+                                continue;
+                            }
+                            Newer::None => {}
+                        }
+                    }
+                    let explained = err.explain(&self.tenant_id, &self.client_id);
+                    tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
+                    let err = self.needs_consent(format!(
+                        "asset '{}': the stored grant can no longer be used ({explained}): an admin must connect it again ({})",
+                        self.asset_id, self.how_to_consent()
+                    ));
+                    self.lock_cache().dead_refresh = Some(refresh_token);
+                    return Err(err);
+                }
+                Err(e) => return Err(self.explain(e)),
+            };
+            let stored = self.stored_from(
+                &response,
+                obtained_at,
+                GRANT_AUTHORIZATION_CODE,
+                Some(refresh_token),
+            );
+            let token = self.persist(stored, obtained_at).await?;
+            tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
+            return Ok(token);
+        }
+    }
+
+    /// One refresh token request.
+    async fn redeem(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<EntraTokenResponse, oauth2::RequestTokenError<entra::TransportError, EntraError>>
+    {
         let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
         let mut request = self.client.exchange_refresh_token(&rt);
         request = match self.token_endpoint {
@@ -437,32 +532,26 @@ impl TokenManager {
                 .add_scope(Scope::new("offline_access".to_string())),
             TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
         };
-        let obtained_at = now_unix();
-        let result = request.request_async(&self.http).await;
-        self.count_fetch("refresh_token", result.is_ok());
-        let response = match result {
-            Ok(r) => r,
-            Err(oauth2::RequestTokenError::ServerResponse(err)) if needs_new_consent(&err) => {
-                let explained = err.explain(&self.tenant_id, &self.client_id);
-                tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
-                let err = self.needs_consent(format!(
-                    "asset '{}': the stored grant can no longer be used ({explained}): an admin must connect it again ({})",
-                    self.asset_id, self.how_to_consent()
-                ));
-                self.lock_cache().dead_refresh = Some(refresh_token);
-                return Err(err);
-            }
-            Err(e) => return Err(self.explain(e)),
+        request.request_async(&self.http).await
+    }
+
+    /// After Entra refused `refused`: what the state file holds now, if it is a different
+    /// (newer) pair.
+    async fn newer_pair(&self, refused: &SecretString) -> Result<Newer, AuthError> {
+        let stored = self.load_usable().await?;
+        let Some(tokens) = stored else {
+            return Ok(Newer::None);
         };
-        let stored = self.stored_from(
-            &response,
-            obtained_at,
-            GRANT_AUTHORIZATION_CODE,
-            Some(refresh_token),
-        );
-        let token = self.persist(stored, obtained_at).await?;
-        tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
-        Ok(token)
+        let Some(rt) = tokens.refresh_token.clone() else {
+            return Ok(Newer::None);
+        };
+        if rt.expose_secret() == refused.expose_secret() {
+            return Ok(Newer::None);
+        }
+        Ok(match self.use_stored(Some(&tokens)) {
+            Some(token) => Newer::Fresh(token),
+            None => Newer::Refresh(rt),
+        })
     }
 
     /// The stored form of a token response. `previous_refresh` is kept when Entra sent no
