@@ -129,7 +129,10 @@ async fn wait_ready(client: &reqwest::Client, host: &mut HostProcess) {
             return;
         }
         if let Some(status) = host.child.try_wait().unwrap() {
-            panic!("the host exited ({status}) before it was ready:\n{}", host.log());
+            panic!(
+                "the host exited ({status}) before it was ready:\n{}",
+                host.log()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -150,16 +153,25 @@ fn html_unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Connects the asset through the host at `host_url`: starts the interactive consent, accepts
-/// it on the simulator's consent page as a browser would, and follows the redirect back to
-/// the host's result page. (The only place that knows how a consent is started.)
+/// Connects the asset through the host at `host_url`: asks the API for a consent link, opens
+/// it as a browser (keeping the binding cookie), accepts on the simulator's consent page and
+/// follows the redirect back to the host's result page. (The only place that knows how a
+/// consent is started.)
 async fn connect(host_url: &str, sim: &SimHandle, browser: &reqwest::Client) {
-    let start = browser
-        .get(format!("{host_url}/start_oauth?asset_id={ASSET}"))
+    let ticket = browser
+        .post(format!("{host_url}/assets/{ASSET}/consent"))
+        .bearer_auth(API_KEY)
         .send()
         .await
         .unwrap();
+    assert_eq!(ticket.status().as_u16(), 200);
+    let body: Value = ticket.json().await.unwrap();
+    let link = body["summary"]["consent_url"].as_str().unwrap().to_string();
+
+    let start = browser.get(&link).send().await.unwrap();
     assert_eq!(start.status().as_u16(), 302, "{:?}", start.text().await);
+    let cookie = start.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
     let authorize = start.headers()["location"].to_str().unwrap().to_string();
 
     let page = browser.get(&authorize).send().await.unwrap();
@@ -187,7 +199,12 @@ async fn connect(host_url: &str, sim: &SimHandle, browser: &reqwest::Client) {
     let back = decided.headers()["location"].to_str().unwrap().to_string();
     assert!(back.starts_with(host_url), "{back}");
 
-    let result = browser.get(&back).send().await.unwrap();
+    let result = browser
+        .get(&back)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
     let status = result.status().as_u16();
     let body = result.text().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -274,11 +291,15 @@ async fn two_hosts_sharing_a_state_directory_refresh_once_per_expiry() {
         .await
         .unwrap();
     assert_eq!(
-        counters["tokens_issued"]["refresh_token"], EXPIRIES,
+        counters["tokens_issued"]["refresh_token"],
+        EXPIRIES,
         "{counters}\n{}",
         logs()
     );
-    assert_eq!(counters["tokens_issued"]["authorization_code"], 1, "{counters}");
+    assert_eq!(
+        counters["tokens_issued"]["authorization_code"], 1,
+        "{counters}"
+    );
     let c = sim.counters();
     assert_eq!(
         c.route_status("POST", "/{tenant}/oauth2/v2.0/token", 400),

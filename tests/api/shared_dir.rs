@@ -25,11 +25,10 @@ async fn rig() -> Rig {
     Rig::new(s, |s, base| vec![interactive_asset("admin", s, base, 0)]).await
 }
 
-/// The whole consent through `host` (start, accept, result page).
+/// The whole consent through `host` (link, accept, result page).
 async fn consent_on(rig: &Rig, host: &Host) {
-    let resp = host.open_get("/start_oauth?asset_id=admin").await;
-    assert_eq!(resp.status().as_u16(), 302);
-    let authorize = resp.headers()["location"].to_str().unwrap().to_string();
+    let link = host.consent_link("admin").await;
+    let authorize = rig.open_link(&link).await;
     let back = rig.decide(&authorize, "accept").await;
     let page = rig.follow(&back).await;
     assert_eq!(page.status, 200, "{}", page.body);
@@ -112,7 +111,9 @@ async fn two_hosts_refresh_once_per_expiry() {
     let second = rig.second_host().await;
     rig.consent("admin").await;
     for host in [&rig.host, &second] {
-        let (status, body) = host.invoke("admin", "list_devices", json!({"limit": 1})).await;
+        let (status, body) = host
+            .invoke("admin", "list_devices", json!({"limit": 1}))
+            .await;
         assert_success(status, &body);
     }
     for round in 1..=3 {
@@ -146,10 +147,7 @@ async fn a_pair_stored_while_waiting_for_the_token_lock_is_used_without_a_refres
     let lock = store.lock_tokens("admin").await.unwrap();
     let other = async {
         until("the host's 401", || {
-            rig.sim
-                .counters()
-                .route_status("GET", "/api/machines", 401)
-                == 1
+            rig.sim.counters().route_status("GET", "/api/machines", 401) == 1
         })
         .await;
         let response = redeem_elsewhere(&rig, before.refresh_token.as_ref().unwrap(), &scope).await;
@@ -209,7 +207,10 @@ async fn refused_refresh_with_a_newer_pair(fresh: bool) {
     assert_success(status, &body);
     let c = rig.sim.counters();
     // The host's own request was refused (the old token was used up meanwhile).
-    assert_eq!(c.route_status("POST", "/{tenant}/oauth2/v2.0/token", 400), 1);
+    assert_eq!(
+        c.route_status("POST", "/{tenant}/oauth2/v2.0/token", 400),
+        1
+    );
     let after = stored(&rig).await;
     let newer = response["refresh_token"].as_str().unwrap();
     if fresh {
