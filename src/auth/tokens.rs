@@ -32,7 +32,7 @@ use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
 use super::{AuthError, Grants, decode_grants, now_unix, preflight};
 use crate::config::{AssetConfig, AuthKind, ServerConfig, TokenEndpoint};
 use crate::defender::{DefenderError, TokenSource};
-use crate::state::{AssetState, StateStore, StoredTokens};
+use crate::state::{AssetState, StateStore, StoredTokens, UpdateError};
 
 /// The oauth2 client of an asset: authorize and token endpoints set, redirect URI set.
 pub(crate) type EntraClient = oauth2::Client<
@@ -510,9 +510,11 @@ impl TokenManager {
                 &response,
                 obtained_at,
                 GRANT_AUTHORIZATION_CODE,
-                Some(refresh_token),
+                Some(refresh_token.clone()),
             );
-            let token = self.persist(stored, obtained_at).await?;
+            let token = self
+                .persist_refreshed(stored, &refresh_token, obtained_at)
+                .await?;
             tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
             return Ok(token);
         }
@@ -603,6 +605,52 @@ impl TokenManager {
             })
             .await
             .map_err(|e| AuthError::State(e.into_state().to_string()))?;
+        self.install(&token);
+        Ok(token)
+    }
+
+    /// Stores a refreshed pair, unless the stored pair no longer holds `redeemed`: a consent
+    /// completed meanwhile (consents do not wait for the token lock), and its pair stays. The
+    /// stored pair is then used when its access token is fresh, else the refreshed one (in
+    /// memory only).
+    async fn persist_refreshed(
+        &self,
+        tokens: StoredTokens,
+        redeemed: &SecretString,
+        now: i64,
+    ) -> Result<BearerToken, AuthError> {
+        let token = BearerToken {
+            secret: tokens.access_token.clone(),
+            obtained_at: tokens.obtained_at,
+            expires_at: tokens.expires_at,
+        };
+        let expected = redeemed.clone();
+        let written = self
+            .store
+            .update(&self.asset_id, move |s: &mut AssetState| {
+                let replaced = s
+                    .tokens
+                    .as_ref()
+                    .and_then(|t| t.refresh_token.as_ref())
+                    .is_some_and(|rt| rt.expose_secret() != expected.expose_secret());
+                if replaced {
+                    return Err(());
+                }
+                prune_sessions(s, now);
+                s.tokens = Some(tokens);
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(UpdateError::Inner(())) => {
+                tracing::info!(asset = %self.asset_id, "a new pair was stored during the refresh: keeping it");
+                if let Some(stored) = self.use_stored(self.load_usable().await?.as_ref()) {
+                    return Ok(stored);
+                }
+            }
+            Err(UpdateError::State(e)) => return Err(AuthError::State(e.to_string())),
+        }
         self.install(&token);
         Ok(token)
     }

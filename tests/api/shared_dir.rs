@@ -279,3 +279,49 @@ async fn a_consent_mark_does_not_hide_a_pair_another_host_stored() {
     assert_success(status, &body);
     assert_eq!(rig.sim.counters().tokens("refresh_token"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_completed_during_a_refresh_is_kept() {
+    let rig = rig().await;
+    let second = rig.second_host().await;
+    rig.consent("admin").await;
+    let (status, body) = rig
+        .invoke("admin", "list_devices", json!({"limit": 1}))
+        .await;
+    assert_success(status, &body);
+    rig.sim.expire_access_tokens(None);
+    rig.sim.inject_fault(Fault {
+        method: Some("POST".into()),
+        path: "/*/oauth2/v2.0/token".into(),
+        count: 1,
+        kind: FaultKind::Delay { ms: 3000 },
+    });
+    // While the first host's refresh waits at the simulator, an admin connects the asset
+    // again through the second host (a consent does not wait for the token lock).
+    let other = async {
+        until("the host's refresh request", || {
+            rig.sim.faults.lock().unwrap().is_empty()
+        })
+        .await;
+        consent_on(&rig, &second).await;
+        stored(&rig).await
+    };
+    let ((status, body), consented) = tokio::join!(
+        rig.invoke("admin", "list_devices", json!({"limit": 1})),
+        other
+    );
+    assert_success(status, &body);
+    let c = rig.sim.counters();
+    assert_eq!(c.tokens("refresh_token"), 1);
+    assert_eq!(c.tokens("authorization_code"), 2);
+    // The refresh of the old grant did not overwrite the new consent's pair.
+    let after = stored(&rig).await;
+    assert_eq!(
+        after.refresh_token.unwrap().expose_secret(),
+        consented.refresh_token.unwrap().expose_secret()
+    );
+    assert_eq!(
+        after.access_token.expose_secret(),
+        consented.access_token.expose_secret()
+    );
+}
