@@ -6,6 +6,13 @@
 //! token for interactive assets. Every caller queued behind it then finds the new token in
 //! memory, so concurrent callers share one token request. A token is refreshed when less than
 //! a fifth of its life (at most 5 minutes) is left.
+//!
+//! Hosts may share one state directory. Before asking Entra, the fetcher takes the asset's
+//! token lock (`<asset>_token.lock`, see [`StateStore::lock_tokens`]) and reads the stored pair
+//! again: when another host has just refreshed, its new access token is used and the rotated
+//! refresh token is never redeemed twice. A refresh Entra refuses is checked against the state
+//! file too (a newer pair there is used), and an asset marked as needing consent picks up a
+//! pair another host stored after that (the mark only applies to the refresh token it names).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -27,7 +34,7 @@ use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
 use super::{AuthError, Grants, decode_grants, now_unix, preflight};
 use crate::config::{AssetConfig, AuthKind, ManagedIdentityConfig, ServerConfig, TokenEndpoint};
 use crate::defender::{DefenderError, TokenSource};
-use crate::state::{AssetState, StateStore, StoredTokens};
+use crate::state::{AssetState, StateStore, StoredTokens, UpdateError};
 
 /// The oauth2 client of an asset: authorize and token endpoints set, redirect URI set.
 pub(crate) type EntraClient = oauth2::Client<
@@ -139,6 +146,16 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     std::fs::metadata(path)
         .ok()
         .map(|m| (m.modified().ok(), m.len()))
+}
+
+/// What the state file offers after a refused refresh.
+enum Newer {
+    /// Nothing newer than the refused refresh token.
+    None,
+    /// Another process stored a pair whose access token is fresh (now in use).
+    Fresh(BearerToken),
+    /// Another process stored a pair with a different refresh token, its access token stale.
+    Refresh(SecretString),
 }
 
 /// The tokens of one asset, every auth kind.
@@ -267,7 +284,8 @@ impl TokenManager {
         self.connected.subscribe()
     }
 
-    /// The consent-required error while the asset is known to need consent.
+    /// The consent-required error while this process knows the asset to need consent (an
+    /// in-memory mark: [`TokenManager::peek`] checks it against the state file).
     pub fn consent_required(&self) -> Option<AuthError> {
         self.lock_cache().consent.clone()
     }
@@ -368,14 +386,10 @@ impl TokenManager {
         if let Some(t) = self.cached() {
             return Ok(Some(t));
         }
-        let state = self
-            .store
-            .load(&self.asset_id)
-            .await
-            .map_err(|e| AuthError::State(e.to_string()))?;
-        let stored = state.tokens.filter(|t| self.stored_usable(t));
-        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
-            self.install(&token);
+        // The state file, not the in-memory consent mark, decides: another process may have
+        // stored a newer pair since this one found its grant dead.
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
             return Ok(Some(token));
         }
         if self.auth.is_delegated() {
@@ -444,7 +458,8 @@ impl TokenManager {
     }
 
     /// The stored refresh token, or the consent-required error when there is none or Entra
-    /// already refused it.
+    /// already refused that very token (a different, newer one stored by another process is
+    /// offered).
     fn usable_refresh_token(
         &self,
         stored: Option<&StoredTokens>,
@@ -476,17 +491,26 @@ impl TokenManager {
         Ok(rt)
     }
 
-    /// Called with the fetch lock held and no fresh token in memory.
+    /// Called with the fetch lock held and no fresh token in memory. Hosts sharing the state
+    /// directory take turns through the asset's token lock: the stored pair is read again
+    /// under it, so a pair another process has just stored is used instead of redeeming the
+    /// refresh token it replaced.
     async fn obtain(&self) -> Result<BearerToken, AuthError> {
-        let state = self
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
+            return Ok(token);
+        }
+        if self.auth.is_delegated() {
+            // A grant already known to be dead fails without waiting for the lock.
+            self.usable_refresh_token(stored.as_ref())?;
+        }
+        let _lock = self
             .store
-            .load(&self.asset_id)
+            .lock_tokens(&self.asset_id)
             .await
             .map_err(|e| AuthError::State(e.to_string()))?;
-        let stored = state.tokens.filter(|t| self.stored_usable(t));
-        if let Some(token) = stored.as_ref().and_then(|t| self.fresh_stored(t)) {
-            self.install(&token);
-            tracing::debug!(asset = %self.asset_id, "using the stored access token");
+        let stored = self.load_usable().await?;
+        if let Some(token) = self.use_stored(stored.as_ref()) {
             return Ok(token);
         }
         match self.auth {
@@ -521,6 +545,24 @@ impl TokenManager {
             AuthKind::DeviceCode => GRANT_DEVICE_CODE,
             _ => GRANT_AUTHORIZATION_CODE,
         }
+    }
+
+    /// The stored pair, when it belongs to this asset's kind and target.
+    async fn load_usable(&self) -> Result<Option<StoredTokens>, AuthError> {
+        let state = self
+            .store
+            .load(&self.asset_id)
+            .await
+            .map_err(|e| AuthError::State(e.to_string()))?;
+        Ok(state.tokens.filter(|t| self.stored_usable(t)))
+    }
+
+    /// Puts the stored access token in use when it is fresh and not the one the API refused.
+    fn use_stored(&self, stored: Option<&StoredTokens>) -> Option<BearerToken> {
+        let token = stored.and_then(|t| self.fresh_stored(t))?;
+        self.install(&token);
+        tracing::debug!(asset = %self.asset_id, "using the stored access token");
+        Some(token)
     }
 
     /// Records and returns a consent-required error.
@@ -705,8 +747,63 @@ impl TokenManager {
     }
 
     /// Refresh token grant for an interactive asset; the new pair replaces the old one in one
-    /// state update. Fetch lock held.
+    /// state update. Fetch lock and token lock held. When Entra refuses the grant, the stored
+    /// pair is read again before consent is asked for: if another process stored a newer pair
+    /// meanwhile, its fresh access token is used, or its refresh token is redeemed (once).
     async fn refresh(&self, refresh_token: SecretString) -> Result<BearerToken, AuthError> {
+        let mut refresh_token = refresh_token;
+        let mut retried = false;
+        loop {
+            let obtained_at = now_unix();
+            let result = self.redeem(&refresh_token).await;
+            self.count_fetch("refresh_token", result.is_ok());
+            let response = match result {
+                Ok(r) => r,
+                Err(oauth2::RequestTokenError::ServerResponse(err)) if needs_new_consent(&err) => {
+                    if !retried {
+                        match self.newer_pair(&refresh_token).await? {
+                            Newer::Fresh(token) => return Ok(token),
+                            Newer::Refresh(newer) => {
+                                tracing::info!(asset = %self.asset_id, "refresh token refused, but another process stored a newer one: using it");
+                                refresh_token = newer;
+                                retried = true;
+                                continue;
+                            }
+                            Newer::None => {}
+                        }
+                    }
+                    let explained = err.explain(&self.tenant_id, &self.client_id);
+                    tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
+                    let err = self.needs_consent(format!(
+                        "asset '{}': the stored grant can no longer be used ({explained}): {}",
+                        self.asset_id,
+                        self.consent_advice(true)
+                    ));
+                    self.lock_cache().dead_refresh = Some(refresh_token);
+                    return Err(err);
+                }
+                Err(e) => return Err(self.explain(e)),
+            };
+            let stored = self.stored_from(
+                &response,
+                obtained_at,
+                self.delegated_grant(),
+                Some(refresh_token.clone()),
+            );
+            let token = self
+                .persist_refreshed(stored, &refresh_token, obtained_at)
+                .await?;
+            tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
+            return Ok(token);
+        }
+    }
+
+    /// One refresh token request.
+    async fn redeem(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<EntraTokenResponse, oauth2::RequestTokenError<entra::TransportError, EntraError>>
+    {
         let rt = RefreshToken::new(refresh_token.expose_secret().to_string());
         let client = self.client();
         let mut request = client.exchange_refresh_token(&rt);
@@ -716,33 +813,26 @@ impl TokenManager {
                 .add_scope(Scope::new("offline_access".to_string())),
             TokenEndpoint::V1 => request.add_extra_param("resource", self.resource.clone()),
         };
-        let obtained_at = now_unix();
-        let result = request.request_async(&self.http).await;
-        self.count_fetch("refresh_token", result.is_ok());
-        let response = match result {
-            Ok(r) => r,
-            Err(oauth2::RequestTokenError::ServerResponse(err)) if needs_new_consent(&err) => {
-                let explained = err.explain(&self.tenant_id, &self.client_id);
-                tracing::warn!(asset = %self.asset_id, error = %explained, "refresh token refused: consent needed");
-                let err = self.needs_consent(format!(
-                    "asset '{}': the stored grant can no longer be used ({explained}): {}",
-                    self.asset_id,
-                    self.consent_advice(true)
-                ));
-                self.lock_cache().dead_refresh = Some(refresh_token);
-                return Err(err);
-            }
-            Err(e) => return Err(self.explain(e)),
+        request.request_async(&self.http).await
+    }
+
+    /// After Entra refused `refused`: what the state file holds now, if it is a different
+    /// (newer) pair.
+    async fn newer_pair(&self, refused: &SecretString) -> Result<Newer, AuthError> {
+        let stored = self.load_usable().await?;
+        let Some(tokens) = stored else {
+            return Ok(Newer::None);
         };
-        let stored = self.stored_from(
-            &response,
-            obtained_at,
-            self.delegated_grant(),
-            Some(refresh_token),
-        );
-        let token = self.persist(stored, obtained_at).await?;
-        tracing::info!(asset = %self.asset_id, expires_in = token.expires_at - obtained_at, "access token refreshed");
-        Ok(token)
+        let Some(rt) = tokens.refresh_token.clone() else {
+            return Ok(Newer::None);
+        };
+        if rt.expose_secret() == refused.expose_secret() {
+            return Ok(Newer::None);
+        }
+        Ok(match self.use_stored(Some(&tokens)) {
+            Some(token) => Newer::Fresh(token),
+            None => Newer::Refresh(rt),
+        })
     }
 
     /// The stored form of a token response. `previous_refresh` is kept when Entra sent no
@@ -798,6 +888,52 @@ impl TokenManager {
             })
             .await
             .map_err(|e| AuthError::State(e.into_state().to_string()))?;
+        self.install(&token);
+        Ok(token)
+    }
+
+    /// Stores a refreshed pair, unless the stored pair no longer holds `redeemed`: a consent
+    /// completed meanwhile (consents do not wait for the token lock), and its pair stays. The
+    /// stored pair is then used when its access token is fresh, else the refreshed one (in
+    /// memory only).
+    async fn persist_refreshed(
+        &self,
+        tokens: StoredTokens,
+        redeemed: &SecretString,
+        now: i64,
+    ) -> Result<BearerToken, AuthError> {
+        let token = BearerToken {
+            secret: tokens.access_token.clone(),
+            obtained_at: tokens.obtained_at,
+            expires_at: tokens.expires_at,
+        };
+        let expected = redeemed.clone();
+        let written = self
+            .store
+            .update(&self.asset_id, move |s: &mut AssetState| {
+                let replaced = s
+                    .tokens
+                    .as_ref()
+                    .and_then(|t| t.refresh_token.as_ref())
+                    .is_some_and(|rt| rt.expose_secret() != expected.expose_secret());
+                if replaced {
+                    return Err(());
+                }
+                prune_sessions(s, now);
+                s.tokens = Some(tokens);
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(UpdateError::Inner(())) => {
+                tracing::info!(asset = %self.asset_id, "a new pair was stored during the refresh: keeping it");
+                if let Some(stored) = self.use_stored(self.load_usable().await?.as_ref()) {
+                    return Ok(stored);
+                }
+            }
+            Err(UpdateError::State(e)) => return Err(AuthError::State(e.to_string())),
+        }
         self.install(&token);
         Ok(token)
     }

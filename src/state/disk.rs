@@ -28,6 +28,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub(crate) const STATE_SUFFIX: &str = "_state.json";
 /// Suffix of lock file names: `<asset>_state.lock`.
 const LOCK_SUFFIX: &str = "_state.lock";
+/// Suffix of the token lock files: `<asset>_token.lock`, held across a token request.
+const TOKEN_LOCK_SUFFIX: &str = "_token.lock";
 
 /// Version 1 of the file: non-secret fields in clear, secrets sealed. Unknown fields are
 /// ignored on read.
@@ -95,6 +97,11 @@ pub(crate) struct Keyring<'a> {
 /// `dir/<asset>_state.json`.
 pub(crate) fn state_path(dir: &Path, asset_id: &str) -> PathBuf {
     dir.join(format!("{asset_id}{STATE_SUFFIX}"))
+}
+
+/// `dir/<asset>_token.lock`.
+pub(crate) fn token_lock_path(dir: &Path, asset_id: &str) -> PathBuf {
+    dir.join(format!("{asset_id}{TOKEN_LOCK_SUFFIX}"))
 }
 
 /// A fresh temporary name next to `base`: `dir/.<base>.<pid>.<random>.tmp`.
@@ -371,25 +378,35 @@ pub(crate) fn list_assets(dir: &Path) -> Result<Vec<String>, StateError> {
     Ok(assets)
 }
 
-/// An exclusive advisory lock on `dir/<asset>_state.lock`, held until dropped. Serialises
-/// writers of one asset across processes (and across stores within a process).
+/// An exclusive advisory lock on `dir/<asset>_state.lock` (or `dir/<asset>_token.lock`), held
+/// until dropped. Serialises writers of one asset across processes (and across stores within a
+/// process).
 pub(crate) struct FileLock {
     file: File,
 }
 
 impl FileLock {
-    /// Blocks until the asset's lock file is locked exclusively.
+    /// Blocks until the asset's state lock file is locked exclusively.
     pub(crate) fn acquire(dir: &Path, asset_id: &str) -> Result<FileLock, StateError> {
-        let path = dir.join(format!("{asset_id}{LOCK_SUFFIX}"));
+        Self::acquire_path(&dir.join(format!("{asset_id}{LOCK_SUFFIX}")))
+    }
+
+    /// Blocks until the asset's token lock file is locked exclusively.
+    pub(crate) fn acquire_token(dir: &Path, asset_id: &str) -> Result<FileLock, StateError> {
+        Self::acquire_path(&token_lock_path(dir, asset_id))
+    }
+
+    /// Blocks until the lock file `path` (created 0600 if missing) is locked exclusively.
+    fn acquire_path(path: &Path) -> Result<FileLock, StateError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
-            .map_err(|e| StateError::io("lock file", &path, "open", &e))?;
-        lock_exclusive(&file).map_err(|e| StateError::io("lock file", &path, "lock", &e))?;
+            .open(path)
+            .map_err(|e| StateError::io("lock file", path, "open", &e))?;
+        lock_exclusive(&file).map_err(|e| StateError::io("lock file", path, "lock", &e))?;
         Ok(FileLock { file })
     }
 }

@@ -10,6 +10,9 @@
 //! - [`StateStore::update`] is a read-modify-write under an in-process per-asset lock and an
 //!   advisory lock on `<asset>_state.lock`, so concurrent writers (tasks or processes) never lose
 //!   an update.
+//! - [`StateStore::lock_tokens`] takes a second advisory lock, `<asset>_token.lock`, that a
+//!   token request holds from re-reading the stored pair until the new pair is stored: hosts
+//!   sharing the directory then redeem each refresh token once.
 //! - A corrupt, tampered, foreign-key, foreign-asset or too-new file is never rewritten or
 //!   deleted: the operations on that asset fail with a [`StateError`] saying how to recover;
 //!   other assets keep working.
@@ -152,6 +155,17 @@ pub struct IdempotencyRecord {
     pub created_at: i64,
 }
 
+/// The asset's token lock, held until dropped (see [`StateStore::lock_tokens`]).
+pub struct TokenLock {
+    _lock: FileLock,
+}
+
+impl fmt::Debug for TokenLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenLock")
+    }
+}
+
 /// The per-asset state files of one state directory. Cheap to clone.
 #[derive(Clone)]
 pub struct StateStore {
@@ -276,6 +290,22 @@ impl StateStore {
         })
         .await?;
         outcome.map_err(UpdateError::Inner)
+    }
+
+    /// Waits (off the async worker threads) for the asset's exclusive token lock on
+    /// `dir/<asset>_token.lock` (created 0600 if missing) and holds it until the returned guard
+    /// is dropped. Token requests of one asset take turns with it across processes sharing the
+    /// directory. It is a different file from the lock [`StateStore::update`] takes, so the
+    /// holder can still load and update the asset's state. Dropping the future while it waits
+    /// releases the lock as soon as it is obtained.
+    pub async fn lock_tokens(&self, asset_id: &str) -> Result<TokenLock, StateError> {
+        check_asset_id(asset_id)?;
+        let dir = self.inner.dir.clone();
+        let asset = asset_id.to_owned();
+        let path = disk::token_lock_path(&dir, asset_id);
+        run_blocking(path, move || FileLock::acquire_token(&dir, &asset))
+            .await
+            .map(|lock| TokenLock { _lock: lock })
     }
 
     /// `dir/<asset>_state.json`.

@@ -652,3 +652,30 @@ async fn concurrent_updates_lose_nothing() {
     assert_eq!(state.checkpoints["n"], 1000);
     assert_eq!(state.checkpoints["m"], 20);
 }
+
+#[tokio::test]
+async fn the_token_lock_excludes_other_holders_but_not_state_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::with_key(dir.path(), KEY_A).unwrap();
+    // A second store stands for another process: its own open file description.
+    let other = StateStore::with_key(dir.path(), KEY_A).unwrap();
+    let held = store.lock_tokens("contoso").await.unwrap();
+    assert_eq!(mode(&dir.path().join("contoso_token.lock")), 0o600);
+
+    // The holder can still update and load the asset's state.
+    write_sample(&store, "contoso").await;
+    assert!(store.load("contoso").await.unwrap().tokens.is_some());
+    assert!(other.load("contoso").await.unwrap().tokens.is_some());
+
+    // Another holder waits until the first lets go.
+    let mut waiter = tokio::spawn(async move { other.lock_tokens("contoso").await.map(|_| ()) });
+    let blocked = tokio::time::timeout(std::time::Duration::from_millis(200), &mut waiter).await;
+    assert!(blocked.is_err(), "the second holder got the lock too");
+    // Other assets are not affected.
+    drop(store.lock_tokens("fabrikam").await.unwrap());
+    drop(held);
+    waiter.await.unwrap().unwrap();
+    // The lock file is not a state file: listings and key rotation ignore it.
+    assert_eq!(disk::list_assets(dir.path()).unwrap(), vec!["contoso"]);
+    assert!(store.lock_tokens("../x").await.is_err());
+}

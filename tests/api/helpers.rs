@@ -457,6 +457,12 @@ impl Rig {
         self.host = host;
     }
 
+    /// Another host over the same state directory and simulator (as a second process sharing
+    /// the directory would be), running next to the rig's own host.
+    pub async fn second_host(&self) -> Host {
+        start_host(Self::config(self.dir.path(), &self.assets)).await
+    }
+
     /// `<state dir>/<asset>_state.json`.
     pub fn state_file(&self, asset: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("{asset}_state.json"))

@@ -13,6 +13,7 @@ mod library;
 mod live_response;
 mod machine;
 mod secrets;
+mod shared_dir;
 mod throttling;
 mod token_manager;
 mod tokens;
