@@ -188,19 +188,9 @@ async fn serve(config: Config) -> ExitCode {
 /// `consent ASSET`: a device code sign-in in this process; the tokens land in the asset's
 /// state file, where a running host finds them.
 async fn consent(asset_id: String, config: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("defender-soar: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let app = match App::build(config, SecretString::from(random_key())) {
+    let app = match in_process_app(Config::load(config.as_deref()).map_err(|e| e.to_string())) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("defender-soar: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(asset) = app.asset(&asset_id) else {
         let known: Vec<&str> = app.assets.keys().map(String::as_str).collect();
@@ -389,6 +379,17 @@ pub fn demo_config(listen: SocketAddr, sim_base: &str) -> Result<Config, String>
     Ok(config)
 }
 
+/// The application for a command that runs in this process (`invoke`, `consent`): no HTTP
+/// listener, so a random API key. A bad configuration is printed and exits 2.
+fn in_process_app(config: Result<Config, String>) -> Result<Arc<App>, ExitCode> {
+    let built = config
+        .and_then(|c| App::build(c, SecretString::from(random_key())).map_err(|e| e.to_string()));
+    built.map_err(|e| {
+        eprintln!("defender-soar: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn random_key() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -533,19 +534,9 @@ async fn invoke(
     } else {
         Config::load(config.as_deref()).map_err(|e| e.to_string())
     };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("defender-soar: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let app = match App::build(config, SecretString::from(random_key())) {
+    let app = match in_process_app(config) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("defender-soar: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let progress: actions::ProgressSink = Arc::new(|line: &str| eprintln!("… {line}"));
     let resp = actions::invoke(

@@ -5,9 +5,13 @@
 //! same state directory, and the same request returns the file — with exactly one
 //! runliveresponse POST seen by the simulator.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/host_process.rs"]
+mod host_process;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use host_process::{HostProcess, free_port};
 
 use defender_sim::Scenario;
 use serde_json::{Value, json};
@@ -19,45 +23,6 @@ const HOSTS: &str = "C:\\Windows\\System32\\drivers\\etc\\hosts";
 const HOSTS_CONTENT: &str = "127.0.0.1 localhost\n10.0.0.10 dc01.contoso.com\n";
 const LR_ROUTE: &str = "/api/machines/{id}/runliveresponse";
 const KEY: &str = "crash-test-get-file-1";
-
-/// A host child process, killed (by its own pid) when dropped.
-struct HostProcess {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl HostProcess {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The host's log output so far (for failure messages).
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A port free at the moment of asking.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes a configuration for one asset on the simulator and starts `defender-soar serve`.
 fn start_host(dir: &Path, run: u32, scenario: &Scenario, sim_base: &str) -> HostProcess {
@@ -83,56 +48,17 @@ api_url = "{sim_base}"
         tenant = tenant.id,
         client = app.client_id,
     );
-    let config_path = dir.join(format!("host-{run}.toml"));
-    std::fs::write(&config_path, config).unwrap();
-    let log = dir.join(format!("host-{run}.log"));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_defender-soar"));
-    command
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env("DEFENDER_SOAR_API_KEY", API_KEY)
-        .env(SECRET_ENV, &app.secret)
-        .env_remove("DEFENDER_SOAR_STATE_KEY")
-        .env_remove("DEFENDER_SOAR_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DEFENDER_SOAR__") {
-            command.env_remove(name);
-        }
-    }
-    HostProcess {
-        child: command.spawn().unwrap(),
+    HostProcess::serve(
+        dir,
+        &format!("host-{run}"),
         port,
-        log,
-    }
-}
-
-/// Polls `/readyz` until it answers 200 (20 s at most).
-async fn wait_ready(client: &reqwest::Client, host: &mut HostProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(host.url("/readyz")).send().await
-            && r.status().as_u16() == 200
-        {
-            return;
-        }
-        if let Some(status) = host.child.try_wait().unwrap() {
-            panic!(
-                "the host exited ({status}) before it was ready:\n{}",
-                host.log()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host was not ready within 20 s:\n{}",
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        &config,
+        &[
+            ("DEFENDER_SOAR_API_KEY", API_KEY),
+            (SECRET_ENV, &app.secret),
+        ],
+        &["DEFENDER_SOAR_STATE_KEY"],
+    )
 }
 
 /// Polls `cond` every 10 ms for up to 20 s.
@@ -174,7 +100,7 @@ async fn killed_host_resumes_the_same_live_response_after_restart() {
 
     // First host: the request starts a live response on a device that does not answer.
     let mut first = start_host(dir.path(), 1, &scenario, &sim.base_url());
-    wait_ready(&client, &mut first).await;
+    first.wait_ready(&client).await;
     let request = get_file(&client, &first, 3600).send();
     let in_flight = tokio::spawn(request);
     until("the runliveresponse POST", &first, || {
@@ -209,7 +135,7 @@ async fn killed_host_resumes_the_same_live_response_after_restart() {
 
     // Second host, same state directory: the repeated request resumes the same live response.
     let mut second = start_host(dir.path(), 2, &scenario, &sim.base_url());
-    wait_ready(&client, &mut second).await;
+    second.wait_ready(&client).await;
     let resp = get_file(&client, &second, 60).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();

@@ -4,9 +4,12 @@
 //! expires every access token six times. Every call succeeds, no caller is asked to consent
 //! again, and each expiry costs exactly one refresh for both processes together.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/host_process.rs"]
+mod host_process;
+
+use std::path::Path;
+
+use host_process::{HostProcess, free_port};
 
 use base64::Engine as _;
 use defender_sim::{Scenario, SimHandle};
@@ -20,43 +23,6 @@ const ASSET: &str = "admin";
 const STATE_KEY: [u8; 32] = [7; 32];
 const CALLS: usize = 288;
 const EXPIRIES: u64 = 6;
-
-/// A host child process, killed (by its own pid) when dropped, also on panic.
-struct HostProcess {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl HostProcess {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A port free at the moment of asking.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes host `n`'s configuration (its own port, the shared state directory) and starts
 /// `defender-soar serve` on it.
@@ -87,60 +53,20 @@ per_hour = 100000
         tenant = tenant.id,
         client = app.client_id,
     );
-    let config_path = dir.join(format!("host-{n}.toml"));
-    std::fs::write(&config_path, config).unwrap();
-    let log = dir.join(format!("host-{n}.log"));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_defender-soar"));
-    command
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env("DEFENDER_SOAR_API_KEY", API_KEY)
-        .env(
-            "DEFENDER_SOAR_STATE_KEY",
-            base64::engine::general_purpose::STANDARD.encode(STATE_KEY),
-        )
-        .env(SECRET_ENV, &app.secret)
-        .env("RUST_LOG", "info")
-        .env_remove("DEFENDER_SOAR_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DEFENDER_SOAR__") {
-            command.env_remove(name);
-        }
-    }
-    HostProcess {
-        child: command.spawn().unwrap(),
+    let state_key = base64::engine::general_purpose::STANDARD.encode(STATE_KEY);
+    HostProcess::serve(
+        dir,
+        &format!("host-{n}"),
         port,
-        log,
-    }
-}
-
-/// Polls `/readyz` until it answers 200 (20 s at most).
-async fn wait_ready(client: &reqwest::Client, host: &mut HostProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(host.url("/readyz")).send().await
-            && r.status().as_u16() == 200
-        {
-            return;
-        }
-        if let Some(status) = host.child.try_wait().unwrap() {
-            panic!(
-                "the host exited ({status}) before it was ready:\n{}",
-                host.log()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host was not ready within 20 s:\n{}",
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        &config,
+        &[
+            ("DEFENDER_SOAR_API_KEY", API_KEY),
+            ("DEFENDER_SOAR_STATE_KEY", &state_key),
+            (SECRET_ENV, &app.secret),
+            ("RUST_LOG", "info"),
+        ],
+        &[],
+    )
 }
 
 /// Undoes the HTML escaping of attribute values.
@@ -242,7 +168,7 @@ async fn two_hosts_sharing_a_state_directory_refresh_once_per_expiry() {
         start_host(dir.path(), 2, &scenario, &sim.base_url()),
     ];
     for host in &mut hosts {
-        wait_ready(&client, host).await;
+        host.wait_ready(&client).await;
     }
     connect(&hosts[0].url(""), &sim, &browser).await;
     assert_eq!(sim.counters().tokens("authorization_code"), 1);

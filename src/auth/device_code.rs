@@ -454,14 +454,7 @@ async fn poll_until_done(
 }
 
 fn transport_message(host: &str, e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    format!("{host}: {kind}")
+    format!("{host}: {}", super::entra::failure_kind(e))
 }
 
 #[cfg(test)]

@@ -221,6 +221,17 @@ impl oauth2::ErrorResponse for EntraError {}
 #[error("{0}")]
 pub struct TransportError(pub String);
 
+/// What went wrong with a request to Entra, in words that carry no URL or secret.
+pub fn failure_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    }
+}
+
 /// The oauth2 HTTP adapter over the host's reqwest client (redirects never followed).
 pub struct OAuthHttp(pub reqwest::Client);
 
@@ -242,14 +253,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
                 .send()
                 .await
                 .map_err(|e| {
-                    let kind = if e.is_timeout() {
-                        "timed out"
-                    } else if e.is_connect() {
-                        "connection failed"
-                    } else {
-                        "request failed"
-                    };
-                    TransportError(format!("token endpoint {host}: {kind}"))
+                    TransportError(format!("token endpoint {host}: {}", failure_kind(&e)))
                 })?;
             let mut builder = http::Response::builder().status(resp.status());
             for (k, v) in resp.headers() {

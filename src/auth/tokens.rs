@@ -718,16 +718,10 @@ impl TokenManager {
             .send()
             .await
             .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not be reached"
-                } else {
-                    "request failed"
-                };
                 AuthError::Transport(format!(
-                    "managed identity endpoint {host} {kind}: the host must run on an Azure \
-                     resource with {which} assigned (or set managed_identity_url)"
+                    "managed identity endpoint {host}: {}: the host must run on an Azure \
+                     resource with {which} assigned (or set managed_identity_url)",
+                    entra::failure_kind(&e)
                 ))
             })?;
         let status = resp.status();

@@ -543,6 +543,7 @@ fn resolve_credentials(
         });
     }
 
+    // `Some(None)`: no secret, which only a device code sign-in (a public client) accepts.
     let (client_secret, client_secret_file) =
         match (&raw.client_secret_env, &raw.client_secret_file) {
             (Some(_), Some(_)) => {
@@ -553,30 +554,22 @@ fn resolve_credentials(
                 (None, None)
             }
             (Some(Text(name)), None) => (
-                problems.check(&key("client_secret_env"), secret_from_env(name, env)),
+                problems
+                    .check(&key("client_secret_env"), secret_from_env(name, env))
+                    .map(Some),
                 None,
             ),
             (None, Some(Text(path))) => (
-                problems.check(
-                    &key("client_secret_file"),
-                    secret_from_file(Path::new(path)),
-                ),
+                problems
+                    .check(
+                        &key("client_secret_file"),
+                        secret_from_file(Path::new(path)),
+                    )
+                    .map(Some),
                 Some(PathBuf::from(path)),
             ),
             (None, None) if raw.client_secret.is_some() => (None, None),
-            // A device code sign-in works with a public client: no secret needed.
-            (None, None) if auth == AuthKind::DeviceCode => {
-                if problems.0.len() != before {
-                    return None;
-                }
-                return Some(Credentials {
-                    client_id: client_id?,
-                    client_secret: None,
-                    client_secret_file: None,
-                    certificate: None,
-                    managed_identity: None,
-                });
-            }
+            (None, None) if auth == AuthKind::DeviceCode => (Some(None), None),
             (None, None) => {
                 problems.push(
                     format!("assets.{id}"),
@@ -595,7 +588,7 @@ fn resolve_credentials(
     }
     Some(Credentials {
         client_id: client_id?,
-        client_secret: Some(client_secret?),
+        client_secret: client_secret?,
         client_secret_file,
         certificate: None,
         managed_identity: None,

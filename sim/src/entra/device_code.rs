@@ -261,22 +261,8 @@ pub async fn show(
          placeholder=\"Code\"></p>\n",
         escape_html(prefill)
     ));
-    if !users.is_empty() {
-        body.push_str("<label>Sign in as <select name=\"user\" id=\"account\">\n");
-        for u in &users {
-            body.push_str(&format!(
-                "<option value=\"{0}\">{0}</option>\n",
-                escape_html(u)
-            ));
-        }
-        body.push_str("</select></label>\n");
-    }
-    body.push_str(
-        "<div class=\"buttons\">\n\
-         <button type=\"submit\" name=\"decision\" value=\"decline\" id=\"decline\">Decline</button>\n\
-         <button type=\"submit\" name=\"decision\" value=\"accept\" id=\"accept\">Accept</button>\n\
-         </div>\n</form>\n",
-    );
+    let upns: Vec<&str> = users.iter().map(String::as_str).collect();
+    body.push_str(&pages::account_and_decision(&upns, None));
     pages::html(
         StatusCode::OK,
         pages::page("Enter code", &body),

@@ -111,26 +111,35 @@ pub fn consent(c: &Consent<'_>) -> String {
             escape_html(value)
         ));
     }
-    if !c.users.is_empty() {
-        body.push_str("<label>Signed in as <select name=\"user\" id=\"account\">\n");
-        for u in c.users {
-            let selected = c.login_hint.is_some_and(|h| h.eq_ignore_ascii_case(&u.upn));
-            body.push_str(&format!(
-                "<option value=\"{}\"{}>{}</option>\n",
-                escape_html(&u.upn),
-                if selected { " selected" } else { "" },
-                escape_html(&u.upn)
+    let upns: Vec<&str> = c.users.iter().map(|u| u.upn.as_str()).collect();
+    body.push_str(&account_and_decision(&upns, c.login_hint));
+    page("Permissions requested", &body)
+}
+
+/// The end of a sign-in form: the account to sign in as (`user`, preselected when it matches
+/// `selected`; omitted when there are no accounts) and the Decline / Accept buttons
+/// (`decision`).
+pub fn account_and_decision(upns: &[&str], selected: Option<&str>) -> String {
+    let mut out = String::new();
+    if !upns.is_empty() {
+        out.push_str("<label>Sign in as <select name=\"user\" id=\"account\">\n");
+        for upn in upns {
+            let chosen = selected.is_some_and(|h| h.eq_ignore_ascii_case(upn));
+            out.push_str(&format!(
+                "<option value=\"{0}\"{1}>{0}</option>\n",
+                escape_html(upn),
+                if chosen { " selected" } else { "" },
             ));
         }
-        body.push_str("</select></label>\n");
+        out.push_str("</select></label>\n");
     }
-    body.push_str(
+    out.push_str(
         "<div class=\"buttons\">\n\
          <button type=\"submit\" name=\"decision\" value=\"decline\" id=\"decline\">Decline</button>\n\
          <button type=\"submit\" name=\"decision\" value=\"accept\" id=\"accept\">Accept</button>\n\
          </div>\n</form>\n",
     );
-    page("Permissions requested", &body)
+    out
 }
 
 /// The error page: the AADSTS code and message with the request's diagnostics.
