@@ -361,6 +361,7 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         resource: env.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
+        triage: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     })

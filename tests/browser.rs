@@ -559,6 +559,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
+        triage: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }

@@ -12,6 +12,7 @@ pub mod library;
 pub mod live_response;
 pub mod machine;
 pub mod manifest;
+pub mod triage;
 pub mod validate;
 pub mod waiting;
 

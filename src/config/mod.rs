@@ -454,6 +454,8 @@ pub struct AssetConfig {
     /// Users (UPN or object id) allowed to connect an interactive asset; empty allows any
     /// user of the tenant.
     pub allowed_consenters: Vec<String>,
+    /// What alert and incident lists leave out (`ignore_*`, `lookback_days`).
+    pub triage: TriageFilters,
     /// Connect timeout of upstream calls in seconds; default 10.
     pub connect_timeout_secs: u64,
     /// Total timeout of one upstream call in seconds; default 60.
@@ -514,6 +516,7 @@ impl fmt::Debug for AssetConfig {
             .field("resource", &self.resource)
             .field("disabled_actions", &self.disabled_actions)
             .field("allowed_consenters", &self.allowed_consenters)
+            .field("triage", &self.triage)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("http_timeout_secs", &self.http_timeout_secs)
             .finish()
@@ -534,6 +537,26 @@ pub struct ManagedIdentityConfig {
 impl ManagedIdentityConfig {
     /// Azure's instance metadata service token endpoint.
     pub const DEFAULT_URL: &'static str = "http://169.254.169.254/metadata/identity/oauth2/token";
+}
+
+/// What every alert and incident list of an asset leaves out: records whose classification,
+/// determination, severity, status or service source is listed (compared ignoring case, so
+/// Defender's `TruePositive` and Graph's `truePositive` match alike), and records created more
+/// than `lookback_days` ago.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriageFilters {
+    /// `ignore_classifications`.
+    pub classifications: Vec<String>,
+    /// `ignore_determinations`.
+    pub determinations: Vec<String>,
+    /// `ignore_severities`.
+    pub severities: Vec<String>,
+    /// `ignore_statuses`.
+    pub statuses: Vec<String>,
+    /// `ignore_service_sources` (Graph `serviceSource`; Defender's `detectionSource` too).
+    pub service_sources: Vec<String>,
+    /// `lookback_days`: only records created in the last N days (1 to 3650).
+    pub lookback_days: Option<u32>,
 }
 
 /// Calls allowed to one endpoint family in any rolling minute and, optionally, hour.

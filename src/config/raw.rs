@@ -56,6 +56,12 @@ pub(super) struct RawAsset {
     pub managed_identity_url: Option<Text>,
     pub disabled_actions: Option<TextList>,
     pub allowed_consenters: Option<TextList>,
+    pub ignore_classifications: Option<TextList>,
+    pub ignore_determinations: Option<TextList>,
+    pub ignore_severities: Option<TextList>,
+    pub ignore_statuses: Option<TextList>,
+    pub ignore_service_sources: Option<TextList>,
+    pub lookback_days: Option<Text>,
     pub connect_timeout_secs: Option<Text>,
     pub http_timeout_secs: Option<Text>,
     /// `[assets.<id>.budget]`.

@@ -12,10 +12,10 @@ use secrecy::SecretString;
 
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
-use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text};
+use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text, TextList};
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
-    LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint,
+    LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint, TriageFilters,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -369,6 +369,28 @@ fn resolve_asset(
             problems.push(format!("{}[{i}]", key("allowed_consenters")), problem);
         }
     }
+    let list = |l: Option<TextList>| l.map(|l| l.0).unwrap_or_default();
+    let lookback_days = match raw.lookback_days {
+        None => Some(None),
+        Some(Text(v)) => match v.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_LOOKBACK_DAYS).contains(&n) => Some(Some(n)),
+            _ => {
+                problems.push(
+                    key("lookback_days"),
+                    format!("{v:?} is not a whole number of days from 1 to {MAX_LOOKBACK_DAYS}"),
+                );
+                None
+            }
+        },
+    };
+    let triage = lookback_days.map(|lookback_days| TriageFilters {
+        classifications: list(raw.ignore_classifications),
+        determinations: list(raw.ignore_determinations),
+        severities: list(raw.ignore_severities),
+        statuses: list(raw.ignore_statuses),
+        service_sources: list(raw.ignore_service_sources),
+        lookback_days,
+    });
     if let (Some(auth), Some(tenant)) = (auth, tenant_id.as_deref())
         && auth.is_delegated()
         && MULTI_TENANT_AUTHORITIES
@@ -405,6 +427,7 @@ fn resolve_asset(
         resource: environment.resource().to_owned(),
         disabled_actions,
         allowed_consenters,
+        triage: triage?,
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
     })
@@ -859,6 +882,9 @@ fn check_tenant_id(value: &str) -> Result<String, String> {
         ))
     }
 }
+
+/// Longest `lookback_days` (ten years).
+const MAX_LOOKBACK_DAYS: u32 = 3650;
 
 /// Tenant values of Entra's multi-tenant authorities.
 const MULTI_TENANT_AUTHORITIES: [&str; 3] = ["common", "organizations", "consumers"];

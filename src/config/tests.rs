@@ -1034,6 +1034,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         resource: "https://api.securitycenter.microsoft.com".into(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
+        triage: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     }
@@ -1244,4 +1245,25 @@ fn allowed_consenters_are_upns_or_object_ids() {
     );
     assert!(e.contains("assets.contoso.allowed_consenters[1]"), "{e}");
     assert!(e.contains("user principal name"), "{e}");
+}
+
+#[test]
+fn triage_filters_and_lookback() {
+    let config = parse(
+        &asset_toml(
+            "ignore_statuses = [\"Resolved\"]\nignore_severities = [\"Informational\", \"Low\"]\nlookback_days = \"30\"",
+        ),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let t = &config.assets["contoso"].triage;
+    assert_eq!(t.statuses, vec!["Resolved"]);
+    assert_eq!(t.severities.len(), 2);
+    assert_eq!(t.lookback_days, Some(30));
+    assert!(t.classifications.is_empty());
+    for bad in ["0", "3651", "soon"] {
+        let e = error_of(&asset_toml(&format!("lookback_days = \"{bad}\"")), SECRET_ENV);
+        assert!(e.contains("assets.contoso.lookback_days"), "{e}");
+        assert!(e.contains("1 to 3650"), "{e}");
+    }
 }

@@ -52,7 +52,9 @@ use url::Url;
 pub use budget::{Budget, Family};
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
-pub use models::{ActionStatus, CommandError, Machine, MachineAction, link_host, presigned_link};
+pub use models::{
+    ActionStatus, CommandError, Machine, MachineAction, field_text, link_host, presigned_link,
+};
 pub use odata::Filter;
 pub use paging::{ListQuery, MAX_TOP};
 pub use retry::RetryPolicy;

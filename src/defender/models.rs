@@ -146,9 +146,9 @@ impl MachineAction {
         let Value::Object(obj) = value else {
             return Err("the answer is not a MachineAction object".into());
         };
-        let id = text(obj, &["id"])
+        let id = field_text(obj, &["id"])
             .ok_or_else(|| "the MachineAction in the answer carries no id".to_string())?;
-        let status = text(obj, &["status"])
+        let status = field_text(obj, &["status"])
             .map(|s| ActionStatus::parse(&s))
             .unwrap_or_else(|| ActionStatus::Other(String::new()));
         let raw: Map<String, Value> = obj
@@ -158,18 +158,18 @@ impl MachineAction {
             .collect();
         Ok(MachineAction {
             id,
-            action_type: text(obj, &["type"]),
+            action_type: field_text(obj, &["type"]),
             status,
-            machine_id: text(obj, &["machineId"]),
-            computer_dns_name: text(obj, &["computerDnsName"]),
-            requestor: text(obj, &["requestor"]),
-            requestor_comment: text(obj, &["requestorComment"]),
-            scope: text(obj, &["scope"]),
-            creation_time: text(obj, &["creationDateTimeUtc", "creationTimeUtc"]),
-            last_update_time: text(obj, &["lastUpdateDateTimeUtc", "lastUpdateTimeUtc"]),
-            cancellation_requestor: text(obj, &["cancellationRequestor"]),
-            cancellation_comment: text(obj, &["cancellationComment"]),
-            cancellation_time: text(obj, &["cancellationDateTimeUtc"]),
+            machine_id: field_text(obj, &["machineId"]),
+            computer_dns_name: field_text(obj, &["computerDnsName"]),
+            requestor: field_text(obj, &["requestor"]),
+            requestor_comment: field_text(obj, &["requestorComment"]),
+            scope: field_text(obj, &["scope"]),
+            creation_time: field_text(obj, &["creationDateTimeUtc", "creationTimeUtc"]),
+            last_update_time: field_text(obj, &["lastUpdateDateTimeUtc", "lastUpdateTimeUtc"]),
+            cancellation_requestor: field_text(obj, &["cancellationRequestor"]),
+            cancellation_comment: field_text(obj, &["cancellationComment"]),
+            cancellation_time: field_text(obj, &["cancellationDateTimeUtc"]),
             error_hresult: get_ci(obj, "errorHResult").and_then(integer),
             command_errors: command_errors(obj),
             raw,
@@ -260,15 +260,15 @@ impl Machine {
         let Value::Object(obj) = value else {
             return Err("the answer is not a Machine object".into());
         };
-        let id = text(obj, &["id", "machineId"])
+        let id = field_text(obj, &["id", "machineId"])
             .ok_or_else(|| "the Machine in the answer carries no id".to_string())?
             .to_ascii_lowercase();
         Ok(Machine {
             id,
-            computer_dns_name: text(obj, &["computerDnsName"]),
-            last_ip_address: text(obj, &["lastIpAddress"]),
-            health_status: text(obj, &["healthStatus"]),
-            os_platform: text(obj, &["osPlatform"]),
+            computer_dns_name: field_text(obj, &["computerDnsName"]),
+            last_ip_address: field_text(obj, &["lastIpAddress"]),
+            health_status: field_text(obj, &["healthStatus"]),
+            os_platform: field_text(obj, &["osPlatform"]),
             raw: obj
                 .iter()
                 .filter(|(k, _)| !k.starts_with("@odata."))
@@ -295,8 +295,9 @@ fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     })
 }
 
-/// The first of `keys` present as text (numbers and booleans printed); empty is `None`.
-fn text(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+/// The first of `keys` present as text (numbers and booleans printed; keys looked up as given,
+/// then ignoring ASCII case); empty is `None`.
+pub fn field_text(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| match get_ci(obj, k)? {
         Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Value::Number(n) => Some(n.to_string()),
@@ -340,7 +341,7 @@ fn command_errors(obj: &Map<String, Value>) -> Vec<CommandError> {
                     .iter()
                     .filter_map(|e| match e {
                         Value::String(s) => Some(s.trim().to_string()),
-                        Value::Object(o) => text(o, &["message", "error", "description"]),
+                        Value::Object(o) => field_text(o, &["message", "error", "description"]),
                         Value::Null => None,
                         other => Some(other.to_string()),
                     })
@@ -349,7 +350,7 @@ fn command_errors(obj: &Map<String, Value>) -> Vec<CommandError> {
                 Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
                 _ => Vec::new(),
             };
-            let status = text(c, &["commandStatus"]);
+            let status = field_text(c, &["commandStatus"]);
             let failed = status
                 .as_deref()
                 .is_some_and(|s| ActionStatus::parse(s) == ActionStatus::Failed);
@@ -357,7 +358,7 @@ fn command_errors(obj: &Map<String, Value>) -> Vec<CommandError> {
                 return None;
             }
             let command_type = match get_ci(c, "command") {
-                Some(Value::Object(cmd)) => text(cmd, &["type"]),
+                Some(Value::Object(cmd)) => field_text(cmd, &["type"]),
                 _ => None,
             };
             Some(CommandError {

@@ -78,6 +78,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
+        triage: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }
