@@ -194,6 +194,13 @@ pub struct App {
     /// Delegated permissions (interactive tokens carry them in `scp`); defaults to `roles`.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    /// Microsoft Graph application permissions (tokens for a Graph audience carry these in
+    /// `roles` instead of the Defender ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_roles: Vec<String>,
+    /// Delegated Microsoft Graph permissions; defaults to `graph_roles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_scopes: Option<Vec<String>>,
     /// Registered redirect URIs (loopback ones match any port).
     #[serde(default = "default_redirect_uris")]
     pub redirect_uris: Vec<String>,
@@ -206,6 +213,24 @@ impl App {
     /// Delegated permissions: `scopes` when given, else the app roles.
     pub fn delegated_scopes(&self) -> &[String] {
         self.scopes.as_deref().unwrap_or(&self.roles)
+    }
+
+    /// Application permissions a token for `audience` carries.
+    pub fn roles_for(&self, audience: &str) -> &[String] {
+        if crate::entra::is_graph_audience(audience) {
+            &self.graph_roles
+        } else {
+            &self.roles
+        }
+    }
+
+    /// Delegated permissions a token for `audience` carries.
+    pub fn scopes_for(&self, audience: &str) -> &[String] {
+        if crate::entra::is_graph_audience(audience) {
+            self.graph_scopes.as_deref().unwrap_or(&self.graph_roles)
+        } else {
+            self.delegated_scopes()
+        }
     }
 }
 
@@ -366,6 +391,9 @@ pub struct RateLimits {
     /// POST advancedqueries/run.
     #[serde(default = "limit_hunting")]
     pub advanced_queries: Limit,
+    /// The Microsoft Graph security API (per tenant and app).
+    #[serde(default = "limit_graph")]
+    pub graph: Limit,
     /// Disable rate limiting entirely (benchmarks of the simulator itself).
     #[serde(default)]
     pub disabled: bool,
@@ -378,6 +406,7 @@ impl Default for RateLimits {
             live_response: limit_live_response(),
             package_uri: limit_package(),
             advanced_queries: limit_hunting(),
+            graph: limit_graph(),
             disabled: false,
         }
     }
@@ -405,6 +434,12 @@ fn limit_hunting() -> Limit {
     Limit {
         per_minute: 45,
         per_hour: 1500,
+    }
+}
+fn limit_graph() -> Limit {
+    Limit {
+        per_minute: 150,
+        per_hour: 9000,
     }
 }
 fn default_token_lifetime() -> u64 {

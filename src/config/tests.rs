@@ -1262,7 +1262,10 @@ fn triage_filters_and_lookback() {
     assert_eq!(t.lookback_days, Some(30));
     assert!(t.classifications.is_empty());
     for bad in ["0", "3651", "soon"] {
-        let e = error_of(&asset_toml(&format!("lookback_days = \"{bad}\"")), SECRET_ENV);
+        let e = error_of(
+            &asset_toml(&format!("lookback_days = \"{bad}\"")),
+            SECRET_ENV,
+        );
         assert!(e.contains("assets.contoso.lookback_days"), "{e}");
         assert!(e.contains("1 to 3650"), "{e}");
     }

@@ -24,6 +24,8 @@ pub enum Family {
     PackageUri,
     /// POST advancedqueries/run: 45/min, 1500/h.
     AdvancedQueries,
+    /// Microsoft Graph security API (alerts_v2, incidents, hunting).
+    Graph,
 }
 
 impl Family {
@@ -33,6 +35,7 @@ impl Family {
             Family::LiveResponse => "liveresponse",
             Family::PackageUri => "packageuri",
             Family::AdvancedQueries => "advancedqueries",
+            Family::Graph => "graph",
         }
     }
 }
@@ -206,6 +209,14 @@ pub async fn guard(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) ->
             return refuse(req, ApiError::unauthorized("The access token is invalid")).await;
         }
     };
+    if crate::entra::is_graph_audience(&claims.aud) {
+        // A Microsoft Graph token is not one for the Defender API.
+        return refuse(
+            req,
+            ApiError::unauthorized("The access token's audience is not the Defender API"),
+        )
+        .await;
+    }
     let (roles, family) = lookup(req.method(), &route);
     if !roles.iter().any(|r| claims.has_permission(r)) {
         let e = ApiError::new(
@@ -256,6 +267,7 @@ pub fn check_rate(sim: &Sim, claims: &Claims, family: Family) -> Result<(), ApiE
         Family::LiveResponse => limits.live_response,
         Family::PackageUri => limits.package_uri,
         Family::AdvancedQueries => limits.advanced_queries,
+        Family::Graph => limits.graph,
     };
     let key =
         format!("{}/{}/{}", claims.tid, claims.client_id(), family.name()).to_ascii_lowercase();

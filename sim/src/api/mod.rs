@@ -1,4 +1,5 @@
-//! The Defender for Endpoint API under `/api` (paths arrive lower-cased, see `faults`).
+//! The Defender for Endpoint API under `/api` (paths arrive lower-cased, see `faults`), and the
+//! Microsoft Graph security API under `/v1.0/security` ([`graph`]).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use crate::state::Sim;
 
 pub mod auth;
 pub mod download;
+pub mod graph;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
@@ -17,6 +19,7 @@ pub mod related;
 
 /// Routes of the API, all behind [`auth::guard`], plus the unauthenticated download links.
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
+    let sim_for_graph = sim.clone();
     let guarded = Router::new()
         .merge(machines::routes())
         .merge(machine_actions::routes())
@@ -24,7 +27,9 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(library::routes())
         .merge(related::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
-    guarded.merge(download::routes())
+    guarded
+        .merge(graph::routes(sim_for_graph))
+        .merge(download::routes())
 }
 
 /// `@odata.context` base for answers: `http://{host}/api/$metadata#...`.

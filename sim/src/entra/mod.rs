@@ -104,6 +104,20 @@ const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 /// Audience of tokens whose request names no resource (Microsoft Graph, as Entra does).
 const GRAPH: &str = "https://graph.microsoft.com";
 
+/// Microsoft Graph's resource ids in every cloud (and its application id).
+const GRAPH_AUDIENCES: [&str; 4] = [
+    GRAPH,
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "00000003-0000-0000-c000-000000000000",
+];
+
+/// Whether a token audience is Microsoft Graph (of any cloud).
+pub fn is_graph_audience(aud: &str) -> bool {
+    let aud = aud.trim_end_matches('/');
+    GRAPH_AUDIENCES.iter().any(|g| g.eq_ignore_ascii_case(aud))
+}
+
 /// The v1 (`resource`) or v2 (`scope`) protocol endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {

@@ -289,7 +289,8 @@ fn client_credentials(
         }
     }
     let aud = audience(target, v, tenant)?;
-    let roles = (!app.roles.is_empty()).then(|| app.roles.clone());
+    let granted = app.roles_for(&aud);
+    let roles = (!granted.is_empty()).then(|| granted.to_vec());
     let (access_token, iat, exp) = jwt::issue(
         sim,
         &TokenRequest {
@@ -495,7 +496,7 @@ pub(crate) fn delegated(
     user: &SignedIn,
 ) -> Result<Issued, AadError> {
     let aud = audience(target, v, tenant)?;
-    let scopes = app.delegated_scopes().to_vec();
+    let scopes = app.scopes_for(&aud).to_vec();
     let (access_token, iat, exp) = jwt::issue(
         sim,
         &TokenRequest {
