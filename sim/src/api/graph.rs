@@ -30,9 +30,10 @@ pub fn lookup(method: &str, route: &str) -> &'static [&'static str] {
         )
 }
 
-/// Routes of the Graph security API, behind [`guard`].
+/// Routes of the Graph security API, each behind [`guard`] (`layer`, not `route_layer`, so
+/// the router may still be empty while no Graph resource is served).
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
-    Router::new().route_layer(axum::middleware::from_fn_with_state(sim, guard))
+    Router::new().layer(axum::middleware::from_fn_with_state(sim, guard))
 }
 
 /// A Graph error answer: `{"error":{"code","message","innerError":{date, request-id,
