@@ -439,6 +439,13 @@ mod tests {
             ),
             (Method::GET, "/".to_string(), Family::Default),
             (Method::GET, String::new(), Family::Default),
+            (
+                Method::GET,
+                "/v1.0/security/alerts_v2".to_string(),
+                Family::Graph,
+            ),
+            (Method::GET, "/V1.0".to_string(), Family::Graph),
+            (Method::GET, "/v1".to_string(), Family::Default),
         ];
         for (method, path, want) in cases {
             assert_eq!(Family::of(&method, &path), want, "{method} {path}");
@@ -446,7 +453,13 @@ mod tests {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(
             names,
-            ["default", "live_response", "package_uri", "hunting"]
+            [
+                "default",
+                "live_response",
+                "package_uri",
+                "hunting",
+                "graph"
+            ]
         );
     }
 
