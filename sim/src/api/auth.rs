@@ -24,6 +24,10 @@ pub enum Family {
     PackageUri,
     /// POST advancedqueries/run: 45/min, 1500/h.
     AdvancedQueries,
+    /// POST alerts/batchUpdate: 10/min, 500/h.
+    AlertBatchUpdate,
+    /// POST alerts/CreateAlertByReference: 15/min.
+    CreateAlert,
 }
 
 impl Family {
@@ -33,11 +37,15 @@ impl Family {
             Family::LiveResponse => "liveresponse",
             Family::PackageUri => "packageuri",
             Family::AdvancedQueries => "advancedqueries",
+            Family::AlertBatchUpdate => "alertbatchupdate",
+            Family::CreateAlert => "createalert",
         }
     }
 }
 
 const READ_MACHINES: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
+const READ_ALERTS: &[&str] = &["Alert.Read.All", "Alert.ReadWrite.All"];
+const WRITE_ALERTS: &[&str] = &["Alert.ReadWrite.All"];
 const ANY_MACHINE_ACTION: &[&str] = &[
     "Machine.Isolate",
     "Machine.RestrictExecution",
@@ -161,6 +169,50 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         &["Library.Manage"],
         Family::Default,
     ),
+    ("GET", "/api/alerts", READ_ALERTS, Family::Default),
+    ("GET", "/api/alerts/{id}", READ_ALERTS, Family::Default),
+    ("PATCH", "/api/alerts/{id}", WRITE_ALERTS, Family::Default),
+    (
+        "POST",
+        "/api/alerts/batchupdate",
+        WRITE_ALERTS,
+        Family::AlertBatchUpdate,
+    ),
+    (
+        "POST",
+        "/api/alerts/createalertbyreference",
+        WRITE_ALERTS,
+        Family::CreateAlert,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/user",
+        &["User.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/files",
+        &["File.Read.All"],
+        Family::Default,
+    ),
+    ("GET", "/api/alerts/{id}/ips", &["Ip.Read.All"], Family::Default),
+    (
+        "GET",
+        "/api/alerts/{id}/domains",
+        &["URL.Read.All", "Url.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/domains/{domain}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
+    ("GET", "/api/files/{sha}/alerts", READ_ALERTS, Family::Default),
+    ("GET", "/api/ips/{ip}/alerts", READ_ALERTS, Family::Default),
+    ("GET", "/api/users/{user}/alerts", READ_ALERTS, Family::Default),
+    ("GET", "/api/machines/{id}/alerts", READ_ALERTS, Family::Default),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.
@@ -256,6 +308,8 @@ pub fn check_rate(sim: &Sim, claims: &Claims, family: Family) -> Result<(), ApiE
         Family::LiveResponse => limits.live_response,
         Family::PackageUri => limits.package_uri,
         Family::AdvancedQueries => limits.advanced_queries,
+        Family::AlertBatchUpdate => limits.alert_batch_update,
+        Family::CreateAlert => limits.create_alert,
     };
     let key =
         format!("{}/{}/{}", claims.tid, claims.client_id(), family.name()).to_ascii_lowercase();
