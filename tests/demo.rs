@@ -90,7 +90,11 @@ fn demo_curl_examples_work_when_pasted() {
     assert_eq!(answers[3]["action"], "get_alert");
     assert_eq!(answers[3]["status"], "success", "{}", answers[3]);
     assert_eq!(answers[3]["summary"]["alert_id"], first);
-    assert!(answers[3]["data"][0]["evidence"].is_array(), "{}", answers[3]);
+    assert!(
+        answers[3]["data"][0]["evidence"].is_array(),
+        "{}",
+        answers[3]
+    );
     assert_eq!(answers[4]["action"], "update_alert");
     assert_eq!(answers[4]["status"], "success", "{}", answers[4]);
     assert_eq!(answers[4]["summary"]["alert_id"], first);

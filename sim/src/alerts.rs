@@ -35,7 +35,12 @@ const CATEGORIES: &[&str] = &[
 const VERDICTS: &[(&str, &[&str])] = &[
     (
         "TruePositive",
-        &["Malware", "MultiStagedAttack", "CompromisedUser", "Phishing"],
+        &[
+            "Malware",
+            "MultiStagedAttack",
+            "CompromisedUser",
+            "Phishing",
+        ],
     ),
     (
         "FalsePositive",
@@ -43,13 +48,20 @@ const VERDICTS: &[(&str, &[&str])] = &[
     ),
     (
         "InformationalExpectedActivity",
-        &["SecurityTesting", "LineOfBusinessApplication", "ConfirmedActivity"],
+        &[
+            "SecurityTesting",
+            "LineOfBusinessApplication",
+            "ConfirmedActivity",
+        ],
     ),
 ];
 const THREATS: &[(&str, &str)] = &[
     ("Suspicious PowerShell command line", "T1059.001"),
     ("Mimikatz credential theft tool", "T1003.001"),
-    ("Connection to a known command and control server", "T1071.001"),
+    (
+        "Connection to a known command and control server",
+        "T1071.001",
+    ),
     ("Suspicious scheduled task created", "T1053.005"),
     ("Ransomware behavior detected", "T1486"),
     ("Suspicious process discovery", "T1057"),
@@ -193,7 +205,10 @@ pub fn generate(
             Value::Null
         };
         let ticks = 637_000_000_000_000_000u64 + (created.max(0) as u64) * 10_000;
-        let id = format!("da{ticks}_{}", -((rng.next() % 2_000_000_000) as i64) - i as i64);
+        let id = format!(
+            "da{ticks}_{}",
+            -((rng.next() % 2_000_000_000) as i64) - i as i64
+        );
         let (sha1, sha256, file_name) = rng.pick(&files).clone();
         let ip = if rng.below(2) == 0 {
             mtext("lastIpAddress")

@@ -45,11 +45,19 @@ async fn default_scenario_serves_hundreds_of_varied_alerts() {
     assert_eq!(status, 200, "{body}");
     let value = body["value"].as_array().unwrap();
     assert!(value.len() >= 300, "{}", value.len());
-    assert!(body["@odata.context"].as_str().unwrap().ends_with("#Alerts"));
+    assert!(
+        body["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("#Alerts")
+    );
     // No evidence unless expanded.
     assert!(value.iter().all(|a| a.get("evidence").is_none()));
     for severity in ["Informational", "Low", "Medium", "High"] {
-        assert!(value.iter().any(|a| a["severity"] == severity), "{severity}");
+        assert!(
+            value.iter().any(|a| a["severity"] == severity),
+            "{severity}"
+        );
     }
     for key in [
         "id",
@@ -309,7 +317,11 @@ async fn related_entities_and_entity_alert_lists_agree() {
             "{path} misses the alert"
         );
     }
-    let (status, _) = get(&sim, "/api/machines/0000000000000000000000000000000000000000/alerts").await;
+    let (status, _) = get(
+        &sim,
+        "/api/machines/0000000000000000000000000000000000000000/alerts",
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, body) = get(&sim, "/api/files/xyz/alerts").await;
     assert_eq!(status, 400, "{body}");
@@ -344,9 +356,19 @@ async fn reading_needs_an_alert_role() {
             .send()
     };
     let id = first_id(&sim);
-    assert_eq!(call(reqwest::Method::GET, "/api/alerts".into()).await.unwrap().status(), 200);
-    let r = call(reqwest::Method::PATCH, format!("/api/alerts/{id}")).await.unwrap();
+    assert_eq!(
+        call(reqwest::Method::GET, "/api/alerts".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = call(reqwest::Method::PATCH, format!("/api/alerts/{id}"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = call(reqwest::Method::GET, format!("/api/alerts/{id}/files")).await.unwrap();
+    let r = call(reqwest::Method::GET, format!("/api/alerts/{id}/files"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }

@@ -234,7 +234,8 @@ impl Conditions {
     /// with `and`; `None` when there is none.
     pub fn to_filter(&self, lookback: Option<OffsetDateTime>) -> Option<Filter> {
         let mut parts: Vec<Filter> = Vec::new();
-        let eq = |field: &'static str, v: &Option<String>| v.as_deref().map(|v| Filter::eq(field, v));
+        let eq =
+            |field: &'static str, v: &Option<String>| v.as_deref().map(|v| Filter::eq(field, v));
         parts.extend(eq("status", &self.status));
         parts.extend(eq("severity", &self.severity));
         parts.extend(eq("category", &self.category));
@@ -686,7 +687,12 @@ impl Action for UpdateAlerts {
         let what = body.keys().cloned().collect::<Vec<_>>().join(", ");
         body.insert("alertIds".into(), json!(ids));
         let call = endpoints::BATCH_UPDATE_ALERTS.at(&[]);
-        if let Err(e) = ctx.asset.defender.post(&call, &Value::Object(body.clone())).await {
+        if let Err(e) = ctx
+            .asset
+            .defender
+            .post(&call, &Value::Object(body.clone()))
+            .await
+        {
             return failure(e, "updating the alerts", None);
         }
         let n = ids.len();
@@ -791,7 +797,12 @@ impl Action for GetAlertUser {
 
     async fn run(ctx: ActionContext, p: AlertOnlyParams) -> Result<Outcome, ActionError> {
         let id = alert_id("alert_id", &p.alert_id)?;
-        let user = match ctx.asset.defender.get(&endpoints::ALERT_USER.at(&[&id])).await {
+        let user = match ctx
+            .asset
+            .defender
+            .get(&endpoints::ALERT_USER.at(&[&id]))
+            .await
+        {
             Ok(u) => clean(u),
             Err(e) => return failure(e, "getting the alert's user", Some(&id)),
         };
@@ -844,7 +855,11 @@ async fn related(
         Ok(items) => items,
         Err(e) => return failure(e, &format!("getting the alert's {noun}"), Some(&id)),
     };
-    let items: Vec<Value> = items.into_iter().filter(Value::is_object).map(clean).collect();
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(Value::is_object)
+        .map(clean)
+        .collect();
     let n = items.len();
     let mut outcome = Outcome::success(format!("Alert {id}: {n} {noun}"))
         .with_summary("alert_id", id.as_str())
@@ -885,7 +900,14 @@ impl Action for GetAlertDomains {
     type Params = RelatedParams;
 
     async fn run(ctx: ActionContext, p: RelatedParams) -> Result<Outcome, ActionError> {
-        related(&ctx, &p, &endpoints::ALERT_DOMAINS, "domains", "total_domains").await
+        related(
+            &ctx,
+            &p,
+            &endpoints::ALERT_DOMAINS,
+            "domains",
+            "total_domains",
+        )
+        .await
     }
 }
 
@@ -907,7 +929,10 @@ mod tests {
 
     #[test]
     fn alert_id_lists_parse_both_ways() {
-        assert_eq!(alert_ids("alert_ids", "a1, b2 ,a1").unwrap(), vec!["a1", "b2"]);
+        assert_eq!(
+            alert_ids("alert_ids", "a1, b2 ,a1").unwrap(),
+            vec!["a1", "b2"]
+        );
         assert_eq!(
             alert_ids("alert_ids", r#"["a1","b2"]"#).unwrap(),
             vec!["a1", "b2"]
@@ -918,12 +943,20 @@ mod tests {
         let many: Vec<String> = (0..501).map(|i| format!("da{i}")).collect();
         let e = alert_ids("alert_ids", &many.join(",")).unwrap_err();
         assert!(e.to_string().contains("501"), "{e}");
-        assert_eq!(alert_ids("alert_ids", &many[..500].join(",")).unwrap().len(), 500);
+        assert_eq!(
+            alert_ids("alert_ids", &many[..500].join(","))
+                .unwrap()
+                .len(),
+            500
+        );
     }
 
     #[test]
     fn sources_are_checked_per_type() {
-        assert_eq!(alert_source("All", "input", None).unwrap(), AlertSource::All);
+        assert_eq!(
+            alert_source("All", "input", None).unwrap(),
+            AlertSource::All
+        );
         assert_eq!(
             alert_source("IP", "input", Some(" 10.0.0.1 ")).unwrap(),
             AlertSource::Ip("10.0.0.1".into())

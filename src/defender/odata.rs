@@ -47,7 +47,10 @@ impl Filter {
         let text = utc
             .replace_nanosecond(0)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
         Filter(format!("{field} ge {text}"))
     }
@@ -172,7 +175,9 @@ mod tests {
     #[test]
     fn passthrough_refuses_what_is_not_one_expression() {
         assert_eq!(
-            Filter::passthrough(" severity eq 'High' ").unwrap().as_str(),
+            Filter::passthrough(" severity eq 'High' ")
+                .unwrap()
+                .as_str(),
             "(severity eq 'High')"
         );
         assert_eq!(

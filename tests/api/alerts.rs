@@ -47,7 +47,11 @@ async fn list_alerts_pages_past_one_upstream_page() {
     assert_eq!(body["summary"]["total_ignored"], 0);
     assert_eq!(data(&body).len(), 250);
     assert_eq!(app.sim.counters().route("GET", "/api/alerts"), 3);
-    assert!(data(&body).iter().all(|a| a.get("@odata.context").is_none()));
+    assert!(
+        data(&body)
+            .iter()
+            .all(|a| a.get("@odata.context").is_none())
+    );
 }
 
 #[tokio::test]
@@ -99,15 +103,27 @@ async fn lists_by_device_file_ip_domain_and_user() {
     let user = evidence[3]["accountName"].as_str().unwrap();
     let dns = alert["computerDnsName"].as_str().unwrap();
     let cases = [
-        ("list_alerts", json!({"input_type": "File Hash", "input": hash})),
+        (
+            "list_alerts",
+            json!({"input_type": "File Hash", "input": hash}),
+        ),
         ("list_alerts", json!({"input_type": "IP", "input": ip})),
-        ("list_alerts", json!({"input_type": "Domain", "input": domain})),
-        ("list_alerts", json!({"input_type": "User", "input": format!("CONTOSO\\{user}")})),
+        (
+            "list_alerts",
+            json!({"input_type": "Domain", "input": domain}),
+        ),
+        (
+            "list_alerts",
+            json!({"input_type": "User", "input": format!("CONTOSO\\{user}")}),
+        ),
         ("list_alerts", json!({"input_type": "Device", "input": dns})),
         ("get_file_alerts", json!({"file_hash": hash})),
         ("get_domain_alerts", json!({"domain": domain})),
         ("get_user_alerts", json!({"user": user})),
-        ("get_device_alerts", json!({"device_id": alert["machineId"]})),
+        (
+            "get_device_alerts",
+            json!({"device_id": alert["machineId"]}),
+        ),
     ];
     for (action, params) in cases {
         let (status, body) = app.invoke("contoso", action, params.clone()).await;
@@ -177,7 +193,11 @@ async fn every_ignore_filter_and_the_lookback_window() {
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["summary"]["total_ignored"], ignored, "{field}");
-        assert_eq!(body["summary"]["total_alerts"], all.len() - ignored, "{field}");
+        assert_eq!(
+            body["summary"]["total_alerts"],
+            all.len() - ignored,
+            "{field}"
+        );
         assert!(data(&body).iter().all(|a| a[field] != value), "{field}");
         assert!(body["message"].as_str().unwrap().contains("left out"));
     }
@@ -195,8 +215,7 @@ async fn every_ignore_filter_and_the_lookback_window() {
         .iter()
         .filter(|a| {
             let t = a["alertCreationTime"].as_str().unwrap();
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .unwrap()
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
                 >= cutoff + time::Duration::minutes(1)
         })
         .count();
@@ -205,7 +224,10 @@ async fn every_ignore_filter_and_the_lookback_window() {
         .await;
     assert_eq!(status, 200, "{body}");
     let got = body["summary"]["total_alerts"].as_u64().unwrap() as usize;
-    assert!(got >= recent && got < alerts(&app).len(), "{got} vs {recent}");
+    assert!(
+        got >= recent && got < alerts(&app).len(),
+        "{got} vs {recent}"
+    );
     assert!(
         app.sim
             .counters()
@@ -292,7 +314,12 @@ async fn update_alert_assigns_and_classifies() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "failed");
-    assert!(body["message"].as_str().unwrap().contains("not found in this tenant"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found in this tenant")
+    );
 }
 
 #[tokio::test]
@@ -354,7 +381,10 @@ async fn create_alert_on_a_device_named_by_dns_name() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "success", "{body}");
     let id = body["summary"]["alert_id"].as_str().unwrap();
-    assert_eq!(data(&body)[0]["computerDnsName"], "ws-finance-01.contoso.com");
+    assert_eq!(
+        data(&body)[0]["computerDnsName"],
+        "ws-finance-01.contoso.com"
+    );
     assert!(alerts(&app).iter().any(|a| a["id"] == id));
 }
 
@@ -379,9 +409,7 @@ async fn alert_user_files_ips_and_domains() {
         ("get_alert_ips", "total_ips"),
         ("get_alert_domains", "total_domains"),
     ] {
-        let (status, body) = app
-            .invoke("contoso", action, json!({"alert_id": id}))
-            .await;
+        let (status, body) = app.invoke("contoso", action, json!({"alert_id": id})).await;
         assert_eq!(status, 200, "{action}: {body}");
         assert_eq!(body["status"], "success", "{action}: {body}");
         assert_eq!(body["summary"][key], 1, "{action}: {body}");
@@ -404,7 +432,12 @@ async fn alert_user_files_ips_and_domains() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "failed");
-    assert!(body["message"].as_str().unwrap().contains("not found in this tenant"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found in this tenant")
+    );
 }
 
 #[tokio::test]
@@ -416,25 +449,57 @@ async fn bad_inputs_are_refused_before_any_upstream_call() {
         ("list_alerts", json!({"status": "Open"}), "status"),
         ("list_alerts", json!({"input_type": "Email"}), "input_type"),
         ("list_alerts", json!({"input_type": "IP"}), "input"),
-        ("list_alerts", json!({"input_type": "IP", "input": "10.0.0.999"}), "input"),
-        ("list_alerts", json!({"filter": "status eq 'New'&$top=1"}), "filter"),
+        (
+            "list_alerts",
+            json!({"input_type": "IP", "input": "10.0.0.999"}),
+            "input",
+        ),
+        (
+            "list_alerts",
+            json!({"filter": "status eq 'New'&$top=1"}),
+            "filter",
+        ),
         ("list_alerts", json!({"filter": "$top=5"}), "filter"),
-        ("list_alerts", json!({"filter": "status eq 'New'#"}), "filter"),
+        (
+            "list_alerts",
+            json!({"filter": "status eq 'New'#"}),
+            "filter",
+        ),
         ("list_alerts", json!({"since": "last week"}), "since"),
         ("list_alerts", json!({"limit": 10001}), "limit"),
         ("get_alert", json!({"alert_id": "../machines"}), "alert_id"),
         ("get_alert", json!({"alert_id": "id eq 'x'"}), "alert_id"),
         ("update_alert", json!({"alert_id": "da123"}), "at least one"),
-        ("update_alert", json!({"alert_id": "da123", "status": "Closed"}), "status"),
+        (
+            "update_alert",
+            json!({"alert_id": "da123", "status": "Closed"}),
+            "status",
+        ),
         (
             "update_alert",
             json!({"alert_id": "da123", "classification": "Maybe"}),
             "classification",
         ),
-        ("update_alert", json!({"alert_id": "bad id", "status": "New"}), "alert_id"),
-        ("update_alerts", json!({"alert_ids": many.join(","), "status": "Resolved"}), "alert_ids"),
-        ("update_alerts", json!({"alert_ids": "da1,da2"}), "at least one"),
-        ("update_alerts", json!({"alert_ids": "da1,bad/id", "status": "New"}), "alert_ids"),
+        (
+            "update_alert",
+            json!({"alert_id": "bad id", "status": "New"}),
+            "alert_id",
+        ),
+        (
+            "update_alerts",
+            json!({"alert_ids": many.join(","), "status": "Resolved"}),
+            "alert_ids",
+        ),
+        (
+            "update_alerts",
+            json!({"alert_ids": "da1,da2"}),
+            "at least one",
+        ),
+        (
+            "update_alerts",
+            json!({"alert_ids": "da1,bad/id", "status": "New"}),
+            "alert_ids",
+        ),
         ("get_file_alerts", json!({"file_hash": "abc"}), "file_hash"),
         ("get_domain_alerts", json!({"domain": "a/b"}), "domain"),
         ("get_alert_files", json!({"alert_id": "x y"}), "alert_id"),
@@ -476,5 +541,8 @@ async fn unknown_device_fails_naming_it() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "failed");
-    assert!(body["message"].as_str().unwrap().contains("not found"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not found"),
+        "{body}"
+    );
 }

@@ -108,7 +108,8 @@ fn expands_evidence(raw: Option<&str>) -> bool {
     raw.is_some_and(|raw| {
         url::form_urlencoded::parse(raw.as_bytes()).any(|(k, v)| {
             k.eq_ignore_ascii_case("$expand")
-                && v.split(',').any(|p| p.trim().eq_ignore_ascii_case("evidence"))
+                && v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("evidence"))
         })
     })
 }
@@ -411,7 +412,10 @@ async fn batch_update(
     let changes = Changes::read(&raw)?;
     let now = sim.clock.now_ms();
     let mut w = sim.world();
-    let unknown: Vec<&String> = ids.iter().filter(|id| find(&w.alerts, id).is_none()).collect();
+    let unknown: Vec<&String> = ids
+        .iter()
+        .filter(|id| find(&w.alerts, id).is_none())
+        .collect();
     if !unknown.is_empty() {
         let shown: Vec<&str> = unknown.iter().take(5).map(|s| s.as_str()).collect();
         return Err(ApiError::new(
@@ -578,5 +582,12 @@ async fn alert_domains(
 ) -> Result<Json<Value>, ApiError> {
     let alert = alert_of(&sim, &id)?;
     let page = sim.world().scenario.default_page_size;
-    related_list(alerts::domains(&alert), &query, &headers, &uri, "Domains", page)
+    related_list(
+        alerts::domains(&alert),
+        &query,
+        &headers,
+        &uri,
+        "Domains",
+        page,
+    )
 }

@@ -196,7 +196,12 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         &["File.Read.All"],
         Family::Default,
     ),
-    ("GET", "/api/alerts/{id}/ips", &["Ip.Read.All"], Family::Default),
+    (
+        "GET",
+        "/api/alerts/{id}/ips",
+        &["Ip.Read.All"],
+        Family::Default,
+    ),
     (
         "GET",
         "/api/alerts/{id}/domains",
@@ -209,10 +214,25 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         READ_ALERTS,
         Family::Default,
     ),
-    ("GET", "/api/files/{sha}/alerts", READ_ALERTS, Family::Default),
+    (
+        "GET",
+        "/api/files/{sha}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
     ("GET", "/api/ips/{ip}/alerts", READ_ALERTS, Family::Default),
-    ("GET", "/api/users/{user}/alerts", READ_ALERTS, Family::Default),
-    ("GET", "/api/machines/{id}/alerts", READ_ALERTS, Family::Default),
+    (
+        "GET",
+        "/api/users/{user}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.
