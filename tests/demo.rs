@@ -67,7 +67,7 @@ fn demo_curl_examples_work_when_pasted() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        answers.len() >= 4,
+        answers.len() >= 7,
         "{text}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -76,6 +76,30 @@ fn demo_curl_examples_work_when_pasted() {
     assert_eq!(answers[1]["action"], "list_devices");
     assert_eq!(answers[1]["status"], "success", "{}", answers[1]);
     assert!(answers[1]["summary"]["total_devices"].as_u64().unwrap() > 0);
-    assert!(answers[2].is_array(), "{}", answers[2]);
-    assert!(answers[3]["actions"].is_array(), "{}", answers[3]);
+    // Alert triage: list, get with evidence, assign and classify the same alert.
+    assert_eq!(answers[2]["action"], "list_alerts");
+    assert_eq!(answers[2]["status"], "success", "{}", answers[2]);
+    let listed = answers[2]["data"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{}", answers[2]);
+    assert!(
+        listed
+            .iter()
+            .all(|a| a["status"] == "New" && a["severity"] == "High")
+    );
+    let first = listed[0]["id"].as_str().unwrap();
+    assert_eq!(answers[3]["action"], "get_alert");
+    assert_eq!(answers[3]["status"], "success", "{}", answers[3]);
+    assert_eq!(answers[3]["summary"]["alert_id"], first);
+    assert!(
+        answers[3]["data"][0]["evidence"].is_array(),
+        "{}",
+        answers[3]
+    );
+    assert_eq!(answers[4]["action"], "update_alert");
+    assert_eq!(answers[4]["status"], "success", "{}", answers[4]);
+    assert_eq!(answers[4]["summary"]["alert_id"], first);
+    assert_eq!(answers[4]["summary"]["assigned_to"], "analyst@contoso.com");
+    assert_eq!(answers[4]["summary"]["classification"], "TruePositive");
+    assert!(answers[5].is_array(), "{}", answers[5]);
+    assert!(answers[6]["actions"].is_array(), "{}", answers[6]);
 }

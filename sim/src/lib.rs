@@ -4,6 +4,7 @@
 //! - [`scenario`]: the serde model of what the simulator holds (tenants, apps, machines, device
 //!   files, library, timings, outcomes, limits); [`scenario::Scenario::default_scenario`] ships
 //!   with the crate.
+//! - [`alerts`]: the alerts of the scenario and those generated from its seed.
 //! - [`state`]: the shared [`state::Sim`]: the mutable [`state::World`] behind one mutex, the
 //!   adjustable [`state::Clock`], the request [`state::Counters`] and the fault queue.
 //! - [`entra`]: `/{tenant}/oauth2/...` token and authorize (consent page) endpoints; [`jwt`]
@@ -17,6 +18,7 @@
 //! API or control handler, which locks the world, reads or changes it, and answers.
 
 pub mod actions;
+pub mod alerts;
 pub mod api;
 pub mod control;
 pub mod entra;

@@ -30,6 +30,13 @@ pub struct Scenario {
     /// The tenant's live response library.
     #[serde(default)]
     pub library: Vec<LibraryFile>,
+    /// Alerts as Defender returns them (free-form JSON objects, `id` required; `evidence`
+    /// is served with `$expand=evidence` and feeds `/alerts/{id}/files|ips|domains|user`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Map<String, Value>>,
+    /// Alerts generated at load time from a seed, after `alerts` (see [`crate::alerts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_generation: Option<AlertGeneration>,
     /// Lifecycle timings of machine actions.
     #[serde(default)]
     pub timings: Timings,
@@ -365,6 +372,24 @@ pub struct OutcomeRule {
     pub remaining: Option<u64>,
 }
 
+/// How many alerts to generate at load time, and from which seed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertGeneration {
+    /// Number of alerts.
+    pub count: usize,
+    /// Seed: the same seed and machines give the same alerts (times relative to load).
+    #[serde(default)]
+    pub seed: u64,
+    /// Alerts are spread over this many days before the load time.
+    #[serde(default = "default_alert_days")]
+    pub days: u32,
+}
+
+fn default_alert_days() -> u32 {
+    60
+}
+
 /// A limit: calls per minute and per hour.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -394,6 +419,12 @@ pub struct RateLimits {
     /// The Microsoft Graph security API (per tenant and app).
     #[serde(default = "limit_graph")]
     pub graph: Limit,
+    /// POST alerts/batchUpdate (10/min, 500/h).
+    #[serde(default = "limit_alert_batch")]
+    pub alert_batch_update: Limit,
+    /// POST alerts/CreateAlertByReference (15/min).
+    #[serde(default = "limit_create_alert")]
+    pub create_alert: Limit,
     /// Disable rate limiting entirely (benchmarks of the simulator itself).
     #[serde(default)]
     pub disabled: bool,
@@ -407,6 +438,8 @@ impl Default for RateLimits {
             package_uri: limit_package(),
             advanced_queries: limit_hunting(),
             graph: limit_graph(),
+            alert_batch_update: limit_alert_batch(),
+            create_alert: limit_create_alert(),
             disabled: false,
         }
     }
@@ -440,6 +473,18 @@ fn limit_graph() -> Limit {
     Limit {
         per_minute: 150,
         per_hour: 9000,
+    }
+}
+fn limit_alert_batch() -> Limit {
+    Limit {
+        per_minute: 10,
+        per_hour: 500,
+    }
+}
+fn limit_create_alert() -> Limit {
+    Limit {
+        per_minute: 15,
+        per_hour: 900,
     }
 }
 fn default_token_lifetime() -> u64 {
@@ -530,6 +575,16 @@ impl Scenario {
                 _ => {
                     return Err(ScenarioError::Invalid(format!(
                         "machines[{i}] has no string `id`"
+                    )));
+                }
+            }
+        }
+        for (i, a) in self.alerts.iter().enumerate() {
+            match a.get("id").and_then(Value::as_str) {
+                Some(id) if !id.is_empty() => {}
+                _ => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "alerts[{i}] has no string `id`"
                     )));
                 }
             }

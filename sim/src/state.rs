@@ -46,6 +46,9 @@ pub struct World {
     pub next_token_seq: u64,
     /// Machine actions.
     pub actions: ActionStore,
+    /// Alerts: the scenario's and the generated ones, newest first (changed by PATCH,
+    /// batchUpdate and CreateAlertByReference).
+    pub alerts: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Rate limiter windows: key `tenant/client/family` → call times (ms of sim time).
     pub rate_windows: HashMap<String, std::collections::VecDeque<i64>>,
     /// `jti` of client assertions already redeemed → their `exp` (forgotten once expired).
@@ -55,7 +58,12 @@ pub struct World {
 impl World {
     /// A fresh world over a scenario.
     pub fn new(scenario: Scenario) -> World {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let alerts = crate::alerts::load(&scenario, now_ms);
         World {
+            alerts,
             scenario,
             codes: HashMap::new(),
             refresh_tokens: HashMap::new(),

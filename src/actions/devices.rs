@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Action, ActionContext};
-use crate::defender::{ListQuery, endpoints};
+use crate::defender::{Filter, ListQuery, endpoints};
 use crate::envelope::{ActionError, Outcome};
 
 /// Lists devices.
@@ -48,19 +48,7 @@ pub fn source(p: &Params) -> Result<Source, ActionError> {
                     "parameter 'input' is required when input_type is Domain (a domain name such as contoso.com)".into(),
                 )
             })?;
-            let ok = d.len() <= 253
-                && d.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !ok {
-                return Err(ActionError::InvalidParameter(format!(
-                    "parameter 'input': '{}' is not a domain name (letters, digits, '-' and dots)",
-                    super::truncate(d, 64)
-                )));
-            }
-            Ok(Source::Domain(d.to_ascii_lowercase()))
+            domain_input("input", d).map(Source::Domain)
         }
         "File Hash" => {
             let h = input.ok_or_else(|| {
@@ -69,22 +57,61 @@ pub fn source(p: &Params) -> Result<Source, ActionError> {
                         .into(),
                 )
             })?;
-            let hex = h.chars().all(|c| c.is_ascii_hexdigit());
-            match (hex, h.len()) {
-                (true, 40) | (true, 64) => Ok(Source::File(h.to_ascii_lowercase())),
-                (true, 32) => Err(ActionError::InvalidParameter(
-                    "parameter 'input': Defender looks devices up by SHA1 or SHA256; an MD5 is not supported".into(),
-                )),
-                _ => Err(ActionError::InvalidParameter(format!(
-                    "parameter 'input': '{}' is not a SHA1 (40 hex) or SHA256 (64 hex)",
-                    super::truncate(h, 64)
-                ))),
-            }
+            hash_input("input", h).map(Source::File)
         }
         other => Err(ActionError::InvalidParameter(format!(
             "parameter 'input_type': must be one of All, Domain, File Hash (got '{}')",
             super::truncate(other, 64)
         ))),
+    }
+}
+
+/// A domain name given in parameter `param`, lower-cased; 400 naming `param` otherwise.
+pub fn domain_input(param: &str, d: &str) -> Result<String, ActionError> {
+    let d = d.trim();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !ok {
+        return Err(ActionError::InvalidParameter(format!(
+            "parameter '{param}': '{}' is not a domain name (letters, digits, '-' and dots)",
+            super::truncate(d, 64)
+        )));
+    }
+    Ok(d.to_ascii_lowercase())
+}
+
+/// A SHA1 or SHA256 given in parameter `param`, lower-cased; 400 naming `param` otherwise
+/// (an MD5 is refused: Defender looks files up by SHA1 or SHA256).
+pub fn hash_input(param: &str, h: &str) -> Result<String, ActionError> {
+    let h = h.trim();
+    let hex = h.chars().all(|c| c.is_ascii_hexdigit());
+    match (hex, h.len()) {
+        (true, 40) | (true, 64) => Ok(h.to_ascii_lowercase()),
+        (true, 32) => Err(ActionError::InvalidParameter(format!(
+            "parameter '{param}': Defender looks files up by SHA1 or SHA256; an MD5 is not supported"
+        ))),
+        _ => Err(ActionError::InvalidParameter(format!(
+            "parameter '{param}': '{}' is not a SHA1 (40 hex) or SHA256 (64 hex)",
+            super::truncate(h, 64)
+        ))),
+    }
+}
+
+/// The caller's own OData filter of parameter `param`, checked to be one expression
+/// ([`Filter::passthrough`]); `None` when blank; 400 naming `param` otherwise.
+pub fn caller_filter(param: &str, text: Option<&str>) -> Result<Option<Filter>, ActionError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => Filter::passthrough(t).map(Some).map_err(|why| {
+            ActionError::InvalidParameter(format!(
+                "parameter '{param}' is not an OData filter expression: {why}"
+            ))
+        }),
     }
 }
 
@@ -100,7 +127,7 @@ impl Action for ListDevices {
             Source::File(h) => endpoints::FILE_MACHINES.at(&[h.as_str()]),
         };
         let query = ListQuery {
-            filter: p.query.clone().filter(|q| !q.trim().is_empty()),
+            filter: caller_filter("query", p.query.as_deref())?.map(String::from),
             ..ListQuery::default()
         };
         let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);

@@ -2,6 +2,7 @@
 //! definition to its handler. [`invoke`] is the one code path used by the HTTP host and by
 //! `defender-soar invoke`.
 
+pub mod alerts;
 pub mod choices;
 pub mod connectivity;
 pub mod consistency;
@@ -124,6 +125,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(machine::handlers())
         .chain(live_response::handlers())
         .chain(library::handlers())
+        .chain(alerts::handlers())
         .collect()
     })
 }

@@ -177,6 +177,47 @@ pub static LIBRARY_FILES: Endpoint = read("/api/libraryfiles", "Library.Manage")
 /// `POST /api/libraryfiles`: upload a library file (multipart).
 pub static UPLOAD_LIBRARY_FILE: Endpoint = respond("/api/libraryfiles", "Library.Manage");
 
+// --- Alerts ---------------------------------------------------------------------------------
+
+/// `GET /api/alerts`: the alert list (OData; `$expand=evidence`).
+pub static ALERTS: Endpoint = read("/api/alerts", "Alert.Read.All");
+/// `GET /api/alerts/{id}`: one alert.
+pub static ALERT: Endpoint = read("/api/alerts/{id}", "Alert.Read.All");
+/// `PATCH /api/alerts/{id}`: status, assignedTo, classification, determination, comment.
+pub static UPDATE_ALERT: Endpoint = Endpoint {
+    method: Method::PATCH,
+    path: "/api/alerts/{id}",
+    family: Family::Default,
+    permission: "Alert.ReadWrite.All",
+    priority: Priority::Respond,
+};
+/// `POST /api/alerts/batchUpdate`: the same change on up to 500 alerts (Defender: 10 calls a
+/// minute, 500 an hour).
+pub static BATCH_UPDATE_ALERTS: Endpoint =
+    respond("/api/alerts/batchUpdate", "Alert.ReadWrite.All");
+/// `POST /api/alerts/CreateAlertByReference`: an alert from an event (Defender: 15 calls a
+/// minute).
+pub static CREATE_ALERT_BY_REFERENCE: Endpoint =
+    respond("/api/alerts/CreateAlertByReference", "Alert.ReadWrite.All");
+/// `GET /api/alerts/{id}/user`: the user of an alert.
+pub static ALERT_USER: Endpoint = read("/api/alerts/{id}/user", "User.Read.All");
+/// `GET /api/alerts/{id}/files`: the files of an alert.
+pub static ALERT_FILES: Endpoint = read("/api/alerts/{id}/files", "File.Read.All");
+/// `GET /api/alerts/{id}/ips`: the IP addresses of an alert.
+pub static ALERT_IPS: Endpoint = read("/api/alerts/{id}/ips", "Ip.Read.All");
+/// `GET /api/alerts/{id}/domains`: the domains of an alert.
+pub static ALERT_DOMAINS: Endpoint = read("/api/alerts/{id}/domains", "URL.Read.All");
+/// `GET /api/domains/{domain}/alerts`: alerts of a domain.
+pub static DOMAIN_ALERTS: Endpoint = read("/api/domains/{domain}/alerts", "Alert.Read.All");
+/// `GET /api/files/{hash}/alerts`: alerts of a file.
+pub static FILE_ALERTS: Endpoint = read("/api/files/{hash}/alerts", "Alert.Read.All");
+/// `GET /api/ips/{ip}/alerts`: alerts of an IP address.
+pub static IP_ALERTS: Endpoint = read("/api/ips/{ip}/alerts", "Alert.Read.All");
+/// `GET /api/users/{user}/alerts`: alerts of a user.
+pub static USER_ALERTS: Endpoint = read("/api/users/{user}/alerts", "Alert.Read.All");
+/// `GET /api/machines/{id}/alerts`: alerts of a device.
+pub static MACHINE_ALERTS: Endpoint = read("/api/machines/{id}/alerts", "Alert.Read.All");
+
 /// Every endpoint of the catalogue (documentation and tests).
 pub static ALL: &[&Endpoint] = &[
     &MACHINES,
@@ -198,6 +239,20 @@ pub static ALL: &[&Endpoint] = &[
     &LIVE_RESPONSE_RESULT_LINK,
     &LIBRARY_FILES,
     &UPLOAD_LIBRARY_FILE,
+    &ALERTS,
+    &ALERT,
+    &UPDATE_ALERT,
+    &BATCH_UPDATE_ALERTS,
+    &CREATE_ALERT_BY_REFERENCE,
+    &ALERT_USER,
+    &ALERT_FILES,
+    &ALERT_IPS,
+    &ALERT_DOMAINS,
+    &DOMAIN_ALERTS,
+    &FILE_ALERTS,
+    &IP_ALERTS,
+    &USER_ALERTS,
+    &MACHINE_ALERTS,
 ];
 
 #[cfg(test)]

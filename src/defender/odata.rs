@@ -40,6 +40,71 @@ impl Filter {
         Filter::or_all(parts)
     }
 
+    /// `field ge <date-time>`: an unquoted OData date-time literal. `at` is formatted here as
+    /// RFC 3339 UTC, so no caller text reaches the expression.
+    pub fn ge_datetime(field: &'static str, at: time::OffsetDateTime) -> Filter {
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        let text = utc
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
+        Filter(format!("{field} ge {text}"))
+    }
+
+    /// A caller's own `$filter` expression, passed through after checking that it is one
+    /// expression and nothing else: no character that ends or adds a query option (`&`, `$`,
+    /// `#`, `?`, `;`) or is a control character, string literals closed, parentheses balanced.
+    /// Parenthesised, so it combines with [`and`](Self::and) as one condition. `Err` says what
+    /// is wrong (for a message naming the parameter).
+    pub fn passthrough(text: &str) -> Result<Filter, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("it is empty".into());
+        }
+        let mut depth: i64 = 0;
+        let mut in_literal = false;
+        for c in text.chars() {
+            if c.is_control() {
+                return Err("it contains a control character".into());
+            }
+            if in_literal {
+                // A doubled quote reads as leaving and re-entering the literal.
+                if c == '\'' {
+                    in_literal = false;
+                }
+                continue;
+            }
+            match c {
+                '\'' => in_literal = true,
+                '&' | '$' | '#' | '?' | ';' => {
+                    return Err(format!(
+                        "'{c}' is not allowed: give one OData $filter expression (such as \
+                         severity eq 'High'), not query options"
+                    ));
+                }
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth < 0 {
+                        return Err("a ')' has no matching '('".into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if in_literal {
+            return Err("a string literal is not closed (quote ' as '')".into());
+        }
+        if depth != 0 {
+            return Err("a '(' is not closed".into());
+        }
+        Ok(Filter(format!("({text})")))
+    }
+
     /// Both expressions.
     pub fn and(self, other: Filter) -> Filter {
         Filter(format!("{} and {}", self.0, other.0))
@@ -104,6 +169,38 @@ mod tests {
                 .and(Filter::starts_with("b", "it's"))
                 .as_str(),
             "a eq '1' and startswith(b,'it''s')"
+        );
+    }
+
+    #[test]
+    fn passthrough_refuses_what_is_not_one_expression() {
+        assert_eq!(
+            Filter::passthrough(" severity eq 'High' ")
+                .unwrap()
+                .as_str(),
+            "(severity eq 'High')"
+        );
+        assert_eq!(
+            Filter::passthrough("title eq 'a & b $c'").unwrap().as_str(),
+            "(title eq 'a & b $c')"
+        );
+        assert!(Filter::passthrough("title eq 'it''s'").is_ok());
+        for bad in [
+            "status eq 'New'&$top=1",
+            "$top=5",
+            "a eq 'b'#",
+            "a eq 'b') or (x eq 'y'",
+            "a eq 'b",
+            "(a eq 'b'",
+            "a eq\n'b'",
+            "",
+        ] {
+            assert!(Filter::passthrough(bad).is_err(), "{bad:?}");
+        }
+        let at = time::macros::datetime!(2025-11-22 10:00:00.5 +01:00);
+        assert_eq!(
+            Filter::ge_datetime("alertCreationTime", at).as_str(),
+            "alertCreationTime ge 2025-11-22T09:00:00Z"
         );
     }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod actions_framework;
+mod alerts;
 mod connectivity;
 mod consent;
 mod credentials;

@@ -26,6 +26,10 @@ pub enum Family {
     AdvancedQueries,
     /// Microsoft Graph security API (alerts_v2, incidents, hunting).
     Graph,
+    /// POST alerts/batchUpdate: 10/min, 500/h.
+    AlertBatchUpdate,
+    /// POST alerts/CreateAlertByReference: 15/min.
+    CreateAlert,
 }
 
 impl Family {
@@ -36,11 +40,15 @@ impl Family {
             Family::PackageUri => "packageuri",
             Family::AdvancedQueries => "advancedqueries",
             Family::Graph => "graph",
+            Family::AlertBatchUpdate => "alertbatchupdate",
+            Family::CreateAlert => "createalert",
         }
     }
 }
 
 const READ_MACHINES: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
+const READ_ALERTS: &[&str] = &["Alert.Read.All", "Alert.ReadWrite.All"];
+const WRITE_ALERTS: &[&str] = &["Alert.ReadWrite.All"];
 const ANY_MACHINE_ACTION: &[&str] = &[
     "Machine.Isolate",
     "Machine.RestrictExecution",
@@ -164,6 +172,70 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         &["Library.Manage"],
         Family::Default,
     ),
+    ("GET", "/api/alerts", READ_ALERTS, Family::Default),
+    ("GET", "/api/alerts/{id}", READ_ALERTS, Family::Default),
+    ("PATCH", "/api/alerts/{id}", WRITE_ALERTS, Family::Default),
+    (
+        "POST",
+        "/api/alerts/batchupdate",
+        WRITE_ALERTS,
+        Family::AlertBatchUpdate,
+    ),
+    (
+        "POST",
+        "/api/alerts/createalertbyreference",
+        WRITE_ALERTS,
+        Family::CreateAlert,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/user",
+        &["User.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/files",
+        &["File.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/ips",
+        &["Ip.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/alerts/{id}/domains",
+        &["URL.Read.All", "Url.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/domains/{domain}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/files/{sha}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
+    ("GET", "/api/ips/{ip}/alerts", READ_ALERTS, Family::Default),
+    (
+        "GET",
+        "/api/users/{user}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/alerts",
+        READ_ALERTS,
+        Family::Default,
+    ),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.
@@ -268,6 +340,8 @@ pub fn check_rate(sim: &Sim, claims: &Claims, family: Family) -> Result<(), ApiE
         Family::PackageUri => limits.package_uri,
         Family::AdvancedQueries => limits.advanced_queries,
         Family::Graph => limits.graph,
+        Family::AlertBatchUpdate => limits.alert_batch_update,
+        Family::CreateAlert => limits.create_alert,
     };
     let key =
         format!("{}/{}/{}", claims.tid, claims.client_id(), family.name()).to_ascii_lowercase();

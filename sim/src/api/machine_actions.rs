@@ -114,6 +114,11 @@ impl RequestBody {
         }
     }
 
+    /// A field as given, None when absent.
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
     /// A string field, None when absent or null; 400 when of another type.
     pub fn optional_str(&self, key: &str) -> Result<Option<&str>, ApiError> {
         match self.0.get(key) {

@@ -7,6 +7,7 @@ use axum::Router;
 
 use crate::state::Sim;
 
+pub mod alerts;
 pub mod auth;
 pub mod download;
 pub mod graph;
@@ -26,6 +27,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(live_response::routes())
         .merge(library::routes())
         .merge(related::routes())
+        .merge(alerts::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded
         .merge(graph::routes(sim_for_graph))
