@@ -359,7 +359,29 @@ pub struct Device {
     pub given: String,
 }
 
-/// Defender device ids are 40 hex characters.
+/// Checks that `raw` (a `device_id` parameter) names a device the way the host can resolve
+/// it: a device id (40 hex characters), a computer DNS name or an IP address. The message
+/// names the parameter.
+pub fn device_shape(param: &str, raw: &str) -> Result<(), String> {
+    let given = raw.trim();
+    if given.is_empty() {
+        return Err(format!(
+            "parameter '{param}' is required: a device id (40 hex characters), a computer DNS \
+             name or an IP address"
+        ));
+    }
+    if is_device_id(given) || given.parse::<std::net::IpAddr>().is_ok() || is_dns_name(given) {
+        Ok(())
+    } else {
+        Err(format!(
+            "parameter '{param}': '{}' is neither a device id (40 hex characters), a computer \
+             DNS name nor an IP address",
+            truncate(given, 64)
+        ))
+    }
+}
+
+/// Whether `s` has the shape of a Defender device id (40 hex characters).
 pub fn is_device_id(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -374,12 +396,7 @@ pub async fn resolve_device(
     raw: &str,
 ) -> Result<Device, ActionError> {
     let given = raw.trim();
-    if given.is_empty() {
-        return Err(ActionError::InvalidParameter(format!(
-            "parameter '{param}' is required: a device id (40 hex characters), a computer DNS \
-             name or an IP address"
-        )));
-    }
+    device_shape(param, given).map_err(ActionError::InvalidParameter)?;
     if is_device_id(given) {
         return Ok(Device {
             id: given.to_ascii_lowercase(),
@@ -389,14 +406,8 @@ pub async fn resolve_device(
     }
     let (field, named_by) = if given.parse::<std::net::IpAddr>().is_ok() {
         ("lastIpAddress", DeviceName::IpAddress)
-    } else if is_dns_name(given) {
-        ("computerDnsName", DeviceName::DnsName)
     } else {
-        return Err(ActionError::InvalidParameter(format!(
-            "parameter '{param}': '{}' is neither a device id (40 hex characters), a computer \
-             DNS name nor an IP address",
-            truncate(given, 64)
-        )));
+        ("computerDnsName", DeviceName::DnsName)
     };
     let client = ctx
         .asset

@@ -24,6 +24,20 @@ const ECHO_LIMIT: usize = 64;
 /// What a secret parameter's value is replaced with by [`redacted`].
 pub const REDACTED: &str = "********";
 
+/// The `contains` types of a parameter that names a device (id, DNS name or IP address).
+const DEVICE_TYPES: [&str; 4] = [
+    "defender device id",
+    "defender atp device id",
+    "host name",
+    "ip",
+];
+
+/// Whether a parameter's `contains` says it names a device and nothing else.
+fn names_only_devices(contains: &[String]) -> bool {
+    contains.iter().any(|c| c == DEVICE_TYPES[0])
+        && contains.iter().all(|c| DEVICE_TYPES.contains(&c.as_str()))
+}
+
 /// Validates `input` against `def`: returns the parameters with defaults applied and values
 /// normalised (in definition order), or [`ActionError::InvalidParameter`] naming the parameter
 /// and what it allows.
@@ -60,6 +74,14 @@ pub fn validate(
             Some(value) => {
                 let checked = check_value(&param.name, &param.spec, value)
                     .map_err(ActionError::InvalidParameter)?;
+                // A device is checked for shape even where a handler may not look it up
+                // (a resumption by event id), so a malformed one is never silently ignored.
+                if names_only_devices(&param.spec.contains)
+                    && let Some(raw) = checked.as_str()
+                {
+                    super::engine::device_shape(&param.name, raw)
+                        .map_err(ActionError::InvalidParameter)?;
+                }
                 output.insert(param.name.clone(), checked);
             }
             None => {

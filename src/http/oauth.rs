@@ -298,7 +298,7 @@ pub async fn start_oauth(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Envelope (action `consent`): for `authorization_code`, `summary.consent_url` is a single-use link valid `summary.expires_in` seconds, to open in the browser the admin signs in with; for `device_code`, `summary.user_code` and `summary.verification_uri` (the host polls Entra until the admin signs in)", body = crate::envelope::Envelope),
-        (status = 400, description = "Envelope: the asset authenticates without a user and needs no consent", body = crate::envelope::Envelope),
+        (status = 409, description = "Envelope: the asset authenticates without a user (client credentials, certificate, managed identity) and needs no consent", body = crate::envelope::Envelope),
         (status = 401, description = "Envelope: missing or wrong API key", body = crate::envelope::Envelope),
         (status = 404, description = "Envelope: no asset with this id", body = crate::envelope::Envelope),
         (status = 502, description = "Envelope: Entra ID refused or failed the device code request", body = crate::envelope::Envelope),
@@ -368,7 +368,12 @@ pub async fn request_consent(
             r
         }
         Err(TicketError::State(detail)) => reject(ActionError::Internal(detail)),
-        Err(e) => reject(ActionError::InvalidParameter(e.to_string())),
+        // The request is well formed; the asset's configuration has nothing to consent to.
+        Err(e) => {
+            let mut r = reject(ActionError::Failed(e.to_string()));
+            r.status = StatusCode::CONFLICT;
+            r
+        }
     }
 }
 

@@ -471,7 +471,7 @@ async fn consent_starts_only_from_a_ticket_an_api_caller_obtained() {
     let (status, body) = rig.host.request_consent("nosuch").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = rig.host.request_consent("contoso").await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(
         body["message"]
             .as_str()

@@ -285,7 +285,7 @@ async fn openapi_documents_every_answer() {
     assert!(start["responses"]["302"]["headers"]["Location"].is_object());
     assert!(start["responses"]["302"]["headers"]["Set-Cookie"].is_object());
     let consent = &paths["/assets/{asset}/consent"]["post"];
-    for code in ["200", "400", "401", "404", "429", "500"] {
+    for code in ["200", "401", "404", "409", "429", "500"] {
         assert!(consent["responses"][code].is_object(), "consent {code}");
     }
     for code in ["400", "500"] {

@@ -915,3 +915,28 @@ async fn download_links_never_reach_the_logs() {
     let leaked: Vec<&str> = logs.lines().filter(|l| l.contains("/download/")).collect();
     assert!(leaked.is_empty(), "{leaked:#?}");
 }
+
+#[tokio::test]
+async fn a_malformed_device_is_refused_even_when_an_event_id_is_given() {
+    let app = spawn().await;
+    for device in ["\u{2001}\u{2003}\u{85}", "not a host!", "a..b"] {
+        let (status, body) = app
+            .invoke(
+                "contoso",
+                "get_file",
+                json!({
+                    "event_id": "2b60cbe0-c365-04e9-dbaf-9dac02dad7d0",
+                    "device_id": device,
+                    "file_path": "C:\\x.txt",
+                    "comment": "c",
+                }),
+            )
+            .await;
+        assert_eq!(status, 400, "{device:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("'device_id'"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.sim.counters().total, 0);
+}
