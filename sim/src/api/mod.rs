@@ -10,6 +10,7 @@ use crate::state::Sim;
 pub mod auth;
 pub mod download;
 pub mod graph;
+pub mod graph_security;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
