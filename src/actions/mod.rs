@@ -8,6 +8,7 @@ pub mod consistency;
 pub mod definition;
 pub mod devices;
 pub mod engine;
+pub mod graph;
 pub mod library;
 pub mod live_response;
 pub mod machine;
@@ -124,6 +125,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(machine::handlers())
         .chain(live_response::handlers())
         .chain(library::handlers())
+        .chain(graph::handlers())
         .collect()
     })
 }

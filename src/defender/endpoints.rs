@@ -177,6 +177,78 @@ pub static LIBRARY_FILES: Endpoint = read("/api/libraryfiles", "Library.Manage")
 /// `POST /api/libraryfiles`: upload a library file (multipart).
 pub static UPLOAD_LIBRARY_FILE: Endpoint = respond("/api/libraryfiles", "Library.Manage");
 
+// --- Microsoft Graph security ---------------------------------------------------------------
+
+/// Largest `$top` of `GET /v1.0/security/alerts_v2`.
+pub const GRAPH_ALERTS_MAX_TOP: usize = 2_000;
+/// Largest `$top` of `GET /v1.0/security/incidents`.
+pub const GRAPH_INCIDENTS_MAX_TOP: usize = 50;
+
+const fn graph(method: Method, path: &'static str, permission: &'static str) -> Endpoint {
+    let priority = if matches!(method, Method::GET) {
+        Priority::Read
+    } else {
+        Priority::Respond
+    };
+    Endpoint {
+        method,
+        path,
+        family: Family::Graph,
+        permission,
+        priority,
+    }
+}
+
+/// `GET /v1.0/security/alerts_v2`: alerts of every Defender service (OData, 2,000 a page).
+pub static GRAPH_ALERTS: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/alerts_v2",
+    "SecurityAlert.Read.All",
+);
+/// `GET /v1.0/security/alerts_v2/{id}`: one alert with its evidence.
+pub static GRAPH_ALERT: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/alerts_v2/{id}",
+    "SecurityAlert.Read.All",
+);
+/// `PATCH /v1.0/security/alerts_v2/{id}`: status, classification, determination, assignedTo.
+pub static UPDATE_GRAPH_ALERT: Endpoint = graph(
+    Method::PATCH,
+    "/v1.0/security/alerts_v2/{id}",
+    "SecurityAlert.ReadWrite.All",
+);
+/// `POST /v1.0/security/alerts_v2/{id}/comments`: adds a comment.
+pub static GRAPH_ALERT_COMMENTS: Endpoint = graph(
+    Method::POST,
+    "/v1.0/security/alerts_v2/{id}/comments",
+    "SecurityAlert.ReadWrite.All",
+);
+/// `GET /v1.0/security/incidents`: incidents (OData, 50 a page, `$expand=alerts`).
+pub static GRAPH_INCIDENTS: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/incidents",
+    "SecurityIncident.Read.All",
+);
+/// `GET /v1.0/security/incidents/{id}`: one incident.
+pub static GRAPH_INCIDENT: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/incidents/{id}",
+    "SecurityIncident.Read.All",
+);
+/// `PATCH /v1.0/security/incidents/{id}`: status, assignedTo, classification, determination,
+/// customTags, description.
+pub static UPDATE_GRAPH_INCIDENT: Endpoint = graph(
+    Method::PATCH,
+    "/v1.0/security/incidents/{id}",
+    "SecurityIncident.ReadWrite.All",
+);
+/// `POST /v1.0/security/incidents/{id}/comments`: adds a comment.
+pub static GRAPH_INCIDENT_COMMENTS: Endpoint = graph(
+    Method::POST,
+    "/v1.0/security/incidents/{id}/comments",
+    "SecurityIncident.ReadWrite.All",
+);
+
 /// Every endpoint of the catalogue (documentation and tests).
 pub static ALL: &[&Endpoint] = &[
     &MACHINES,
@@ -198,6 +270,14 @@ pub static ALL: &[&Endpoint] = &[
     &LIVE_RESPONSE_RESULT_LINK,
     &LIBRARY_FILES,
     &UPLOAD_LIBRARY_FILE,
+    &GRAPH_ALERTS,
+    &GRAPH_ALERT,
+    &UPDATE_GRAPH_ALERT,
+    &GRAPH_ALERT_COMMENTS,
+    &GRAPH_INCIDENTS,
+    &GRAPH_INCIDENT,
+    &UPDATE_GRAPH_INCIDENT,
+    &GRAPH_INCIDENT_COMMENTS,
 ];
 
 #[cfg(test)]

@@ -40,6 +40,21 @@ impl Filter {
         Filter::or_all(parts)
     }
 
+    /// `field ge <date-time>`: an unquoted OData date-time literal. `at` is formatted here as
+    /// RFC 3339 UTC, so no caller text reaches the expression.
+    pub fn ge_datetime(field: &'static str, at: time::OffsetDateTime) -> Filter {
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        let text = utc
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
+        Filter(format!("{field} ge {text}"))
+    }
+
     /// Both expressions.
     pub fn and(self, other: Filter) -> Filter {
         Filter(format!("{} and {}", self.0, other.0))
@@ -144,5 +159,20 @@ mod tests {
             prop_assert_eq!(read, value);
             prop_assert_eq!(tail, "");
         }
+    }
+
+    #[test]
+    fn datetime_bounds_carry_no_caller_text() {
+        let at = time::macros::datetime!(2025-11-22 10:00:00.5 +01:00);
+        assert_eq!(
+            Filter::ge_datetime("createdDateTime", at).as_str(),
+            "createdDateTime ge 2025-11-22T09:00:00Z"
+        );
+        let hostile = Filter::eq("assignedTo", "a' or status eq 'new")
+            .and(Filter::ge_datetime("lastUpdateDateTime", at));
+        assert_eq!(
+            hostile.as_str(),
+            "assignedTo eq 'a'' or status eq ''new' and lastUpdateDateTime ge 2025-11-22T09:00:00Z"
+        );
     }
 }

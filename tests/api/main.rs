@@ -8,6 +8,7 @@ mod consent;
 mod credentials;
 mod device_code;
 mod devices;
+mod graph;
 mod host;
 mod library;
 mod live_response;
