@@ -17,10 +17,15 @@ use crate::state::StateStore;
 pub struct Asset {
     /// Its configuration.
     pub config: AssetConfig,
-    /// Token manager (both auth kinds), backed by the asset's state file.
+    /// Token manager of the Defender API (every auth kind), backed by the asset's state file;
+    /// consents and device code sign-ins go through it.
     pub tokens: Arc<TokenManager>,
     /// Defender API client using those tokens.
     pub defender: DefenderClient,
+    /// Token manager of Microsoft Graph (same credentials, same state file).
+    pub graph_tokens: Arc<TokenManager>,
+    /// Microsoft Graph client (base `graph_url`) using the Graph tokens.
+    pub graph: DefenderClient,
     /// The machine actions it follows (shared pollers) and its recent final ones.
     pub tracker: actions::waiting::Tracker,
     /// One lock per investigation package being downloaded.
@@ -64,18 +69,34 @@ impl Asset {
             Duration::from_secs(config.http_timeout_secs),
         );
         let tokens = Arc::new(
-            TokenManager::new(&config, server, store, http.clone()).map_err(|e| e.to_string())?,
+            TokenManager::new(&config, server, store.clone(), http.clone())
+                .map_err(|e| e.to_string())?,
         );
-        let defender = DefenderClient::new(http, &config.api_url, tokens.clone())
-            .with_budget(Budget::new(budget));
+        let graph_tokens = Arc::new(
+            TokenManager::for_graph(&config, server, store, http.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        // One budget for both clients: each family has its own windows.
+        let budget = Arc::new(Budget::new(budget));
+        let defender = DefenderClient::new(http.clone(), &config.api_url, tokens.clone())
+            .with_shared_budget(budget.clone());
+        let graph = DefenderClient::new(http, &config.graph_url, graph_tokens.clone())
+            .with_shared_budget(budget);
         Ok(Asset {
             config,
             tokens,
             defender,
+            graph_tokens,
+            graph,
             tracker: actions::waiting::Tracker::default(),
             package_locks: KeyedLocks::default(),
             idempotency_locks: KeyedLocks::default(),
         })
+    }
+
+    /// The token managers of every audience.
+    pub fn token_managers(&self) -> [&Arc<TokenManager>; 2] {
+        [&self.tokens, &self.graph_tokens]
     }
 
     /// Whether the asset refuses this action.

@@ -357,7 +357,7 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         token_endpoint: TokenEndpoint::V2,
         login_url: sim_base.to_string(),
         api_url: sim_base.to_string(),
-        graph_url: env.graph_url().to_string(),
+        graph_url: sim_base.to_string(),
         resource: env.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),

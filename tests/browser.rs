@@ -555,7 +555,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         token_endpoint: TokenEndpoint::V2,
         login_url: sim_base.to_string(),
         api_url: sim_base.to_string(),
-        graph_url: "https://graph.microsoft.com".into(),
+        graph_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),

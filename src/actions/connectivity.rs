@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Action, ActionContext, definitions};
-use crate::auth::{AuthError, Grants, missing_permissions};
+use crate::auth::{Audience, AuthError, Grants, missing_permissions};
 use crate::config::AuthKind;
 use crate::defender;
 use crate::envelope::{ActionError, Outcome};
@@ -149,10 +149,21 @@ impl Action for TestConnectivity {
         ctx.progress(&format!("calling {call}"));
         let api = ctx.asset.defender.probe().await;
         let granted = token.grants.permissions.clone();
+        let graph = graph_grants(&ctx).await;
+        let graph_granted = graph
+            .as_ref()
+            .map(|g| g.permissions.clone())
+            .unwrap_or_default();
         let mut allowed = Vec::new();
         let mut blocked = Vec::new();
         for d in definitions() {
-            let missing = missing_permissions(&granted, &d.permissions);
+            let (defender_needs, graph_needs): (Vec<String>, Vec<String>) = d
+                .permissions
+                .iter()
+                .cloned()
+                .partition(|p| Audience::of_permission(p) == Audience::Defender);
+            let mut missing = missing_permissions(&granted, &defender_needs);
+            missing.extend(missing_permissions(&graph_granted, &graph_needs));
             if missing.is_empty() {
                 allowed.push(d.id.clone());
             } else {
@@ -165,8 +176,17 @@ impl Action for TestConnectivity {
             .with_summary("token_expires_in", token.expires_in)
             .with_summary("granted_permissions", granted.clone())
             .with_summary("api_call", call)
+            .with_summary("graph_token_acquired", graph.is_ok())
+            .with_summary("graph_permissions", graph_granted.clone())
             .with_summary("actions_allowed", allowed.len())
             .with_summary("actions_blocked", blocked.len());
+        let graph_note = match &graph {
+            Ok(g) => format!(
+                "; Microsoft Graph: {} permissions granted",
+                g.permissions.len()
+            ),
+            Err(e) => format!("; no Microsoft Graph token ({e}), so Graph actions are blocked"),
+        };
         let mut outcome = match api {
             Ok(body) => {
                 let seen = body
@@ -175,7 +195,7 @@ impl Action for TestConnectivity {
                     .map_or(0, Vec::len);
                 Outcome {
                     message: format!(
-                        "Connectivity test passed: token from the {endpoint} endpoint ({} permissions granted), {call} answered with {seen} device(s)",
+                        "Connectivity test passed: token from the {endpoint} endpoint ({} permissions granted), {call} answered with {seen} device(s){graph_note}",
                         granted.len()
                     ),
                     ..base
@@ -193,9 +213,32 @@ impl Action for TestConnectivity {
             "granted_permissions": granted,
             "permission_claim": token.grants.claim,
             "token_version": token.grants.version,
+            "graph_permissions": graph_granted,
+            "graph_error": graph.err(),
             "allowed_actions": allowed,
             "blocked_actions": blocked,
         }));
         Ok(outcome)
+    }
+}
+
+/// What the asset's Microsoft Graph token grants: a new one for application credentials (that
+/// is what checks them), the stored or refreshed one for delegated grants. An error says why
+/// there is none.
+async fn graph_grants(ctx: &ActionContext) -> Result<Grants, String> {
+    let tokens = &ctx.asset.graph_tokens;
+    ctx.progress("requesting a Microsoft Graph token");
+    if ctx.asset.config.auth.is_application() {
+        tokens
+            .fetch_fresh()
+            .await
+            .map(|t| t.grants)
+            .map_err(|e| e.to_string())
+    } else {
+        tokens
+            .token()
+            .await
+            .map(|t| t.grants())
+            .map_err(|e| e.to_string())
     }
 }

@@ -205,31 +205,40 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         .then(|| crate::auth::ActionScope::new(action_id, &definition.permissions));
     if scope.is_some() && !definition.permissions.is_empty() {
         // Only what is at hand without asking Entra: a token fetch waits for the handler's
-        // first API call, after its own parameter checks.
-        match asset.tokens.peek().await {
-            Ok(Some(token)) => {
-                if let Some(denied) =
-                    asset
-                        .tokens
-                        .check_permissions(action_id, &definition.permissions, &token)
-                {
-                    count("failed");
-                    return EnvelopeResponse::ok(Envelope::from_outcome(
-                        action_id,
-                        asset_id,
-                        echoed,
-                        denied.outcome(),
-                    ));
-                }
+        // first API call, after its own parameter checks. Each audience whose permissions
+        // the action needs is checked with its own token.
+        for tokens in asset.token_managers() {
+            let audience = tokens.audience();
+            if !definition
+                .permissions
+                .iter()
+                .any(|p| crate::auth::Audience::of_permission(p) == audience)
+            {
+                continue;
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(asset = %asset_id, action = %action_id, error = %e, "no access token");
-                count("error");
-                let err = e
-                    .action_error()
-                    .unwrap_or_else(|| ActionError::Internal(e.to_string()));
-                return fail(echoed, err);
+            match tokens.peek().await {
+                Ok(Some(token)) => {
+                    if let Some(denied) =
+                        tokens.check_permissions(action_id, &definition.permissions, &token)
+                    {
+                        count("failed");
+                        return EnvelopeResponse::ok(Envelope::from_outcome(
+                            action_id,
+                            asset_id,
+                            echoed,
+                            denied.outcome(),
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(asset = %asset_id, action = %action_id, error = %e, "no access token");
+                    count("error");
+                    let err = e
+                        .action_error()
+                        .unwrap_or_else(|| ActionError::Internal(e.to_string()));
+                    return fail(echoed, err);
+                }
             }
         }
     }

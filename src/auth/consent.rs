@@ -691,6 +691,8 @@ impl TokenManager {
                     }
                     prune_sessions(s, now);
                     s.tokens = Some(tokens);
+                    // A Graph token of an earlier grant is not this user's.
+                    s.graph_tokens = None;
                     Ok(())
                 }
             })

@@ -367,7 +367,7 @@ impl TokenManager {
             }
         };
         let has_refresh = stored.refresh_token.is_some();
-        self.persist(stored, obtained_at).await?;
+        self.persist_new_grant(stored, obtained_at).await?;
         self.notify_connected();
         tracing::info!(asset = %self.asset_id, connected_by = %consenter.label(),
             refresh_token = has_refresh, "device code sign-in completed: asset connected");

@@ -32,6 +32,42 @@ pub use device_code::{DeviceCodeOutcome, DeviceCodeStart};
 pub use preflight::{ActionScope, Denied};
 pub use tokens::{BearerToken, FetchedToken, TokenManager};
 
+/// The API a token is for: each asset has a token manager per audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    /// The Defender for Endpoint API (`/api/...`).
+    Defender,
+    /// Microsoft Graph (`/v1.0/security/...`).
+    Graph,
+}
+
+impl Audience {
+    /// The audience a permission belongs to: Microsoft Graph's security permissions
+    /// (`SecurityAlert.*`, `SecurityIncident.*`, `ThreatHunting.*`, `SecurityEvents.*`), else
+    /// the Defender API.
+    pub fn of_permission(permission: &str) -> Audience {
+        const GRAPH: [&str; 4] = [
+            "SecurityAlert.",
+            "SecurityIncident.",
+            "ThreatHunting.",
+            "SecurityEvents.",
+        ];
+        if GRAPH.iter().any(|p| permission.starts_with(p)) {
+            Audience::Graph
+        } else {
+            Audience::Defender
+        }
+    }
+
+    /// The API's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Audience::Defender => "Defender for Endpoint API",
+            Audience::Graph => "Microsoft Graph",
+        }
+    }
+}
+
 /// Why a token could not be had. Messages are for people and never carry a secret.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {

@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::{AuthError, BearerToken, TokenManager, missing_permissions};
+use super::{Audience, AuthError, BearerToken, TokenManager, missing_permissions};
 use crate::config::AuthKind;
 
 tokio::task_local! {
@@ -34,19 +34,28 @@ pub struct Denied {
 }
 
 impl TokenManager {
-    /// Whether `token` carries every permission in `required` for `action_id`. A token whose
-    /// claims cannot be read is not judged (the API decides).
+    /// Whether `token` carries every permission of `required` that belongs to this manager's
+    /// audience, for `action_id`. A token whose claims cannot be read is not judged (the API
+    /// decides).
     pub fn check_permissions(
         &self,
         action_id: &str,
         required: &[String],
         token: &BearerToken,
     ) -> Option<Denied> {
+        let required: Vec<String> = required
+            .iter()
+            .filter(|p| Audience::of_permission(p) == self.audience())
+            .cloned()
+            .collect();
+        if required.is_empty() {
+            return None;
+        }
         let grants = token.grants();
         if !grants.decoded {
             return None;
         }
-        let missing: Vec<String> = missing_permissions(&grants.permissions, required)
+        let missing: Vec<String> = missing_permissions(&grants.permissions, &required)
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -58,28 +67,31 @@ impl TokenManager {
         } else {
             grants.permissions.join(", ")
         };
+        let api = self.audience().name();
         let how = match self.auth {
             AuthKind::DeviceCode => format!(
-                "grant it as a delegated permission of the app registration and sign in again with `defender-soar consent {}` (or POST {})",
+                "grant it as a delegated {api} permission of the app registration and sign in again with `defender-soar consent {}` (or POST {})",
                 self.asset_id(),
                 self.consent_url()
             ),
             AuthKind::AuthorizationCode => format!(
-                "grant it as a delegated permission of the app registration and connect the asset again ({})",
+                "grant it as a delegated {api} permission of the app registration and connect the asset again ({})",
                 self.how_to_consent()
             ),
-            AuthKind::ClientCredentials | AuthKind::Certificate => "grant it as an application \
-                 permission of the app registration (with admin consent), then run the action \
-                 again"
-                .to_string(),
-            AuthKind::ManagedIdentity => "assign it as an app role of the Defender API to the \
-                 managed identity's service principal, then run the action again"
-                .to_string(),
+            AuthKind::ClientCredentials | AuthKind::Certificate => format!(
+                "grant it as an application {api} permission of the app registration (with \
+                 admin consent), then run the action again"
+            ),
+            AuthKind::ManagedIdentity => format!(
+                "assign it as an app role of the {api} to the managed identity's service \
+                 principal, then run the action again"
+            ),
         };
         let plural = if missing.len() == 1 { "" } else { "s" };
         Some(Denied {
             message: format!(
-                "the token lacks permission{plural} {} required by {action_id} (granted: {granted}); {how}",
+                "the {} token lacks permission{plural} {} required by {action_id} (granted: {granted}); {how}",
+                self.audience().name(),
                 missing.join(", ")
             ),
             missing,

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use super::certificate::{ASSERTION_TYPE, ClientCertificate};
 use super::entra::{self, EntraError, EntraTokenResponse, OAuthHttp};
-use super::{AuthError, Grants, decode_grants, now_unix, preflight};
+use super::{Audience, AuthError, Grants, decode_grants, now_unix, preflight};
 use crate::config::{AssetConfig, AuthKind, ManagedIdentityConfig, ServerConfig, TokenEndpoint};
 use crate::defender::{DefenderError, TokenSource};
 use crate::state::{AssetState, StateStore, StoredTokens, UpdateError};
@@ -160,6 +160,8 @@ enum Newer {
 
 /// The tokens of one asset, every auth kind.
 pub struct TokenManager {
+    /// The API the tokens are for.
+    pub(crate) audience: Audience,
     pub(crate) asset_id: String,
     pub(crate) auth: AuthKind,
     pub(crate) tenant_id: String,
@@ -204,6 +206,28 @@ impl TokenManager {
         store: StateStore,
         http: reqwest::Client,
     ) -> Result<TokenManager, AuthError> {
+        Self::build(asset, server, store, http, Audience::Defender)
+    }
+
+    /// The token manager of an asset's Microsoft Graph tokens (the cloud's Graph resource).
+    /// For delegated grants it redeems the asset's one refresh token, kept with the Defender
+    /// pair, and stores the rotated one there.
+    pub fn for_graph(
+        asset: &AssetConfig,
+        server: &ServerConfig,
+        store: StateStore,
+        http: reqwest::Client,
+    ) -> Result<TokenManager, AuthError> {
+        Self::build(asset, server, store, http, Audience::Graph)
+    }
+
+    fn build(
+        asset: &AssetConfig,
+        server: &ServerConfig,
+        store: StateStore,
+        http: reqwest::Client,
+        audience: Audience,
+    ) -> Result<TokenManager, AuthError> {
         let invalid = |what: &str, url: &str| {
             AuthError::Config(format!(
                 "asset {}: {what} {url} is not a valid URL",
@@ -223,7 +247,12 @@ impl TokenManager {
             .set_redirect_uri(redirect);
         let public_url = server.public_url.as_str().trim_end_matches('/').to_string();
         let consent_url = format!("{public_url}/assets/{}/consent", asset.id);
+        let resource = match audience {
+            Audience::Defender => asset.resource.clone(),
+            Audience::Graph => asset.environment.graph_resource().to_string(),
+        };
         Ok(TokenManager {
+            audience,
             asset_id: asset.id.clone(),
             auth: asset.auth,
             tenant_id: asset.tenant_id.clone(),
@@ -242,8 +271,8 @@ impl TokenManager {
             managed_identity: asset.managed_identity.clone(),
             token_url: asset.token_url(),
             token_endpoint: asset.token_endpoint,
-            resource: asset.resource.clone(),
-            scope: asset.scope(),
+            scope: format!("{resource}/.default"),
+            resource,
             http: OAuthHttp(http),
             store,
             consent_url,
@@ -263,6 +292,11 @@ impl TokenManager {
     /// How the asset obtains tokens.
     pub fn auth_kind(&self) -> AuthKind {
         self.auth
+    }
+
+    /// The API these tokens are for.
+    pub fn audience(&self) -> Audience {
+        self.audience
     }
 
     /// `{public_url}/assets/<asset>/consent`: the authenticated call that answers a
@@ -554,7 +588,41 @@ impl TokenManager {
             .load(&self.asset_id)
             .await
             .map_err(|e| AuthError::State(e.to_string()))?;
-        Ok(state.tokens.filter(|t| self.stored_usable(t)))
+        Ok(self.slot(state))
+    }
+
+    /// The stored tokens of this manager's audience that fit its kind and target. A Graph
+    /// manager of a delegated grant sees the Graph access token (if any) with the asset's
+    /// refresh token, which is kept with the Defender pair.
+    fn slot(&self, state: AssetState) -> Option<StoredTokens> {
+        match self.audience {
+            Audience::Defender => state.tokens.filter(|t| self.stored_usable(t)),
+            Audience::Graph if !self.auth.is_delegated() => {
+                state.graph_tokens.filter(|t| self.stored_usable(t))
+            }
+            Audience::Graph => {
+                let pair = state.tokens.filter(|t| t.grant == grant_of(self.auth))?;
+                let access = state
+                    .graph_tokens
+                    .filter(|t| t.scope.as_deref().is_none_or(|s| s == self.target()));
+                Some(match access {
+                    Some(graph) => StoredTokens {
+                        refresh_token: pair.refresh_token,
+                        grant: pair.grant,
+                        ..graph
+                    },
+                    // No Graph token yet: only the refresh token to redeem for one.
+                    None => StoredTokens {
+                        access_token: SecretString::from(String::new()),
+                        refresh_token: pair.refresh_token,
+                        expires_at: 0,
+                        obtained_at: 0,
+                        grant: pair.grant,
+                        scope: Some(self.target().to_string()),
+                    },
+                })
+            }
+        }
     }
 
     /// Puts the stored access token in use when it is fresh and not the one the API refused.
@@ -874,10 +942,36 @@ impl TokenManager {
             obtained_at: tokens.obtained_at,
             expires_at: tokens.expires_at,
         };
+        let audience = self.audience;
+        self.store
+            .update(&self.asset_id, move |s: &mut AssetState| {
+                prune_sessions(s, now);
+                put(s, audience, tokens);
+                Ok::<(), Infallible>(())
+            })
+            .await
+            .map_err(|e| AuthError::State(e.into_state().to_string()))?;
+        self.install(&token);
+        Ok(token)
+    }
+
+    /// Stores the pair of a new delegated grant (a consent or a device code sign-in): it
+    /// replaces the asset's pair, and the Graph token of the previous grant is dropped.
+    pub(crate) async fn persist_new_grant(
+        &self,
+        tokens: StoredTokens,
+        now: i64,
+    ) -> Result<BearerToken, AuthError> {
+        let token = BearerToken {
+            secret: tokens.access_token.clone(),
+            obtained_at: tokens.obtained_at,
+            expires_at: tokens.expires_at,
+        };
         self.store
             .update(&self.asset_id, move |s: &mut AssetState| {
                 prune_sessions(s, now);
                 s.tokens = Some(tokens);
+                s.graph_tokens = None;
                 Ok::<(), Infallible>(())
             })
             .await
@@ -902,6 +996,7 @@ impl TokenManager {
             expires_at: tokens.expires_at,
         };
         let expected = redeemed.clone();
+        let audience = self.audience;
         let written = self
             .store
             .update(&self.asset_id, move |s: &mut AssetState| {
@@ -914,7 +1009,7 @@ impl TokenManager {
                     return Err(());
                 }
                 prune_sessions(s, now);
-                s.tokens = Some(tokens);
+                put(s, audience, tokens);
                 Ok(())
             })
             .await;
@@ -1071,6 +1166,25 @@ fn needs_new_consent(err: &EntraError) -> bool {
             err.error.as_str(),
             "invalid_grant" | "interaction_required" | "consent_required"
         )
+}
+
+/// Puts `tokens` in `audience`'s place in the state: the Defender pair, or the Graph access
+/// token (whose refresh token, when the grant rotated it, replaces the asset's one).
+fn put(s: &mut AssetState, audience: Audience, tokens: StoredTokens) {
+    match audience {
+        Audience::Defender => s.tokens = Some(tokens),
+        Audience::Graph => {
+            if let Some(rt) = tokens.refresh_token.clone()
+                && let Some(pair) = s.tokens.as_mut()
+            {
+                pair.refresh_token = Some(rt);
+            }
+            s.graph_tokens = Some(StoredTokens {
+                refresh_token: None,
+                ..tokens
+            });
+        }
+    }
 }
 
 /// Drops consent sessions and tickets that have expired at `now`.

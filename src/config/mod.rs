@@ -311,6 +311,11 @@ impl Environment {
         }
     }
 
+    /// Microsoft Graph's token resource in this cloud (its host, whatever `graph_url` says).
+    pub fn graph_resource(self) -> &'static str {
+        self.graph_url()
+    }
+
     /// Token resource (v1 `resource`; v2 scope is `{resource}/.default`): the commercial
     /// resource for Public and its regions, the API base for the government clouds.
     pub fn resource(self) -> &'static str {
@@ -591,6 +596,8 @@ pub struct BudgetConfig {
     pub package_uri: RateLimit,
     /// `POST /api/advancedqueries/run`: `hunting_per_minute` (45), `hunting_per_hour` (1500).
     pub hunting: RateLimit,
+    /// Microsoft Graph security API calls: `graph_per_minute` (150), `graph_per_hour` (9000).
+    pub graph: RateLimit,
     /// Longest wait, in seconds, for a permit or a `Retry-After` of a call without an action
     /// deadline (`max_wait_secs`, 30; 0 never waits).
     pub max_wait_secs: u64,
@@ -603,6 +610,7 @@ impl BudgetConfig {
         live_response: RateLimit::new(10, None),
         package_uri: RateLimit::new(2, Some(120)),
         hunting: RateLimit::new(45, Some(1500)),
+        graph: RateLimit::new(150, Some(9000)),
         max_wait_secs: 30,
     };
 }

@@ -80,6 +80,8 @@ pub(super) struct RawBudget {
     pub package_uri_per_hour: Option<Text>,
     pub hunting_per_minute: Option<Text>,
     pub hunting_per_hour: Option<Text>,
+    pub graph_per_minute: Option<Text>,
+    pub graph_per_hour: Option<Text>,
     pub max_wait_secs: Option<Text>,
 }
 

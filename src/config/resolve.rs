@@ -707,6 +707,12 @@ fn resolve_budget(
         raw.hunting_per_hour,
         standard.hunting,
     );
+    let graph = limit(
+        "graph_",
+        raw.graph_per_minute,
+        raw.graph_per_hour,
+        standard.graph,
+    );
     let max_wait_secs = match raw.max_wait_secs {
         None => Some(standard.max_wait_secs),
         Some(Text(v)) => match v.trim().parse::<u64>() {
@@ -727,6 +733,7 @@ fn resolve_budget(
         live_response: live_response?,
         package_uri: package_uri?,
         hunting: hunting?,
+        graph: graph?,
         max_wait_secs: max_wait_secs?,
     })
 }

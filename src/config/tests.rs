@@ -1138,6 +1138,7 @@ fn every_budget_key_is_read() {
             live_response: RateLimit::new(5, Some(100)),
             package_uri: RateLimit::new(1, Some(30)),
             hunting: RateLimit::new(20, Some(600)),
+            graph: RateLimit::new(150, Some(9000)),
             max_wait_secs: 0,
         }
     );

@@ -55,15 +55,18 @@ pub enum Family {
     PackageUri,
     /// `POST /api/advancedqueries/run` (45/min, 1500/h).
     Hunting,
+    /// The Microsoft Graph security API under `/v1.0/security` (150/min, 9000/h).
+    Graph,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Default,
         Family::LiveResponse,
         Family::PackageUri,
         Family::Hunting,
+        Family::Graph,
     ];
 
     /// The family of a call worked out from its path (`path` without the query; case does not
@@ -71,6 +74,12 @@ impl Family {
     #[cfg(test)]
     pub(crate) fn of(method: &Method, path: &str) -> Family {
         let path = path.trim_end_matches('/');
+        if path
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/v1.0"))
+        {
+            return Family::Graph;
+        }
         let last = path.rsplit('/').next().unwrap_or_default();
         if *method == Method::POST && last.eq_ignore_ascii_case("runliveresponse") {
             Family::LiveResponse
@@ -89,13 +98,14 @@ impl Family {
         }
     }
 
-    /// Metric label: `default`, `live_response`, `package_uri`, `hunting`.
+    /// Metric label: `default`, `live_response`, `package_uri`, `hunting`, `graph`.
     pub fn name(self) -> &'static str {
         match self {
             Family::Default => "default",
             Family::LiveResponse => "live_response",
             Family::PackageUri => "package_uri",
             Family::Hunting => "hunting",
+            Family::Graph => "graph",
         }
     }
 
@@ -106,6 +116,7 @@ impl Family {
             Family::LiveResponse => "live response",
             Family::PackageUri => "investigation package link",
             Family::Hunting => "advanced hunting",
+            Family::Graph => "Microsoft Graph security API",
         }
     }
 
@@ -115,6 +126,7 @@ impl Family {
             Family::LiveResponse => 1,
             Family::PackageUri => 2,
             Family::Hunting => 3,
+            Family::Graph => 4,
         }
     }
 }
@@ -138,7 +150,7 @@ pub(crate) struct Spent {
 pub struct Budget {
     config: BudgetConfig,
     max_wait: Duration,
-    families: [Window; 4],
+    families: [Window; 5],
 }
 
 impl fmt::Debug for Budget {
@@ -183,6 +195,7 @@ impl Budget {
             Family::LiveResponse => self.config.live_response,
             Family::PackageUri => self.config.package_uri,
             Family::Hunting => self.config.hunting,
+            Family::Graph => self.config.graph,
         }
     }
 
@@ -197,6 +210,7 @@ impl Budget {
                 window(config.live_response),
                 window(config.package_uri),
                 window(config.hunting),
+                window(config.graph),
             ],
         }
     }
@@ -425,6 +439,13 @@ mod tests {
             ),
             (Method::GET, "/".to_string(), Family::Default),
             (Method::GET, String::new(), Family::Default),
+            (
+                Method::GET,
+                "/v1.0/security/alerts_v2".to_string(),
+                Family::Graph,
+            ),
+            (Method::GET, "/V1.0".to_string(), Family::Graph),
+            (Method::GET, "/v1".to_string(), Family::Default),
         ];
         for (method, path, want) in cases {
             assert_eq!(Family::of(&method, &path), want, "{method} {path}");
@@ -432,7 +453,13 @@ mod tests {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(
             names,
-            ["default", "live_response", "package_uri", "hunting"]
+            [
+                "default",
+                "live_response",
+                "package_uri",
+                "hunting",
+                "graph"
+            ]
         );
     }
 

@@ -201,6 +201,12 @@ impl DefenderClient {
     /// The same client with the asset's request budget (a fresh one: build it once per asset
     /// and share the client).
     pub fn with_budget(self, budget: Budget) -> DefenderClient {
+        self.with_shared_budget(Arc::new(budget))
+    }
+
+    /// The same client drawing on `budget`, which other clients may share (each endpoint
+    /// family keeps its own windows).
+    pub fn with_shared_budget(self, budget: Arc<Budget>) -> DefenderClient {
         let inner = &self.inner;
         DefenderClient {
             inner: Arc::new(Inner {
@@ -209,7 +215,7 @@ impl DefenderClient {
                 base: inner.base.clone(),
                 tokens: inner.tokens.clone(),
                 retry: inner.retry,
-                budget: Arc::new(budget),
+                budget,
             }),
             deadline: self.deadline,
         }

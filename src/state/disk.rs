@@ -41,6 +41,8 @@ struct DiskFile {
     updated_at: i64,
     #[serde(default)]
     tokens: Option<DiskTokens>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    graph_tokens: Option<DiskTokens>,
     #[serde(default)]
     consent_sessions: Vec<DiskConsent>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -191,20 +193,24 @@ pub(crate) fn decode(
                 },
             })
     };
-    let tokens = match file.tokens {
-        None => None,
-        Some(t) => Some(StoredTokens {
-            access_token: open("tokens.access_token".into(), &t.access_token)?,
+    let open_tokens = |field: &str, t: Option<DiskTokens>| -> Result<_, StateError> {
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        Ok(Some(StoredTokens {
+            access_token: open(format!("{field}.access_token"), &t.access_token)?,
             refresh_token: match &t.refresh_token {
                 None => None,
-                Some(sealed) => Some(open("tokens.refresh_token".into(), sealed)?),
+                Some(sealed) => Some(open(format!("{field}.refresh_token"), sealed)?),
             },
             expires_at: t.expires_at,
             obtained_at: t.obtained_at,
             grant: t.grant,
             scope: t.scope,
-        }),
+        }))
     };
+    let tokens = open_tokens("tokens", file.tokens)?;
+    let graph_tokens = open_tokens("graph_tokens", file.graph_tokens)?;
     let consent_sessions = file
         .consent_sessions
         .into_iter()
@@ -221,6 +227,7 @@ pub(crate) fn decode(
         .collect::<Result<Vec<_>, StateError>>()?;
     Ok(AssetState {
         tokens,
+        graph_tokens,
         consent_sessions,
         consent_tickets: file.consent_tickets,
         idempotency: file.idempotency,
@@ -243,17 +250,21 @@ fn encode(
                 message: "encryption failed".into(),
             })
     };
-    let tokens = match &state.tokens {
-        None => None,
-        Some(t) => Some(DiskTokens {
+    let seal_tokens = |t: &Option<StoredTokens>| -> Result<Option<DiskTokens>, StateError> {
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        Ok(Some(DiskTokens {
             access_token: seal(&t.access_token)?,
             refresh_token: t.refresh_token.as_ref().map(seal).transpose()?,
             expires_at: t.expires_at,
             obtained_at: t.obtained_at,
             grant: t.grant.clone(),
             scope: t.scope.clone(),
-        }),
+        }))
     };
+    let tokens = seal_tokens(&state.tokens)?;
+    let graph_tokens = seal_tokens(&state.graph_tokens)?;
     let consent_sessions = state
         .consent_sessions
         .iter()
@@ -272,6 +283,7 @@ fn encode(
         asset_id: asset_id.to_owned(),
         updated_at: super::now_unix(),
         tokens,
+        graph_tokens,
         consent_sessions,
         consent_tickets: state.consent_tickets.clone(),
         idempotency: state.idempotency.clone(),

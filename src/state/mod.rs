@@ -46,8 +46,12 @@ pub use key::{KEY_FILE_NAME, KeySource, STATE_KEY_ENV, key_from_env_value};
 /// Everything remembered about one asset between requests and restarts.
 #[derive(Default, Clone)]
 pub struct AssetState {
-    /// The current token pair, if any.
+    /// The current token pair for the Defender API, if any. For delegated grants its refresh
+    /// token is the asset's one, for every audience.
     pub tokens: Option<StoredTokens>,
+    /// The current Microsoft Graph access token, if any (never a refresh token: that stays in
+    /// `tokens`).
+    pub graph_tokens: Option<StoredTokens>,
     /// Consent sessions started by `/start_oauth` and not yet completed or expired.
     pub consent_sessions: Vec<ConsentSession>,
     /// Consent tickets issued to API callers and not yet used at `/start_oauth` or expired.
@@ -62,6 +66,7 @@ impl fmt::Debug for AssetState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AssetState")
             .field("tokens", &self.tokens)
+            .field("graph_tokens", &self.graph_tokens)
             .field("consent_sessions", &self.consent_sessions)
             .field("consent_tickets", &self.consent_tickets)
             .field("idempotency", &self.idempotency)

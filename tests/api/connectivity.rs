@@ -17,9 +17,10 @@ async fn succeeds_with_v2_and_reports_permissions() {
     assert!(granted.iter().any(|p| p == "Machine.Isolate"));
     assert_eq!(body["parameters"]["wait_for_consent"], 0);
     let c = app.sim.counters();
-    assert_eq!(c.tokens("client_credentials"), 1);
+    // One token per audience: the Defender API and Microsoft Graph.
+    assert_eq!(c.tokens("client_credentials"), 2);
     assert_eq!(c.route("GET", "/api/machines"), 1);
-    assert_eq!(c.route("POST", "/{tenant}/oauth2/v2.0/token"), 1);
+    assert_eq!(c.route("POST", "/{tenant}/oauth2/v2.0/token"), 2);
 }
 
 #[tokio::test]
@@ -34,7 +35,7 @@ async fn succeeds_with_v1_string_numbers() {
     assert_eq!(body["summary"]["token_expires_in"], 3599);
     assert_eq!(
         app.sim.counters().route("POST", "/{tenant}/oauth2/token"),
-        1
+        2
     );
 }
 

@@ -114,7 +114,8 @@ async fn certificate_assets_connect_on_v1_and_v2_and_wrong_ones_fail_clearly() {
         bodies.push(body);
     }
     let c = rig.sim.counters();
-    assert_eq!(c.tokens("certificate"), 3);
+    // One per audience and asset (the Defender API and Microsoft Graph).
+    assert_eq!(c.tokens("certificate"), 6);
     assert_eq!(c.tokens("client_credentials"), 0);
     // The token is used for actions too.
     let (_, listed) = rig
@@ -124,7 +125,7 @@ async fn certificate_assets_connect_on_v1_and_v2_and_wrong_ones_fail_clearly() {
     assert_eq!(listed["status"], "success", "{listed}");
     assert_eq!(
         rig.sim.counters().tokens("certificate"),
-        3,
+        6,
         "cached token reused"
     );
 
@@ -186,7 +187,8 @@ async fn managed_identity_assets_connect_through_the_metadata_endpoint() {
             ["Machine.Read.All", "Machine.Isolate", "Alert.Read.All"]
         );
     }
-    assert_eq!(rig.sim.counters().tokens("managed_identity"), 2);
+    // One per audience and asset (the Defender API and Microsoft Graph).
+    assert_eq!(rig.sim.counters().tokens("managed_identity"), 4);
     // The identity's roles are what the permission preflight checks.
     let (_, body) = rig
         .host
@@ -306,8 +308,8 @@ async fn a_rotated_secret_file_is_used_without_restart() {
     let c = rig.sim.counters();
     assert_eq!(
         c.tokens("client_credentials"),
-        1,
-        "refused once, then issued"
+        2,
+        "refused once, then issued (and one for Microsoft Graph)"
     );
     assert_eq!(
         c.route_status("POST", "/{tenant}/oauth2/v2.0/token", 401),

@@ -74,7 +74,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         token_endpoint: TokenEndpoint::V2,
         login_url: sim_base.to_string(),
         api_url: sim_base.to_string(),
-        graph_url: "https://graph.microsoft.com".into(),
+        graph_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
