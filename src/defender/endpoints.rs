@@ -320,7 +320,12 @@ mod tests {
                 e.method,
                 e.path
             );
-            assert!(e.path.starts_with("/api/"), "{}", e.path);
+            let graph = e.family == Family::Graph;
+            let prefix = if graph { "/v1.0/security/" } else { "/api/" };
+            assert!(e.path.starts_with(prefix), "{}", e.path);
+            let graph_permission =
+                e.permission.starts_with("Security") || e.permission.starts_with("ThreatHunting");
+            assert_eq!(graph, graph_permission, "{}", e.path);
             assert!(!e.permission.is_empty());
         }
     }
