@@ -11,6 +11,8 @@
 //!   signs and verifies the access tokens they issue.
 //! - [`api`]: the Defender for Endpoint API under `/api` (bearer check, roles, rate limits,
 //!   machines, machine actions, live response, library files, download links).
+//! - [`graph_data`]: Microsoft Graph alerts_v2 and incidents per tenant, generated from the
+//!   scenario.
 //! - [`control`]: `/_sim/...` routes for tests and demos (loopback only).
 //! - [`faults`]: the outer middleware: path normalisation, fault injection, counting.
 //!
@@ -24,6 +26,7 @@ pub mod control;
 pub mod entra;
 pub mod error;
 pub mod faults;
+pub mod graph_data;
 pub mod jwt;
 pub mod scenario;
 pub mod state;

@@ -53,6 +53,8 @@ pub struct World {
     pub rate_windows: HashMap<String, std::collections::VecDeque<i64>>,
     /// `jti` of client assertions already redeemed → their `exp` (forgotten once expired).
     pub used_assertions: HashMap<String, i64>,
+    /// Microsoft Graph alerts and incidents, per tenant (generated on first use).
+    pub graph: crate::graph_data::GraphStore,
 }
 
 impl World {
@@ -73,6 +75,7 @@ impl World {
             actions: ActionStore::default(),
             rate_windows: HashMap::new(),
             used_assertions: HashMap::new(),
+            graph: crate::graph_data::GraphStore::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod consistency;
 pub mod definition;
 pub mod devices;
 pub mod engine;
+pub mod graph;
 pub mod library;
 pub mod live_response;
 pub mod machine;
@@ -126,6 +127,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(live_response::handlers())
         .chain(library::handlers())
         .chain(alerts::handlers())
+        .chain(graph::handlers())
         .collect()
     })
 }

@@ -217,6 +217,77 @@ pub static IP_ALERTS: Endpoint = read("/api/ips/{ip}/alerts", "Alert.Read.All");
 pub static USER_ALERTS: Endpoint = read("/api/users/{user}/alerts", "Alert.Read.All");
 /// `GET /api/machines/{id}/alerts`: alerts of a device.
 pub static MACHINE_ALERTS: Endpoint = read("/api/machines/{id}/alerts", "Alert.Read.All");
+// --- Microsoft Graph security ---------------------------------------------------------------
+
+/// Largest `$top` of `GET /v1.0/security/alerts_v2`.
+pub const GRAPH_ALERTS_MAX_TOP: usize = 2_000;
+/// Largest `$top` of `GET /v1.0/security/incidents`.
+pub const GRAPH_INCIDENTS_MAX_TOP: usize = 50;
+
+const fn graph(method: Method, path: &'static str, permission: &'static str) -> Endpoint {
+    let priority = if matches!(method, Method::GET) {
+        Priority::Read
+    } else {
+        Priority::Respond
+    };
+    Endpoint {
+        method,
+        path,
+        family: Family::Graph,
+        permission,
+        priority,
+    }
+}
+
+/// `GET /v1.0/security/alerts_v2`: alerts of every Defender service (OData, 2,000 a page).
+pub static GRAPH_ALERTS: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/alerts_v2",
+    "SecurityAlert.Read.All",
+);
+/// `GET /v1.0/security/alerts_v2/{id}`: one alert with its evidence.
+pub static GRAPH_ALERT: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/alerts_v2/{id}",
+    "SecurityAlert.Read.All",
+);
+/// `PATCH /v1.0/security/alerts_v2/{id}`: status, classification, determination, assignedTo.
+pub static UPDATE_GRAPH_ALERT: Endpoint = graph(
+    Method::PATCH,
+    "/v1.0/security/alerts_v2/{id}",
+    "SecurityAlert.ReadWrite.All",
+);
+/// `POST /v1.0/security/alerts_v2/{id}/comments`: adds a comment.
+pub static GRAPH_ALERT_COMMENTS: Endpoint = graph(
+    Method::POST,
+    "/v1.0/security/alerts_v2/{id}/comments",
+    "SecurityAlert.ReadWrite.All",
+);
+/// `GET /v1.0/security/incidents`: incidents (OData, 50 a page, `$expand=alerts`).
+pub static GRAPH_INCIDENTS: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/incidents",
+    "SecurityIncident.Read.All",
+);
+/// `GET /v1.0/security/incidents/{id}`: one incident.
+pub static GRAPH_INCIDENT: Endpoint = graph(
+    Method::GET,
+    "/v1.0/security/incidents/{id}",
+    "SecurityIncident.Read.All",
+);
+/// `PATCH /v1.0/security/incidents/{id}`: status, assignedTo, classification, determination,
+/// customTags, description.
+pub static UPDATE_GRAPH_INCIDENT: Endpoint = graph(
+    Method::PATCH,
+    "/v1.0/security/incidents/{id}",
+    "SecurityIncident.ReadWrite.All",
+);
+/// `POST /v1.0/security/incidents/{id}/comments`: adds a comment.
+pub static GRAPH_INCIDENT_COMMENTS: Endpoint = graph(
+    Method::POST,
+    "/v1.0/security/incidents/{id}/comments",
+    "SecurityIncident.ReadWrite.All",
+);
 
 /// Every endpoint of the catalogue (documentation and tests).
 pub static ALL: &[&Endpoint] = &[
@@ -253,6 +324,14 @@ pub static ALL: &[&Endpoint] = &[
     &IP_ALERTS,
     &USER_ALERTS,
     &MACHINE_ALERTS,
+    &GRAPH_ALERTS,
+    &GRAPH_ALERT,
+    &UPDATE_GRAPH_ALERT,
+    &GRAPH_ALERT_COMMENTS,
+    &GRAPH_INCIDENTS,
+    &GRAPH_INCIDENT,
+    &UPDATE_GRAPH_INCIDENT,
+    &GRAPH_INCIDENT_COMMENTS,
 ];
 
 #[cfg(test)]
@@ -295,7 +374,12 @@ mod tests {
                 e.method,
                 e.path
             );
-            assert!(e.path.starts_with("/api/"), "{}", e.path);
+            let graph = e.family == Family::Graph;
+            let prefix = if graph { "/v1.0/security/" } else { "/api/" };
+            assert!(e.path.starts_with(prefix), "{}", e.path);
+            let graph_permission =
+                e.permission.starts_with("Security") || e.permission.starts_with("ThreatHunting");
+            assert_eq!(graph, graph_permission, "{}", e.path);
             assert!(!e.permission.is_empty());
         }
     }

@@ -386,6 +386,26 @@ impl DefenderClient {
         paging::list(self, &call.path, &Route::of(call.endpoint), query, limit).await
     }
 
+    /// Like [`list`](Self::list), with pages of at most `page_size` items (`$top`), for lists
+    /// whose limit is below 10,000 (Graph: 2,000 alerts, 50 incidents a page).
+    pub async fn list_with_page_size(
+        &self,
+        call: &Call,
+        query: &ListQuery,
+        limit: usize,
+        page_size: usize,
+    ) -> Result<Vec<Value>, DefenderError> {
+        paging::list_paged(
+            self,
+            &call.path,
+            &Route::of(call.endpoint),
+            query,
+            limit,
+            page_size,
+        )
+        .await
+    }
+
     /// The parsed base URL, or why the configured one is unusable.
     fn base(&self) -> Result<&Url, DefenderError> {
         self.inner

@@ -242,4 +242,19 @@ mod tests {
             prop_assert_eq!(tail, "");
         }
     }
+
+    #[test]
+    fn datetime_bounds_carry_no_caller_text() {
+        let at = time::macros::datetime!(2025-11-22 10:00:00.5 +01:00);
+        assert_eq!(
+            Filter::ge_datetime("createdDateTime", at).as_str(),
+            "createdDateTime ge 2025-11-22T09:00:00Z"
+        );
+        let hostile = Filter::eq("assignedTo", "a' or status eq 'new")
+            .and(Filter::ge_datetime("lastUpdateDateTime", at));
+        assert_eq!(
+            hostile.as_str(),
+            "assignedTo eq 'a'' or status eq ''new' and lastUpdateDateTime ge 2025-11-22T09:00:00Z"
+        );
+    }
 }

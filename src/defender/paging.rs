@@ -87,6 +87,20 @@ pub(crate) async fn list(
     query: &ListQuery,
     limit: usize,
 ) -> Result<Vec<Value>, DefenderError> {
+    list_paged(client, path, route, query, limit, MAX_TOP).await
+}
+
+/// See [`DefenderClient::list_with_page_size`]: like [`list`], asking for at most `max_top`
+/// items a page (lists whose `$top` limit is below Defender's 10,000, such as Graph's).
+pub(crate) async fn list_paged(
+    client: &DefenderClient,
+    path: &str,
+    route: &Route,
+    query: &ListQuery,
+    limit: usize,
+    max_top: usize,
+) -> Result<Vec<Value>, DefenderError> {
+    let max_top = max_top.clamp(1, MAX_TOP);
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -103,7 +117,7 @@ pub(crate) async fn list(
         Ok(url)
     };
 
-    let first_top = limit.min(MAX_TOP);
+    let first_top = limit.min(max_top);
     let first = page_url(first_top, base_skip)?;
     let mut seen = HashSet::from([first.as_str().to_owned()]);
     let mut next = Some(PageRequest {
@@ -149,7 +163,7 @@ pub(crate) async fn list(
             && received > 0
             && received == top
         {
-            let top = (limit - items.len()).min(MAX_TOP);
+            let top = (limit - items.len()).min(max_top);
             let url = page_url(top, base_skip + items.len())?;
             if seen.insert(url.as_str().to_owned()) {
                 next = Some(PageRequest {

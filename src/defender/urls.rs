@@ -115,15 +115,24 @@ pub(crate) fn rebase_next_link(
     {
         path = rest;
     }
-    let Some(rest) = strip_prefix_ci(path, "/api").filter(|r| r.is_empty() || r.starts_with('/'))
+    // The API root of the page being read: `/api` (Defender) or `/v1.0` (Microsoft Graph);
+    // the next page must stay under it.
+    let current_path = current.path();
+    let current_rest = strip_prefix_ci(current_path, prefix).unwrap_or(current_path);
+    let root = if strip_prefix_ci(current_rest, "/v1.0").is_some_and(|r| r.starts_with('/')) {
+        "/v1.0"
+    } else {
+        "/api"
+    };
+    let Some(rest) = strip_prefix_ci(path, root).filter(|r| r.is_empty() || r.starts_with('/'))
     else {
         return Err(DefenderError::Decode(format!(
-            "the @odata.nextLink of a list page points outside /api ({}); paging stopped",
+            "the @odata.nextLink of a list page points outside {root} ({}); paging stopped",
             endpoint_template(path)
         )));
     };
     let mut url = base.clone();
-    url.set_path(&format!("{prefix}/api{rest}"));
+    url.set_path(&format!("{prefix}{root}{rest}"));
     url.set_query(parsed.query());
     url.set_fragment(None);
     Ok(url)
@@ -329,5 +338,27 @@ mod tests {
             .as_str(),
             "http://proxy.local/mde/api/alerts?$skip=2"
         );
+    }
+
+    #[test]
+    fn graph_next_links_stay_under_v1_0_on_the_configured_host() {
+        let base = Url::parse("https://graph.microsoft.com").unwrap();
+        let current = Url::parse("https://graph.microsoft.com/v1.0/security/alerts_v2").unwrap();
+        assert_eq!(
+            rebase_next_link(
+                &base,
+                &current,
+                "https://evil.example/v1.0/security/alerts_v2?$skip=2000"
+            )
+            .unwrap()
+            .as_str(),
+            "https://graph.microsoft.com/v1.0/security/alerts_v2?$skip=2000"
+        );
+        for bad in [
+            "https://graph.microsoft.com/beta/security/alerts_v2",
+            "https://graph.microsoft.com/api/machines",
+        ] {
+            assert!(rebase_next_link(&base, &current, bad).is_err(), "{bad}");
+        }
     }
 }

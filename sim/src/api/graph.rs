@@ -17,7 +17,32 @@ use crate::jwt::{self, TokenError};
 use crate::state::Sim;
 
 /// The role table of Graph routes: (method, route template) → any one of these permissions.
-pub const GRAPH_ROLE_TABLE: &[(&str, &str, &[&str])] = &[];
+pub const GRAPH_ROLE_TABLE: &[(&str, &str, &[&str])] = &[
+    ("GET", "/v1.0/security/alerts_v2", READ_ALERTS),
+    ("GET", "/v1.0/security/alerts_v2/{id}", READ_ALERTS),
+    ("PATCH", "/v1.0/security/alerts_v2/{id}", WRITE_ALERTS),
+    (
+        "POST",
+        "/v1.0/security/alerts_v2/{id}/comments",
+        WRITE_ALERTS,
+    ),
+    ("GET", "/v1.0/security/incidents", READ_INCIDENTS),
+    ("GET", "/v1.0/security/incidents/{id}", READ_INCIDENTS),
+    ("PATCH", "/v1.0/security/incidents/{id}", WRITE_INCIDENTS),
+    (
+        "POST",
+        "/v1.0/security/incidents/{id}/comments",
+        WRITE_INCIDENTS,
+    ),
+];
+
+const READ_ALERTS: &[&str] = &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
+const WRITE_ALERTS: &[&str] = &["SecurityAlert.ReadWrite.All"];
+const READ_INCIDENTS: &[&str] = &[
+    "SecurityIncident.Read.All",
+    "SecurityIncident.ReadWrite.All",
+];
+const WRITE_INCIDENTS: &[&str] = &["SecurityIncident.ReadWrite.All"];
 
 /// Permissions a Graph route needs (any one of them); unknown routes need a security read role.
 pub fn lookup(method: &str, route: &str) -> &'static [&'static str] {
@@ -33,7 +58,9 @@ pub fn lookup(method: &str, route: &str) -> &'static [&'static str] {
 /// Routes of the Graph security API, each behind [`guard`] (`layer`, not `route_layer`, so
 /// the router may still be empty while no Graph resource is served).
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
-    Router::new().layer(axum::middleware::from_fn_with_state(sim, guard))
+    Router::new()
+        .merge(super::graph_security::routes())
+        .layer(axum::middleware::from_fn_with_state(sim, guard))
 }
 
 /// A Graph error answer: `{"error":{"code","message","innerError":{date, request-id,

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod auth;
 pub mod download;
 pub mod graph;
+pub mod graph_security;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
