@@ -136,6 +136,45 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
+/// A Graph list the asset's triage filters apply to: what to call, its page limit, and the
+/// words and summary key of the answer.
+struct Listing {
+    endpoint: &'static endpoints::Endpoint,
+    max_top: usize,
+    one: &'static str,
+    many: &'static str,
+    total_key: &'static str,
+}
+
+impl Listing {
+    /// Lists up to `limit` records with `query`, leaves out what the triage filters ignore,
+    /// and answers the records with their count and the ignored count.
+    async fn run(
+        &self,
+        ctx: &ActionContext,
+        query: &ListQuery,
+        limit: u64,
+    ) -> Result<Outcome, ActionError> {
+        let call = self.endpoint.at(&[]);
+        let records = match ctx
+            .asset
+            .graph
+            .list_with_page_size(&call, query, limit_of(limit), self.max_top)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return upstream(e, &format!("listing {}", self.many), None),
+        };
+        let (kept, ignored) = triage::apply(&ctx.asset.config.triage, records);
+        let kept: Vec<Value> = kept.into_iter().filter(Value::is_object).collect();
+        let mut outcome = Outcome::success(plural(kept.len(), self.one, self.many))
+            .with_summary(self.total_key, kept.len())
+            .with_summary(IGNORED_SUMMARY_KEY, ignored);
+        outcome.data = kept;
+        Ok(outcome)
+    }
+}
+
 fn limit_of(limit: u64) -> usize {
     usize::try_from(limit).unwrap_or(usize::MAX)
 }
@@ -212,28 +251,14 @@ impl Action for ListGraphAlerts {
         if let Some(f) = filter {
             query = query.filter(f);
         }
-        let call = endpoints::GRAPH_ALERTS.at(&[]);
-        let alerts = match ctx
-            .asset
-            .graph
-            .list_with_page_size(
-                &call,
-                &query,
-                limit_of(p.limit),
-                endpoints::GRAPH_ALERTS_MAX_TOP,
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => return upstream(e, "listing alerts", None),
+        let listing = Listing {
+            endpoint: &endpoints::GRAPH_ALERTS,
+            max_top: endpoints::GRAPH_ALERTS_MAX_TOP,
+            one: "alert",
+            many: "alerts",
+            total_key: "total_alerts",
         };
-        let (kept, ignored) = triage::apply(triage_filters, alerts);
-        let kept: Vec<Value> = kept.into_iter().filter(Value::is_object).collect();
-        let mut outcome = Outcome::success(plural(kept.len(), "alert", "alerts"))
-            .with_summary("total_alerts", kept.len())
-            .with_summary(IGNORED_SUMMARY_KEY, ignored);
-        outcome.data = kept;
-        Ok(outcome)
+        listing.run(&ctx, &query, p.limit).await
     }
 }
 
@@ -456,28 +481,14 @@ impl Action for ListIncidents {
         if p.expand_alerts {
             query = query.param("$expand", "alerts");
         }
-        let call = endpoints::GRAPH_INCIDENTS.at(&[]);
-        let incidents = match ctx
-            .asset
-            .graph
-            .list_with_page_size(
-                &call,
-                &query,
-                limit_of(p.limit),
-                endpoints::GRAPH_INCIDENTS_MAX_TOP,
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => return upstream(e, "listing incidents", None),
+        let listing = Listing {
+            endpoint: &endpoints::GRAPH_INCIDENTS,
+            max_top: endpoints::GRAPH_INCIDENTS_MAX_TOP,
+            one: "incident",
+            many: "incidents",
+            total_key: "total_incidents",
         };
-        let (kept, ignored) = triage::apply(triage_filters, incidents);
-        let kept: Vec<Value> = kept.into_iter().filter(Value::is_object).collect();
-        let mut outcome = Outcome::success(plural(kept.len(), "incident", "incidents"))
-            .with_summary("total_incidents", kept.len())
-            .with_summary(IGNORED_SUMMARY_KEY, ignored);
-        outcome.data = kept;
-        Ok(outcome)
+        listing.run(&ctx, &query, p.limit).await
     }
 }
 
