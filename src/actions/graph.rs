@@ -29,23 +29,6 @@ pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
     ]
 }
 
-/// Parses a `*_since` parameter: an RFC 3339 date-time or a `YYYY-MM-DD` date (midnight UTC).
-pub fn parse_since(name: &str, text: &str) -> Result<OffsetDateTime, ActionError> {
-    let t = text.trim();
-    if let Ok(at) = OffsetDateTime::parse(t, &Rfc3339) {
-        return Ok(at);
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(t, &fmt)
-        .map(|d| d.midnight().assume_utc())
-        .map_err(|_| {
-            ActionError::InvalidParameter(format!(
-                "parameter '{name}': '{}' is not a date-time: give RFC 3339 (2025-11-22T08:00:00Z) or a date (2025-11-22)",
-                super::truncate(t, 64)
-            ))
-        })
-}
-
 /// The filters shared by `list_graph_alerts` and `list_incidents`.
 #[derive(Debug, Default)]
 pub struct ListFilters<'a> {
@@ -95,13 +78,13 @@ pub fn list_filter(
     if let Some(v) = given(f.created_since) {
         parts.push(Filter::ge_datetime(
             "createdDateTime",
-            parse_since("created_since", &v)?,
+            super::alerts::moment("created_since", &v)?,
         ));
     }
     if let Some(v) = given(f.updated_since) {
         parts.push(Filter::ge_datetime(
             "lastUpdateDateTime",
-            parse_since("updated_since", &v)?,
+            super::alerts::moment("updated_since", &v)?,
         ));
     }
     if let Some(start) = triage::lookback_start(triage_filters, now)
@@ -551,18 +534,17 @@ pub fn parse_tags(text: &str) -> Result<Vec<String>, ActionError> {
     } else {
         t.split(',').map(str::to_string).collect()
     };
-    let tags: Vec<String> = tags
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
     if tags.iter().any(|s| s.chars().any(char::is_control)) {
         return Err(bad("a tag contains a control character"));
     }
     if tags.iter().any(|s| s.chars().count() > 200) {
         return Err(bad("a tag is longer than 200 characters"));
     }
-    Ok(tags)
+    Ok(tags
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Updates an incident.

@@ -200,6 +200,84 @@ fn equals_ci(name: &str, value: &str) -> Value {
     })
 }
 
+/// A pattern accepting `body` between the white space the handler trims.
+fn trimmed(body: &str) -> String {
+    format!("^{TRIMMED}{body}{TRIMMED}$")
+}
+
+/// A Defender alert id as the alert actions check it.
+const ALERT_ID_BODY: &str = "[A-Za-z0-9_-]{1,100}";
+
+/// A SHA1 or SHA256.
+const HASH_BODY: &str = "(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})";
+
+/// A domain name as the alert and device actions check it.
+const DOMAIN_BODY: &str = "[A-Za-z0-9-]{1,63}(?:\\.[A-Za-z0-9-]{1,63})*";
+
+/// A user account as the alert actions take it: an optional `DOMAIN\\` prefix, the account
+/// name, an optional `@domain` suffix.
+const USER_BODY: &str = "(?:[\\s\\S]*\\\\)?[A-Za-z0-9._$-]{1,104}(?:@[^\\\\]*)?";
+
+/// A moment as `since`-like parameters take it: an RFC 3339 date-time or a date.
+fn moment_schema() -> Value {
+    json!({"anyOf": [{"format": "date-time"}, {"format": "date"}]})
+}
+
+/// Alert ids as `update_alerts` takes them: a JSON list of id strings or ids separated by
+/// commas (blank items skipped), at most 500.
+fn alert_ids_schema() -> Value {
+    let id = ALERT_ID_BODY;
+    let ws = "[ \\t\\n\\r]*";
+    let json_list = format!("\\[{ws}\"{id}\"(?:{ws},{ws}\"{id}\"){{0,499}}{ws}\\]");
+    let item = format!("{TRIMMED}{id}{TRIMMED}");
+    let blank = TRIMMED;
+    let commas = format!("(?:{blank},)*{item}(?:,(?:{item}|{blank})){{0,999}}");
+    json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$"), "maxLength": 60000})
+}
+
+/// An OData `$filter` expression as a caller may pass one through: no character that ends or
+/// adds a query option, no control character, string literals closed and parentheses balanced
+/// (described to a nesting depth of three); blank counts as not given.
+fn caller_filter_schema() -> Value {
+    let atom = "[^'&$#?;()\\u0000-\\u001f\\u007f-\\u009f]";
+    let literal = "'(?:[^'\\u0000-\\u001f\\u007f-\\u009f]|'')*'";
+    let mut level = format!("(?:{atom}|{literal})*");
+    for _ in 0..3 {
+        level = format!("(?:{atom}|{literal}|\\({level}\\))*");
+    }
+    json!({"pattern": format!("^{TRIMMED}{level}{TRIMMED}$")})
+}
+
+/// `input` is given and has `schema`'s shape when `input_type` is `kind`.
+fn input_when(kind: &str, schema: Value) -> Value {
+    let mut input = json!({"type": "string"});
+    if let (Some(obj), Value::Object(extra)) = (input.as_object_mut(), schema) {
+        obj.extend(extra);
+    }
+    json!({
+        "if": equals_ci("input_type", kind),
+        "then": {"required": ["input"], "properties": {"input": input}},
+    })
+}
+
+/// `custom_tags` as `update_incident` takes it: a JSON list of strings (without escapes or
+/// control characters, each at most 200 characters), or tags separated by commas, each at most
+/// 200 characters and without control characters.
+fn custom_tags_schema() -> Value {
+    let plain = "[^,\\u0000-\\u001f\\u007f-\\u009f]";
+    let first = "[^,\\[\\s\\u0000-\\u001f\\u007f-\\u009f]";
+    let commas = format!("^(?:{first}{plain}{{0,199}})?(?:,{plain}{{0,200}})*$");
+    let item = "\"[^\"\\\\\\u0000-\\u001f\\u007f-\\u009f]{0,200}\"";
+    let ws = "[ \\t\\n\\r]*";
+    let list = format!("^{TRIMMED}\\[{ws}(?:{item}(?:{ws},{ws}{item})*)?{ws}\\]{TRIMMED}$");
+    json!({"anyOf": [{"pattern": commas}, {"pattern": list}]})
+}
+
+/// At least one of `names` is given (not blank).
+fn some_given(names: &[&str]) -> Value {
+    json!({"anyOf": names.iter().map(|n| all_given(&[n], nonblank)).collect::<Vec<_>>()})
+}
+
 /// What an action's handler checks beyond each parameter's definition.
 #[derive(Default)]
 struct Rules {
@@ -255,6 +333,7 @@ fn action_rules(id: &str) -> Rules {
         "put_file" => live_response("file_name"),
         "run_script" => live_response("script_name"),
         "list_devices" => Rules {
+            narrow: vec![("query", caller_filter_schema())],
             all_of: vec![
                 json!({
                     "if": equals_ci("input_type", "Domain"),
@@ -267,6 +346,96 @@ fn action_rules(id: &str) -> Rules {
                         "type": "string", "pattern": "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$"}}},
                 }),
             ],
+            ..Rules::default()
+        },
+        "get_alert" | "get_alert_user" | "get_alert_files" | "get_alert_ips"
+        | "get_alert_domains" => Rules {
+            narrow: vec![("alert_id", json!({"pattern": trimmed(ALERT_ID_BODY)}))],
+            ..Rules::default()
+        },
+        "update_alert" => Rules {
+            narrow: vec![("alert_id", json!({"pattern": trimmed(ALERT_ID_BODY)}))],
+            all_of: vec![some_given(&[
+                "status",
+                "assigned_to",
+                "classification",
+                "determination",
+                "comment",
+            ])],
+            ..Rules::default()
+        },
+        "update_alerts" => Rules {
+            narrow: vec![("alert_ids", alert_ids_schema())],
+            all_of: vec![some_given(&[
+                "status",
+                "assigned_to",
+                "classification",
+                "determination",
+                "comment",
+            ])],
+            ..Rules::default()
+        },
+        "create_alert" => Rules {
+            nonblank: &["report_id", "title", "description", "recommended_action"],
+            narrow: vec![("event_time", moment_schema())],
+            ..Rules::default()
+        },
+        "get_domain_alerts" => Rules {
+            narrow: vec![("domain", json!({"pattern": trimmed(DOMAIN_BODY)}))],
+            ..Rules::default()
+        },
+        "get_file_alerts" => Rules {
+            narrow: vec![("file_hash", json!({"pattern": trimmed(HASH_BODY)}))],
+            ..Rules::default()
+        },
+        "get_user_alerts" => Rules {
+            narrow: vec![("user", json!({"pattern": trimmed(USER_BODY)}))],
+            ..Rules::default()
+        },
+        "list_alerts" => Rules {
+            narrow: vec![
+                ("since", moment_schema()),
+                ("filter", caller_filter_schema()),
+            ],
+            all_of: vec![
+                input_when("Domain", json!({"pattern": trimmed(DOMAIN_BODY)})),
+                input_when("File Hash", json!({"pattern": trimmed(HASH_BODY)})),
+                input_when(
+                    "IP",
+                    json!({"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+                ),
+                input_when("User", json!({"pattern": trimmed(USER_BODY)})),
+                input_when("Device", device_schema()),
+            ],
+            ..Rules::default()
+        },
+        "list_graph_alerts" | "list_incidents" => Rules {
+            narrow: vec![
+                ("created_since", moment_schema()),
+                ("updated_since", moment_schema()),
+            ],
+            ..Rules::default()
+        },
+        "update_graph_alert" => Rules {
+            all_of: vec![some_given(&[
+                "status",
+                "classification",
+                "determination",
+                "assigned_to",
+                "comment",
+            ])],
+            ..Rules::default()
+        },
+        "update_incident" => Rules {
+            narrow: vec![("custom_tags", custom_tags_schema())],
+            all_of: vec![some_given(&[
+                "status",
+                "assigned_to",
+                "classification",
+                "determination",
+                "custom_tags",
+                "comment",
+            ])],
             ..Rules::default()
         },
         "upload_library_file" => Rules {
@@ -636,6 +805,72 @@ mod tests {
             "{params}"
         );
         assert!(doc["paths"]["/assets/{asset}/actions/get_file_live_response"].is_object());
+    }
+
+    #[test]
+    fn handler_patterns_take_what_the_handlers_take() {
+        let re = |p: &str| {
+            regex::RegexBuilder::new(p)
+                .size_limit(1 << 30)
+                .build()
+                .unwrap()
+        };
+        let alert = re(&trimmed(ALERT_ID_BODY));
+        assert!(alert.is_match("da637_1-2") && alert.is_match(" ed637 "));
+        assert!(!alert.is_match("a b") && !alert.is_match("") && !alert.is_match(&"a".repeat(101)));
+        let user = re(&trimmed(USER_BODY));
+        for ok in [
+            "jdoe",
+            "CONTOSO\\jdoe",
+            "jdoe@contoso.com",
+            "a@b\\c",
+            " x$ ",
+        ] {
+            assert!(user.is_match(ok), "{ok}");
+        }
+        for bad in ["", "CONTOSO\\", "j doe", "@contoso.com"] {
+            assert!(!user.is_match(bad), "{bad}");
+        }
+        let filter = re(caller_filter_schema()["pattern"].as_str().unwrap());
+        for ok in [
+            "",
+            " ",
+            "severity eq 'High'",
+            "(a eq 'x''y') and (b eq 1)",
+            "((x))",
+        ] {
+            assert!(filter.is_match(ok), "{ok}");
+        }
+        for bad in ["a eq 'x", "(a", "a)", "x&y", "$top=1", "a\u{1}b", "a; b"] {
+            assert!(!filter.is_match(bad), "{bad}");
+        }
+        let ids = re(alert_ids_schema()["pattern"].as_str().unwrap());
+        for ok in [
+            "da1",
+            "da1, da2",
+            ",da1,,",
+            "[\"da1\", \"da2\"]",
+            " [ \"x\" ] ",
+        ] {
+            assert!(ids.is_match(ok), "{ok}");
+        }
+        for bad in ["", ",", "da 1", "[da1]", "[\"a b\"]"] {
+            assert!(!ids.is_match(bad), "{bad}");
+        }
+        let tags = custom_tags_schema();
+        let tags: Vec<regex::Regex> = tags["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| re(t["pattern"].as_str().unwrap()))
+            .collect();
+        let any = |t: &str| tags.iter().any(|r| r.is_match(t));
+        for ok in ["a,b", "", ",x", "[\"a\", \"b\"]", "[]", "x y"] {
+            assert!(any(ok), "{ok}");
+        }
+        for bad in ["[a]", "a\tb", " [x", &"a".repeat(201)] {
+            assert!(!any(bad), "{bad}");
+        }
     }
 
     #[test]
