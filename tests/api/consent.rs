@@ -786,3 +786,77 @@ async fn test_connectivity_answers_a_fresh_consent_link() {
     let ticket = query_param(&link, "ticket").unwrap();
     assert!(!logs.contains(&ticket), "the consent link is in the logs");
 }
+
+#[tokio::test]
+async fn over_https_the_binding_cookie_is_host_only_and_secure() {
+    let app = spawn_configured(Scenario::default_scenario(), |config| {
+        config.server.public_url = "https://plugin.example.com".parse().unwrap();
+        let sim_base = config.assets["contoso"].login_url.clone();
+        let s = Scenario::default_scenario();
+        let a = interactive_asset("admin", &s, &sim_base, 0);
+        config.assets.insert(a.id.clone(), a);
+    })
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/assets/admin/consent"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let link = body["summary"]["consent_url"].as_str().unwrap();
+    assert!(
+        link.starts_with("https://plugin.example.com/start_oauth?ticket=admin."),
+        "{link}"
+    );
+    let path = link.trim_start_matches("https://plugin.example.com");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = browser.get(app.url(path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 302);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("__Host-defender-soar-consent="),
+        "{cookie}"
+    );
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Domain="), "{cookie}");
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let state = query_param(resp.headers()["location"].to_str().unwrap(), "state").unwrap();
+    let result = format!("/result?code=some-code&state={state}");
+    // The same value under the plain name is another browser.
+    let page = Page::from(
+        browser
+            .get(app.url(&result))
+            .header("cookie", format!("defender-soar-consent={value}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(page.body.contains("another browser"), "{}", page.body);
+    // Under its own name it is this browser: the answer goes on to the code exchange.
+    let page = Page::from(
+        browser
+            .get(app.url(&result))
+            .header("cookie", format!("__Host-defender-soar-consent={value}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!page.body.contains("another browser"), "{}", page.body);
+    assert!(page.body.contains("Consent failed"), "{}", page.body);
+}
