@@ -325,6 +325,58 @@ fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// An update of one Graph record (alert or incident): its endpoints and the words of the
+/// answer.
+struct Updated {
+    record: &'static endpoints::Endpoint,
+    update: &'static endpoints::Endpoint,
+    comments: &'static endpoints::Endpoint,
+    noun: &'static str,
+    id_key: &'static str,
+    /// The parameters that count as a change, for the message when none is given.
+    fields: &'static str,
+}
+
+impl Updated {
+    /// Applies `body` and `comment` to record `id` (400 when both are empty) and answers the
+    /// record with its status and comment count.
+    async fn run(
+        &self,
+        ctx: &ActionContext,
+        id: &str,
+        body: Map<String, Value>,
+        comment: Option<&str>,
+    ) -> Result<Outcome, ActionError> {
+        if body.is_empty() && comment.is_none() {
+            return Err(ActionError::InvalidParameter(format!(
+                "nothing to update: give at least one of {}",
+                self.fields
+            )));
+        }
+        let record = match patch_and_comment(
+            ctx,
+            self.record.at(&[id]),
+            self.update.at(&[id]),
+            self.comments.at(&[id]),
+            body,
+            comment,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let which = format!("{} '{id}'", self.noun);
+                return upstream(e, &format!("updating the {}", self.noun), Some(&which));
+            }
+        };
+        Ok(Outcome::success(format!("Updated {} {id}", self.noun))
+            .with_summary(self.id_key, id)
+            .with_summary("status", status_of(&record))
+            .with_summary("total_comments", count_of(&record, "comments"))
+            .with_data(record))
+    }
+}
+
 /// PATCHes `body` (when not empty), then posts `comment` (when given); answers the record
 /// with its comments.
 async fn patch_and_comment(
@@ -372,32 +424,15 @@ impl Action for UpdateGraphAlert {
             ("determination", p.determination.as_deref()),
             ("assignedTo", p.assigned_to.as_deref()),
         ]);
-        let comment = given(&p.comment);
-        if body.is_empty() && comment.is_none() {
-            return Err(ActionError::InvalidParameter(
-                "nothing to update: give at least one of status, classification, determination, assigned_to, comment".into(),
-            ));
-        }
-        let alert = match patch_and_comment(
-            &ctx,
-            endpoints::GRAPH_ALERT.at(&[&id]),
-            endpoints::UPDATE_GRAPH_ALERT.at(&[&id]),
-            endpoints::GRAPH_ALERT_COMMENTS.at(&[&id]),
-            body,
-            comment,
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                return upstream(e, "updating the alert", Some(&format!("alert '{id}'")));
-            }
+        let updated = Updated {
+            record: &endpoints::GRAPH_ALERT,
+            update: &endpoints::UPDATE_GRAPH_ALERT,
+            comments: &endpoints::GRAPH_ALERT_COMMENTS,
+            noun: "alert",
+            id_key: "alert_id",
+            fields: "status, classification, determination, assigned_to, comment",
         };
-        Ok(Outcome::success(format!("Updated alert {id}"))
-            .with_summary("alert_id", id.as_str())
-            .with_summary("status", status_of(&alert))
-            .with_summary("total_comments", count_of(&alert, "comments"))
-            .with_data(alert))
+        updated.run(&ctx, &id, body, given(&p.comment)).await
     }
 }
 
@@ -591,32 +626,15 @@ impl Action for UpdateIncident {
         if let Some(tags) = given(&p.custom_tags) {
             body.insert("customTags".into(), json!(parse_tags(tags)?));
         }
-        let comment = given(&p.comment);
-        if body.is_empty() && comment.is_none() {
-            return Err(ActionError::InvalidParameter(
-                "nothing to update: give at least one of status, assigned_to, classification, determination, custom_tags, comment".into(),
-            ));
-        }
-        let incident = match patch_and_comment(
-            &ctx,
-            endpoints::GRAPH_INCIDENT.at(&[&id]),
-            endpoints::UPDATE_GRAPH_INCIDENT.at(&[&id]),
-            endpoints::GRAPH_INCIDENT_COMMENTS.at(&[&id]),
-            body,
-            comment,
-        )
-        .await
-        {
-            Ok(i) => i,
-            Err(e) => {
-                return upstream(e, "updating the incident", Some(&format!("incident {id}")));
-            }
+        let updated = Updated {
+            record: &endpoints::GRAPH_INCIDENT,
+            update: &endpoints::UPDATE_GRAPH_INCIDENT,
+            comments: &endpoints::GRAPH_INCIDENT_COMMENTS,
+            noun: "incident",
+            id_key: "incident_id",
+            fields: "status, assigned_to, classification, determination, custom_tags, comment",
         };
-        Ok(Outcome::success(format!("Updated incident {id}"))
-            .with_summary("incident_id", id.as_str())
-            .with_summary("status", status_of(&incident))
-            .with_summary("total_comments", count_of(&incident, "comments"))
-            .with_data(incident))
+        updated.run(&ctx, &id, body, given(&p.comment)).await
     }
 }
 
