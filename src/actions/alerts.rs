@@ -230,7 +230,7 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    /// The `$filter` of the request: every condition and the asset's look-back window joined
+    /// The OData filter of the request: every condition and the asset's look-back window joined
     /// with `and`; `None` when there is none.
     pub fn to_filter(&self, lookback: Option<OffsetDateTime>) -> Option<Filter> {
         let mut parts: Vec<Filter> = Vec::new();
@@ -516,12 +516,8 @@ impl Action for GetAlert {
     async fn run(ctx: ActionContext, p: GetParams) -> Result<Outcome, ActionError> {
         let id = alert_id("alert_id", &p.alert_id)?;
         let call = endpoints::ALERT.at(&[&id]);
-        let query: &[(&str, &str)] = if p.expand_evidence {
-            &[("$expand", "evidence")]
-        } else {
-            &[]
-        };
-        let alert = match ctx.asset.defender.get_with_query(&call, query).await {
+        let expand = p.expand_evidence.then_some("evidence");
+        let alert = match ctx.asset.defender.get_expanded(&call, expand).await {
             Ok(a) => clean(a),
             Err(e) => return failure(e, "getting the alert", Some(&id)),
         };
@@ -843,7 +839,7 @@ async fn related(
     let id = alert_id("alert_id", &p.alert_id)?;
     let mut query = ListQuery::new();
     if p.offset > 0 {
-        query = query.param("$skip", p.offset.to_string());
+        query = query.skip(p.offset);
     }
     let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
     let items = match ctx

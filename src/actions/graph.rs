@@ -3,7 +3,7 @@
 //! `list_incidents`, `get_incident`, `update_incident`.
 //!
 //! Enum parameters carry Graph's camelCase spelling (the validator hands it over whatever the
-//! caller's letter case); every `$filter` is built with [`Filter`], so no caller text becomes
+//! caller's letter case); every OData filter is built with [`Filter`], so no caller text becomes
 //! OData syntax; the asset's triage filters apply to every list.
 
 use serde::Deserialize;
@@ -50,7 +50,7 @@ pub struct ListFilters<'a> {
     pub updated_since: Option<&'a str>,
 }
 
-/// The `$filter` of a list: each given filter, and `createdDateTime ge <start>` for the
+/// The OData filter of a list: each given filter, and `createdDateTime ge <start>` for the
 /// asset's look-back window; `None` when nothing narrows the list.
 pub fn list_filter(
     f: &ListFilters<'_>,
@@ -497,7 +497,7 @@ impl Action for ListIncidents {
             query = query.filter(f);
         }
         if p.expand_alerts {
-            query = query.param("$expand", "alerts");
+            query = query.expand("alerts");
         }
         let listing = Listing {
             endpoint: &endpoints::GRAPH_INCIDENTS,
@@ -528,12 +528,7 @@ impl Action for GetIncident {
     async fn run(ctx: ActionContext, p: GetIncidentParams) -> Result<Outcome, ActionError> {
         let id = incident_id(&p.incident_id)?;
         let call = endpoints::GRAPH_INCIDENT.at(&[&id]);
-        let incident = match ctx
-            .asset
-            .graph
-            .get_with_query(&call, &[("$expand", "alerts")])
-            .await
-        {
+        let incident = match ctx.asset.graph.get_expanded(&call, Some("alerts")).await {
             Ok(i) => i,
             Err(e) => {
                 return upstream(e, "reading the incident", Some(&format!("incident {id}")));

@@ -300,6 +300,18 @@ impl DefenderClient {
         self.get_with_query(call, &[]).await
     }
 
+    /// `GET` of one record with the related `relation` embedded (`$expand`) when given.
+    pub async fn get_expanded(
+        &self,
+        call: &Call,
+        relation: Option<&str>,
+    ) -> Result<Value, DefenderError> {
+        match relation {
+            Some(r) => self.get_with_query(call, &[("$expand", r)]).await,
+            None => self.get(call).await,
+        }
+    }
+
     /// GET an endpoint with query parameters (encoded here) as JSON.
     pub async fn get_with_query(
         &self,

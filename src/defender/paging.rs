@@ -35,6 +35,16 @@ impl ListQuery {
         self
     }
 
+    /// Embeds the related `relation` in each record (`$expand`).
+    pub fn expand(self, relation: &str) -> ListQuery {
+        self.param("$expand", relation)
+    }
+
+    /// Starts `n` records in (`$skip`); the pages that follow continue from there.
+    pub fn skip(self, n: u64) -> ListQuery {
+        self.param("$skip", n.to_string())
+    }
+
     /// Adds a parameter.
     pub fn param(mut self, key: impl Into<String>, value: impl Into<String>) -> ListQuery {
         self.extra.push((key.into(), value.into()));
