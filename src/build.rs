@@ -1,30 +1,49 @@
-//! Embeds every `actions/*.json` action definition into the crate.
+//! Embeds the files the binary carries: every `actions/*.json` action definition and every
+//! `hunting/*.kql` hunting template.
 //!
-//! Writes `$OUT_DIR/action_definitions.rs` with one `(file name, include_str!(...))` pair per
-//! file, sorted by file name, so adding an action needs only a new JSON file (and its handler).
+//! Writes `$OUT_DIR/action_definitions.rs` and `$OUT_DIR/hunting_templates.rs`, each with one
+//! `(file name, include_str!(...))` pair per file, sorted by file name, so adding an action
+//! needs only a new JSON file (and its handler) and adding a template only a new KQL file.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::{env, fs, io};
 
 fn main() -> io::Result<()> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
-    let actions_dir = manifest_dir.join("actions");
-    println!("cargo:rerun-if-changed={}", actions_dir.display());
+    embed(
+        &manifest_dir.join("actions"),
+        "json",
+        "The embedded action definition files: (file name, JSON text), sorted by file name.",
+        "ACTION_DEFINITION_FILES",
+        &out_dir.join("action_definitions.rs"),
+    )?;
+    embed(
+        &manifest_dir.join("hunting"),
+        "kql",
+        "The embedded hunting templates: (file name, KQL text), sorted by file name.",
+        "HUNTING_TEMPLATE_FILES",
+        &out_dir.join("hunting_templates.rs"),
+    )
+}
 
+/// Writes `out` declaring `constant` as the `(file name, contents)` pairs of the files of
+/// `dir` ending in `.extension`.
+fn embed(dir: &Path, extension: &str, doc: &str, constant: &str, out: &Path) -> io::Result<()> {
+    println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    if actions_dir.is_dir() {
-        for entry in fs::read_dir(&actions_dir)? {
+    if dir.is_dir() {
+        for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let is_json = path.extension().is_some_and(|ext| ext == "json");
-            if !is_json || !path.is_file() {
+            let matches = path.extension().is_some_and(|ext| ext == extension);
+            if !matches || !path.is_file() {
                 continue;
             }
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("action file name is not UTF-8: {}", path.display()),
+                    format!("file name is not UTF-8: {}", path.display()),
                 ));
             };
             files.push((name.to_string(), path.clone()));
@@ -33,24 +52,21 @@ fn main() -> io::Result<()> {
     files.sort();
 
     let mut code = String::new();
-    code.push_str(
-        "/// The embedded action definition files: (file name, JSON text), sorted by file name.\n",
-    );
-    code.push_str("pub const ACTION_DEFINITION_FILES: &[(&str, &str)] = &[\n");
+    let _ = writeln!(code, "/// {doc}");
+    let _ = writeln!(code, "pub const {constant}: &[(&str, &str)] = &[");
     for (name, path) in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let Some(abs) = path.to_str() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("action file path is not UTF-8: {}", path.display()),
+                format!("file path is not UTF-8: {}", path.display()),
             ));
         };
         // `{:?}` renders a valid Rust string literal (quotes and escapes included).
         let _ = writeln!(code, "    ({name:?}, include_str!({abs:?})),");
     }
     code.push_str("];\n");
-
-    fs::write(out_dir.join("action_definitions.rs"), code)
+    fs::write(out, code)
 }
 
 fn env_var(name: &str) -> io::Result<String> {

@@ -362,6 +362,7 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
         triage: Default::default(),
+        hunting: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     })
@@ -461,6 +462,7 @@ pub fn demo_banner(addr: SocketAddr, key: &str, sim: &str) -> String {
          \n  # check credentials and API access\n  curl -s -X POST {base}/assets/demo/actions/test_connectivity \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"parameters\":{{}}}}'; echo\n\
          \n  # list Windows 11 devices\n  curl -s -X POST {base}/assets/demo/actions/list_devices \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"input_type\":\"All\",\"query\":\"osPlatform eq '\"'\"'Windows11'\"'\"'\",\"limit\":10}}}}'; echo\n\
          \n  # alert triage: new high-severity alerts, the first one with its evidence, then assign and classify it\n  ALERTS=$(curl -s -X POST {base}/assets/demo/actions/list_alerts \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"status\":\"New\",\"severity\":\"High\",\"limit\":5}}}}'); echo \"$ALERTS\"\n  ALERT=$(echo \"$ALERTS\" | grep -o '\"id\":\"da[^\"]*\"' | head -n 1 | cut -d'\"' -f4)\n  curl -s -X POST {base}/assets/demo/actions/get_alert \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"alert_id\":\"'\"$ALERT\"'\",\"expand_evidence\":true}}}}'; echo\n  curl -s -X POST {base}/assets/demo/actions/update_alert \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"alert_id\":\"'\"$ALERT\"'\",\"status\":\"InProgress\",\"assigned_to\":\"analyst@contoso.com\",\"classification\":\"TruePositive\",\"determination\":\"Malware\",\"comment\":\"Triaged from the playbook\"}}}}'; echo\n\
+         \n  # hunting: every device that reached a phishing domain (a template), then a KQL query of your own\n  curl -s -X POST {base}/assets/demo/actions/run_hunting_template \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"template\":\"devices_reached_domain\",\"entity\":\"login-microsoft-verify.example\",\"timespan\":\"P7D\"}}}}'; echo\n  curl -s -X POST {base}/assets/demo/actions/run_query \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"query\":\"DeviceProcessEvents | where ProcessCommandLine contains \\\"wevtutil\\\" | project Timestamp, DeviceName, ProcessCommandLine | take 5\"}}}}'; echo\n\
          \n  # the actions and the manifest\n  curl -s {base}/actions -H \"Authorization: Bearer $KEY\"; echo\n  curl -s {base}/manifest.json -H \"Authorization: Bearer $KEY\"; echo\n\
          \nPress ctrl-c to stop.\n"
     )

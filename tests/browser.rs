@@ -560,6 +560,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
         triage: Default::default(),
+        hunting: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }

@@ -67,7 +67,7 @@ fn demo_curl_examples_work_when_pasted() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        answers.len() >= 7,
+        answers.len() >= 9,
         "{text}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -100,6 +100,37 @@ fn demo_curl_examples_work_when_pasted() {
     assert_eq!(answers[4]["summary"]["alert_id"], first);
     assert_eq!(answers[4]["summary"]["assigned_to"], "analyst@contoso.com");
     assert_eq!(answers[4]["summary"]["classification"], "TruePositive");
-    assert!(answers[5].is_array(), "{}", answers[5]);
-    assert!(answers[6]["actions"].is_array(), "{}", answers[6]);
+    // Hunting: the template finds the devices the scenario says reached the domain, and the
+    // query answers rows with the columns it projects.
+    assert_eq!(answers[5]["action"], "run_hunting_template");
+    assert_eq!(answers[5]["status"], "success", "{}", answers[5]);
+    assert_eq!(answers[5]["summary"]["api"], "graph", "{}", answers[5]);
+    let mut devices: Vec<&str> = answers[5]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["DeviceId"].as_str().unwrap())
+        .collect();
+    devices.sort_unstable();
+    assert_eq!(
+        devices,
+        [
+            "8cfcc2dff88df3eed6a4227926412e6147aff567",
+            "f1eb97a430ca4c315e219960cd146874419fbefc"
+        ],
+        "{}",
+        answers[5]
+    );
+    assert_eq!(answers[6]["action"], "run_query");
+    assert_eq!(answers[6]["status"], "success", "{}", answers[6]);
+    let rows = answers[6]["data"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 5, "{}", answers[6]);
+    assert!(
+        rows.iter()
+            .all(|r| r["ProcessCommandLine"].as_str().unwrap().contains("wevtutil")),
+        "{}",
+        answers[6]
+    );
+    assert!(answers[7].is_array(), "{}", answers[7]);
+    assert!(answers[8]["actions"].is_array(), "{}", answers[8]);
 }

@@ -164,7 +164,13 @@ impl Action for TestConnectivity {
                 .partition(|p| Audience::of_permission(p) == Audience::Defender);
             let mut missing = missing_permissions(&granted, &defender_needs);
             missing.extend(missing_permissions(&graph_granted, &graph_needs));
-            if missing.is_empty() {
+            // An action needing any one of its permissions runs when one is granted.
+            let enough = if d.any_permission {
+                missing.len() < d.permissions.len()
+            } else {
+                missing.is_empty()
+            };
+            if enough {
                 allowed.push(d.id.clone());
             } else {
                 blocked.push(json!({"action": d.id, "missing_permissions": missing}));

@@ -35,6 +35,10 @@ pub struct Definition {
     /// Defender permissions (token roles) the action needs.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The action needs any one of `permissions`, not all: it calls the API whose token
+    /// allows it and checks the token itself (advanced hunting on Graph or on Defender's API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_permission: bool,
     /// Parameters, in the order the file lists them.
     #[serde(default, with = "params_map")]
     pub parameters: Vec<Param>,
@@ -74,6 +78,16 @@ impl Alias {
 }
 
 impl Definition {
+    /// The permissions every token must carry before the handler runs: all of
+    /// `permissions`, or none when any one of them will do (the handler checks).
+    pub fn required_permissions(&self) -> &[String] {
+        if self.any_permission {
+            &[]
+        } else {
+            &self.permissions
+        }
+    }
+
     /// The specification of parameter `name`, if the action has one.
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.parameters

@@ -10,6 +10,7 @@ pub mod definition;
 pub mod devices;
 pub mod engine;
 pub mod graph;
+pub mod hunting;
 pub mod library;
 pub mod live_response;
 pub mod machine;
@@ -128,6 +129,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(library::handlers())
         .chain(alerts::handlers())
         .chain(graph::handlers())
+        .chain(hunting::handlers())
         .collect()
     })
 }
@@ -204,8 +206,8 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     };
     // test_connectivity reports on tokens and permissions instead of being stopped by them.
     let scope = (definition.id != connectivity::TestConnectivity::ID)
-        .then(|| crate::auth::ActionScope::new(action_id, &definition.permissions));
-    if scope.is_some() && !definition.permissions.is_empty() {
+        .then(|| crate::auth::ActionScope::new(action_id, definition.required_permissions()));
+    if scope.is_some() && !definition.required_permissions().is_empty() {
         // Only what is at hand without asking Entra: a token fetch waits for the handler's
         // first API call, after its own parameter checks. Each audience whose permissions
         // the action needs is checked with its own token.
@@ -221,7 +223,7 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
             match tokens.peek().await {
                 Ok(Some(token)) => {
                     if let Some(denied) =
-                        tokens.check_permissions(action_id, &definition.permissions, &token)
+                        tokens.check_permissions(action_id, definition.required_permissions(), &token)
                     {
                         count("failed");
                         return EnvelopeResponse::ok(Envelope::from_outcome(

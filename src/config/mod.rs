@@ -461,6 +461,8 @@ pub struct AssetConfig {
     pub allowed_consenters: Vec<String>,
     /// What alert and incident lists leave out (`ignore_*`, `lookback_days`).
     pub triage: TriageFilters,
+    /// How hunting answers are shown (`hunting_summary_fields`, `hunting_ignore_fields`).
+    pub hunting: HuntingDisplay,
     /// Connect timeout of upstream calls in seconds; default 10.
     pub connect_timeout_secs: u64,
     /// Total timeout of one upstream call in seconds; default 60.
@@ -522,6 +524,7 @@ impl fmt::Debug for AssetConfig {
             .field("disabled_actions", &self.disabled_actions)
             .field("allowed_consenters", &self.allowed_consenters)
             .field("triage", &self.triage)
+            .field("hunting", &self.hunting)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("http_timeout_secs", &self.http_timeout_secs)
             .finish()
@@ -542,6 +545,16 @@ pub struct ManagedIdentityConfig {
 impl ManagedIdentityConfig {
     /// Azure's instance metadata service token endpoint.
     pub const DEFAULT_URL: &'static str = "http://169.254.169.254/metadata/identity/oauth2/token";
+}
+
+/// How an asset's hunting answers are shown: the columns whose values the summary highlights,
+/// and the columns left out of the rows (names compared ignoring case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HuntingDisplay {
+    /// `hunting_summary_fields`: columns whose first values the summary shows.
+    pub summary_fields: Vec<String>,
+    /// `hunting_ignore_fields`: columns dropped from the rows.
+    pub ignore_fields: Vec<String>,
 }
 
 /// What every alert and incident list of an asset leaves out: records whose classification,

@@ -62,6 +62,8 @@ pub(super) struct RawAsset {
     pub ignore_statuses: Option<TextList>,
     pub ignore_service_sources: Option<TextList>,
     pub lookback_days: Option<Text>,
+    pub hunting_summary_fields: Option<TextList>,
+    pub hunting_ignore_fields: Option<TextList>,
     pub connect_timeout_secs: Option<Text>,
     pub http_timeout_secs: Option<Text>,
     /// `[assets.<id>.budget]`.

@@ -15,7 +15,8 @@ use crate::auth::certificate::{CertificateInput, ClientCertificate};
 use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text, TextList};
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
-    LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint, TriageFilters,
+    HuntingDisplay, LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint,
+    TriageFilters,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -391,6 +392,34 @@ fn resolve_asset(
         service_sources: list(raw.ignore_service_sources),
         lookback_days,
     });
+    let mut hunting = HuntingDisplay::default();
+    for (name, given, into) in [
+        (
+            "hunting_summary_fields",
+            raw.hunting_summary_fields,
+            &mut hunting.summary_fields,
+        ),
+        (
+            "hunting_ignore_fields",
+            raw.hunting_ignore_fields,
+            &mut hunting.ignore_fields,
+        ),
+    ] {
+        for (i, field) in list(given).into_iter().enumerate() {
+            let field = field.trim().to_string();
+            if is_column_name(&field) {
+                into.push(field);
+            } else {
+                problems.push(
+                    format!("{}[{i}]", key(name)),
+                    format!(
+                        "{:?} is not a column name (letters, digits and _, at most 128, not starting with a digit)",
+                        crate::actions::truncate(&field, 40)
+                    ),
+                );
+            }
+        }
+    }
     if let (Some(auth), Some(tenant)) = (auth, tenant_id.as_deref())
         && auth.is_delegated()
         && MULTI_TENANT_AUTHORITIES
@@ -428,9 +457,18 @@ fn resolve_asset(
         disabled_actions,
         allowed_consenters,
         triage: triage?,
+        hunting,
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
     })
+}
+
+/// A hunting column name: letters, digits and `_`, not starting with a digit, 1–128 long.
+fn is_column_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// What an asset authenticates with, resolved for its auth kind.

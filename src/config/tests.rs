@@ -1035,6 +1035,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
         triage: Default::default(),
+        hunting: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
     }

@@ -53,7 +53,8 @@ pub enum Family {
     LiveResponse,
     /// `GET .../getPackageUri` (2/min, 120/h).
     PackageUri,
-    /// `POST /api/advancedqueries/run` (45/min, 1500/h).
+    /// `POST /api/advancedqueries/run` and Graph's `POST /security/runHuntingQuery` (45/min,
+    /// 1500/h).
     Hunting,
     /// The Microsoft Graph security API under `/v1.0/security` (150/min, 9000/h).
     Graph,
@@ -74,13 +75,17 @@ impl Family {
     #[cfg(test)]
     pub(crate) fn of(method: &Method, path: &str) -> Family {
         let path = path.trim_end_matches('/');
+        let last = path.rsplit('/').next().unwrap_or_default();
         if path
             .get(..5)
             .is_some_and(|p| p.eq_ignore_ascii_case("/v1.0"))
         {
-            return Family::Graph;
+            return if last.eq_ignore_ascii_case("runHuntingQuery") {
+                Family::Hunting
+            } else {
+                Family::Graph
+            };
         }
-        let last = path.rsplit('/').next().unwrap_or_default();
         if *method == Method::POST && last.eq_ignore_ascii_case("runliveresponse") {
             Family::LiveResponse
         } else if *method == Method::GET && last.eq_ignore_ascii_case("getpackageuri") {

@@ -28,6 +28,8 @@
 mod budget;
 pub mod endpoints;
 mod error;
+pub mod hunting;
+pub mod kql;
 mod models;
 pub mod odata;
 mod paging;
@@ -83,6 +85,8 @@ pub struct DefenderClient {
     inner: Arc<Inner>,
     /// When set, waits (throttling, budget) must end by then; past it calls fail fast.
     deadline: Option<tokio::time::Instant>,
+    /// When set, replaces the client's total timeout for each request (hunting queries).
+    request_timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -102,6 +106,7 @@ impl fmt::Debug for DefenderClient {
             .field("retry", &self.inner.retry)
             .field("budget", &self.inner.budget)
             .field("deadline", &self.deadline)
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +200,7 @@ impl DefenderClient {
                 budget: Arc::new(Budget::standard()),
             }),
             deadline: None,
+            request_timeout: None,
         }
     }
 
@@ -218,6 +224,7 @@ impl DefenderClient {
                 budget,
             }),
             deadline: self.deadline,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -231,6 +238,17 @@ impl DefenderClient {
         DefenderClient {
             inner: self.inner.clone(),
             deadline: Some(at),
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The same client giving each request up to `timeout` in all, instead of the asset's
+    /// `http_timeout_secs` (hunting queries may run for minutes).
+    pub fn with_request_timeout(&self, timeout: Duration) -> DefenderClient {
+        DefenderClient {
+            inner: self.inner.clone(),
+            deadline: self.deadline,
+            request_timeout: Some(timeout),
         }
     }
 
@@ -252,6 +270,7 @@ impl DefenderClient {
                 budget: inner.budget.clone(),
             }),
             deadline: self.deadline,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -341,6 +360,21 @@ impl DefenderClient {
             )
             .await?;
         decode_json(success(raw)?)
+    }
+
+    /// POST a JSON body and answer the success body as it came (large answers parsed by the
+    /// caller, keeping only what it needs); repeated like [`post`](Self::post).
+    pub async fn post_for_bytes(&self, call: &Call, body: &Value) -> Result<Vec<u8>, DefenderError> {
+        let url = self.url(&call.path)?;
+        let raw = self
+            .execute(
+                Method::POST,
+                url,
+                Body::Json(body),
+                Route::of(call.endpoint),
+            )
+            .await?;
+        success(raw).map(|raw| raw.body)
     }
 
     /// PATCH a JSON body; like [`post`](Self::post), never repeated except after a 401.
@@ -623,6 +657,9 @@ impl DefenderClient {
             .request(method.clone(), url.clone())
             .header(AUTHORIZATION, bearer(token).map_err(AttemptError::Fatal)?)
             .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(timeout) = self.request_timeout {
+            request = request.timeout(timeout);
+        }
         request = match body {
             Body::None => request,
             Body::Json(value) => request.json(value),

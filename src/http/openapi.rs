@@ -450,8 +450,40 @@ fn action_rules(id: &str) -> Rules {
             needs_some: true,
             ..Rules::default()
         },
+        "run_query" => Rules {
+            nonblank: &["query"],
+            narrow: vec![("timespan", timespan_schema())],
+            // Defender's API takes no period.
+            all_of: vec![json!({"not": {"allOf": [
+                equals_ci("api", "mde"),
+                all_given(&["timespan"], nonblank),
+            ]}})],
+            ..Rules::default()
+        },
+        "run_hunting_template" => Rules {
+            narrow: vec![
+                ("timespan", timespan_schema()),
+                (
+                    "template",
+                    json!({"enum": crate::actions::hunting::templates::templates()
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .collect::<Vec<_>>()}),
+                ),
+            ],
+            ..Rules::default()
+        },
         _ => Rules::default(),
     }
+}
+
+/// `timespan` as the hunting actions take it: an ISO 8601 duration
+/// ([`crate::defender::kql::duration_pattern`]), or blank for the default.
+fn timespan_schema() -> Value {
+    json!({"pattern": format!(
+        "^{TRIMMED}(?:{}){{0,1}}{TRIMMED}$",
+        crate::defender::kql::duration_pattern()
+    )})
 }
 
 /// `text` as a regex matching it regardless of ASCII letter case.

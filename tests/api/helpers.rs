@@ -79,6 +79,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         disabled_actions: BTreeSet::new(),
         allowed_consenters: Vec::new(),
         triage: Default::default(),
+        hunting: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
     }
