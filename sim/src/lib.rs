@@ -27,6 +27,8 @@ pub mod entra;
 pub mod error;
 pub mod faults;
 pub mod graph_data;
+pub mod hunting_data;
+pub mod kql;
 pub mod jwt;
 pub mod scenario;
 pub mod state;
