@@ -470,3 +470,6 @@ mod tests {
         assert_eq!(format_timespan(90 * TICKS_PER_SEC), "00:01:30");
     }
 }
+
+#[cfg(test)]
+mod eval_tests;
