@@ -378,7 +378,9 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 .collect()
         })
         .unwrap_or_default();
-    let actor = users.first().map_or("admin".to_string(), |u| u.name.clone());
+    let actor = users
+        .first()
+        .map_or("admin".to_string(), |u| u.name.clone());
     let actor_domain = users
         .first()
         .map_or("contoso".to_string(), |u| u.domain.clone());
@@ -446,7 +448,12 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
         }
         let urls: Vec<&(&str, &str)> = BENIGN_URLS
             .iter()
-            .filter(|(u, _)| !scenario.domain_machines.keys().any(|k| u.contains(k.as_str())))
+            .filter(|(u, _)| {
+                !scenario
+                    .domain_machines
+                    .keys()
+                    .any(|k| u.contains(k.as_str()))
+            })
             .collect();
         for i in 0..6 {
             let at = when(&mut rng);
@@ -468,7 +475,11 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 ("DeviceName", s(&m.name)),
                 (
                     "ActionType",
-                    s(if i == 3 { "FileRenamed" } else { "FileModified" }),
+                    s(if i == 3 {
+                        "FileRenamed"
+                    } else {
+                        "FileModified"
+                    }),
                 ),
                 ("FileName", s(&name)),
                 ("FolderPath", s(&folder)),
@@ -512,7 +523,11 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
     for (key, on) in &scenario.file_machines {
         let key = key.to_ascii_lowercase();
         let (sha1, sha256, name) = if key.len() == 40 {
-            (key.clone(), sha256_of(&format!("pair/{key}")), "dropper.exe")
+            (
+                key.clone(),
+                sha256_of(&format!("pair/{key}")),
+                "dropper.exe",
+            )
         } else {
             (sha1_of(&format!("pair/{key}")), key.clone(), "loader.dll")
         };
@@ -669,7 +684,11 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
         let home = &machines[ui % machines.len()];
         let other = &machines[(ui + 1) % machines.len()];
         for (li, lt) in logon_types.iter().enumerate() {
-            let (target, source) = if li == 0 { (home, None) } else { (other, Some(home)) };
+            let (target, source) = if li == 0 {
+                (home, None)
+            } else {
+                (other, Some(home))
+            };
             let at = when(&mut rng);
             logons.push(vec![
                 ("Timestamp", Value::DateTime(at)),
@@ -681,7 +700,10 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 ("AccountName", s(&u.name)),
                 ("AccountSid", s(&u.sid)),
                 ("RemoteIP", source.map_or(Value::Null, |m| s(&m.ip))),
-                ("RemoteDeviceName", source.map_or(Value::Null, |m| s(&m.name))),
+                (
+                    "RemoteDeviceName",
+                    source.map_or(Value::Null, |m| s(&m.name)),
+                ),
                 ("IsLocalAdmin", Value::Bool(ui == 0)),
                 ("ReportId", next_report()),
             ]);
@@ -690,7 +712,11 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 ("ActionType", s("LogonSuccess")),
                 (
                     "LogonType",
-                    s(if li == 0 { "Interactive" } else { "Resource access" }),
+                    s(if li == 0 {
+                        "Interactive"
+                    } else {
+                        "Resource access"
+                    }),
                 ),
                 ("Application", s("Active Directory")),
                 ("AccountUpn", s(&u.upn)),
@@ -748,7 +774,10 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 ("Timestamp", Value::DateTime(when(&mut rng))),
                 (
                     "NetworkMessageId",
-                    s(format!("{}-{k}", &sha256_of(&format!("{}/{k}", u.upn))[..32])),
+                    s(format!(
+                        "{}-{k}",
+                        &sha256_of(&format!("{}/{k}", u.upn))[..32]
+                    )),
                 ),
                 ("SenderFromAddress", s(sender)),
                 ("SenderFromDomain", s(domain)),
@@ -785,10 +814,7 @@ pub fn device_tables(scenario: &Scenario, now_ms: i64) -> Tables {
                 ]
             })
             .collect();
-        let mvals: Vec<(Value, Value)> = machines
-            .iter()
-            .map(|m| (s(&m.id), s(&m.name)))
-            .collect();
+        let mvals: Vec<(Value, Value)> = machines.iter().map(|m| (s(&m.id), s(&m.name))).collect();
         for i in 0..synthetic {
             let b = &pre[i % pre.len()];
             let (id, name) = &mvals[rng.below(mvals.len())];
@@ -874,7 +900,8 @@ fn net_row(
 pub fn add_alert_tables(tables: &mut Tables, alerts: &[Map<String, Json>]) {
     let mut info = Table::new(ALERT_INFO);
     let mut evidence = Table::new(ALERT_EVIDENCE);
-    let opt = |m: &Map<String, Json>, k: &str| m.get(k).and_then(Json::as_str).map_or(Value::Null, s);
+    let opt =
+        |m: &Map<String, Json>, k: &str| m.get(k).and_then(Json::as_str).map_or(Value::Null, s);
     for a in alerts {
         let at = a
             .get("alertCreationTime")
@@ -920,7 +947,10 @@ pub fn add_alert_tables(tables: &mut Tables, alerts: &[Map<String, Json>]) {
             .flatten()
         {
             let Some(e) = e.as_object() else { continue };
-            let kind = e.get("entityType").and_then(Json::as_str).unwrap_or_default();
+            let kind = e
+                .get("entityType")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
             let mut row = match kind {
                 "File" => {
                     let mut r = base("File", "Related");

@@ -28,8 +28,8 @@ pub mod error;
 pub mod faults;
 pub mod graph_data;
 pub mod hunting_data;
-pub mod kql;
 pub mod jwt;
+pub mod kql;
 pub mod scenario;
 pub mod state;
 

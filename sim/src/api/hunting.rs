@@ -192,7 +192,10 @@ mod tests {
     #[test]
     fn iso_durations() {
         assert_eq!(parse_iso_duration("P30D"), Some(THIRTY_DAYS));
-        assert_eq!(parse_iso_duration("PT12H"), Some(12 * 3_600 * TICKS_PER_SEC));
+        assert_eq!(
+            parse_iso_duration("PT12H"),
+            Some(12 * 3_600 * TICKS_PER_SEC)
+        );
         assert_eq!(
             parse_iso_duration("P1DT30M"),
             Some((86_400 + 1_800) * TICKS_PER_SEC)

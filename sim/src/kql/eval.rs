@@ -192,9 +192,7 @@ fn operator(ctx: &Ctx<'_>, rel: Rel, op: &Op) -> Result<Rel, KqlError> {
             for (n, Named { name: given, expr }) in items.iter().enumerate() {
                 let b = bind(ctx, expr, &rel.columns, name)?;
                 let ty = type_of(&b, &rel.columns);
-                let col_name = given
-                    .clone()
-                    .unwrap_or_else(|| default_name(expr, n + 1));
+                let col_name = given.clone().unwrap_or_else(|| default_name(expr, n + 1));
                 match columns.iter().position(|c| c.name == col_name) {
                     Some(i) if extend || given.is_none() => {
                         columns[i].ty = ty;
@@ -254,12 +252,13 @@ fn operator(ctx: &Ctx<'_>, rel: Rel, op: &Op) -> Result<Rel, KqlError> {
                 names
                     .iter()
                     .map(|n| {
-                        rel.columns.iter().position(|c| c.name == *n).ok_or_else(|| {
-                            KqlError::UnresolvedColumn {
+                        rel.columns
+                            .iter()
+                            .position(|c| c.name == *n)
+                            .ok_or_else(|| KqlError::UnresolvedColumn {
                                 operator: name.into(),
                                 name: n.clone(),
-                            }
-                        })
+                            })
                     })
                     .collect::<Result<_, _>>()?
             };
@@ -308,7 +307,12 @@ fn select(rel: Rel, keep: &[usize]) -> Rel {
         rows: rel
             .rows
             .iter()
-            .map(|r| keep.iter().map(|i| r[*i].clone()).collect::<Vec<_>>().into())
+            .map(|r| {
+                keep.iter()
+                    .map(|i| r[*i].clone())
+                    .collect::<Vec<_>>()
+                    .into()
+            })
             .collect(),
     }
 }
@@ -413,14 +417,8 @@ fn summarize(ctx: &Ctx<'_>, rel: Rel, aggs: &[Agg], by: &[Named]) -> Result<Rel,
         let (default, ty) = match a.func {
             AggFn::Count => ("count_".to_string(), ColType::Int64),
             AggFn::DCount => (format!("dcount_{arg_name}"), ColType::Int64),
-            AggFn::Min => (
-                format!("min_{arg_name}"),
-                arg_ty.unwrap_or(ColType::String),
-            ),
-            AggFn::Max => (
-                format!("max_{arg_name}"),
-                arg_ty.unwrap_or(ColType::String),
-            ),
+            AggFn::Min => (format!("min_{arg_name}"), arg_ty.unwrap_or(ColType::String)),
+            AggFn::Max => (format!("max_{arg_name}"), arg_ty.unwrap_or(ColType::String)),
             AggFn::MakeSet => (format!("set_{arg_name}"), ColType::Dynamic),
             AggFn::Sum => (
                 format!("sum_{arg_name}"),
@@ -709,7 +707,7 @@ fn total_cmp(a: &Value, b: &Value) -> Ordering {
 }
 
 /// `has`: `needle` appears in `hay` as a whole term (case-insensitive; the characters
-/// around it are not letters or digits).
+/// around it are not letters or digits, where the needle starts or ends with one).
 pub fn has_term(hay: &str, needle: &str) -> bool {
     let hay = hay.to_lowercase();
     let needle = needle.to_lowercase();
@@ -720,11 +718,16 @@ pub fn has_term(hay: &str, needle: &str) -> bool {
     while let Some(pos) = hay[from..].find(&needle) {
         let start = from + pos;
         let end = start + needle.len();
-        let before_ok = hay[..start]
+        // Boundaries matter only where the needle itself starts or ends with a term character.
+        let before_ok = !needle.starts_with(char::is_alphanumeric)
+            || hay[..start]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric());
+        let after_ok = hay[end..]
             .chars()
-            .next_back()
+            .next()
             .is_none_or(|c| !c.is_alphanumeric());
-        let after_ok = hay[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
         if before_ok && after_ok {
             return true;
         }
@@ -892,9 +895,7 @@ fn binary(op: BinOp, a: Value, c: Value) -> Result<Value, KqlError> {
         BinOp::NotStartsWith => text_op(&|x, y| !x.starts_with(y)),
         BinOp::EndsWith => text_op(&|x, y| x.ends_with(y)),
         BinOp::NotEndsWith => text_op(&|x, y| !x.ends_with(y)),
-        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
-            arithmetic(op, a, c)?
-        }
+        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => arithmetic(op, a, c)?,
         BinOp::And | BinOp::Or => V::Null,
     })
 }
@@ -954,11 +955,7 @@ fn arithmetic(op: BinOp, a: Value, c: Value) -> Result<Value, KqlError> {
 
 fn call(ctx: &Ctx<'_>, f: &str, mut v: Vec<Value>) -> Result<Value, KqlError> {
     use Value as V;
-    let first = if v.is_empty() {
-        V::Null
-    } else {
-        v.remove(0)
-    };
+    let first = if v.is_empty() { V::Null } else { v.remove(0) };
     Ok(match f {
         "ago" => match first {
             V::TimeSpan(t) => V::DateTime(ctx.now - t),
@@ -973,7 +970,9 @@ fn call(ctx: &Ctx<'_>, f: &str, mut v: Vec<Value>) -> Result<Value, KqlError> {
         "toupper" => V::Str(first.to_text().to_uppercase()),
         "strlen" => V::Int(first.to_text().chars().count() as i64),
         "tostring" => V::Str(first.to_text()),
-        "isempty" => V::Bool(matches!(first, V::Null) || matches!(&first, V::Str(s) if s.is_empty())),
+        "isempty" => {
+            V::Bool(matches!(first, V::Null) || matches!(&first, V::Str(s) if s.is_empty()))
+        }
         "isnotempty" => {
             V::Bool(!(matches!(first, V::Null) || matches!(&first, V::Str(s) if s.is_empty())))
         }

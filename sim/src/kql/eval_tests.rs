@@ -36,7 +36,10 @@ fn tables() -> Tables {
         ]);
     }
     let mut u = Table::new(&[("Name", ColType::String), ("Extra", ColType::Int64)]);
-    u.push(vec![("Name", Value::str("u.exe")), ("Extra", Value::Int(1))]);
+    u.push(vec![
+        ("Name", Value::str("u.exe")),
+        ("Extra", Value::Int(1)),
+    ]);
     let mut out = Tables::new();
     out.insert("T".into(), Arc::new(t));
     out.insert("U".into(), Arc::new(u));
@@ -93,19 +96,30 @@ fn in_between_and_dates() {
     assert_eq!(count("T | where Name !in ('cmd.exe')"), 2);
     assert_eq!(count("T | where Name in~ ('CMD.EXE')"), 2);
     assert_eq!(count("T | where Name !in~ ('CMD.EXE')"), 2);
-    assert_eq!(count("let l = dynamic(['old.exe', 'cmd.exe']); T | where Name in (l)"), 3);
+    assert_eq!(
+        count("let l = dynamic(['old.exe', 'cmd.exe']); T | where Name in (l)"),
+        3
+    );
     assert_eq!(count("T | where N between (5 .. 7)"), 2);
     assert_eq!(count("T | where N !between (5 .. 7)"), 2);
     assert_eq!(count("T | where Timestamp > ago(30d)"), 3);
     assert_eq!(count("T | where Timestamp between (ago(60h) .. now())"), 2);
     assert_eq!(
-        count("T | where Timestamp >= datetime(2026-11-18) and Timestamp < datetime(2026-11-19T12:00:00Z)"),
+        count(
+            "T | where Timestamp >= datetime(2026-11-18) and Timestamp < datetime(2026-11-19T12:00:00Z)"
+        ),
         1
     );
-    assert_eq!(count("T | where Timestamp > now() - timespan(1.12:00:00)"), 1);
+    assert_eq!(
+        count("T | where Timestamp > now() - timespan(1.12:00:00)"),
+        1
+    );
     let rs = q("T | where N == 5 | extend D = bin(Timestamp, 1d), Later = Timestamp + 12h");
     assert_eq!(rs.values("D")[0].to_text(), "2026-11-19T00:00:00.0000000Z");
-    assert_eq!(rs.values("Later")[0].to_text(), "2026-11-20T00:00:00.0000000Z");
+    assert_eq!(
+        rs.values("Later")[0].to_text(),
+        "2026-11-20T00:00:00.0000000Z"
+    );
 }
 
 #[test]
@@ -119,7 +133,9 @@ fn timespan_hides_old_rows() {
 #[test]
 fn lets_of_each_scalar_kind() {
     assert_eq!(
-        count("let n = 'cmd.exe'; let lim = 5; let since = 2d; let on = true;\nT | where Name == n and N <= lim and Timestamp > ago(since) and Ok == on"),
+        count(
+            "let n = 'cmd.exe'; let lim = 5; let since = 2d; let on = true;\nT | where Name == n and N <= lim and Timestamp > ago(since) and Ok == on"
+        ),
         1
     );
     assert_eq!(
@@ -132,11 +148,16 @@ fn lets_of_each_scalar_kind() {
 fn project_extend_and_project_away() {
     let rs = q("T | project Name, Twice = N * 2 | take 1");
     assert_eq!(
-        rs.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        rs.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["Name", "Twice"]
     );
     assert_eq!(rs.values("Twice"), vec![Value::Int(10)]);
-    let rs = q("T | extend U = toupper(Name), L = tolower('AB'), S = strcat(Name, '|', N), I = iff(N > 5, 'big', 'small') | take 1");
+    let rs = q(
+        "T | extend U = toupper(Name), L = tolower('AB'), S = strcat(Name, '|', N), I = iff(N > 5, 'big', 'small') | take 1",
+    );
     assert_eq!(rs.columns.len(), 9);
     assert_eq!(rs.values("U")[0], Value::str("CMD.EXE"));
     assert_eq!(rs.values("L")[0], Value::str("ab"));
@@ -144,7 +165,10 @@ fn project_extend_and_project_away() {
     assert_eq!(rs.values("I")[0], Value::str("small"));
     let rs = q("T | project-away Cmd, Ok");
     assert_eq!(
-        rs.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        rs.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["Timestamp", "Name", "N"]
     );
     let rs = q("T | extend N = tostring(N) | take 1");
@@ -154,15 +178,29 @@ fn project_extend_and_project_away() {
 
 #[test]
 fn summarize_each_aggregate() {
-    let rs = q("T | summarize count(), dcount(Name), min(N), max(N), make_set(Name), sum(N), avg(N)");
+    let rs =
+        q("T | summarize count(), dcount(Name), min(N), max(N), make_set(Name), sum(N), avg(N)");
     assert_eq!(
-        rs.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        vec!["count_", "dcount_Name", "min_N", "max_N", "set_Name", "sum_N", "avg_N"]
+        rs.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        vec![
+            "count_",
+            "dcount_Name",
+            "min_N",
+            "max_N",
+            "set_Name",
+            "sum_N",
+            "avg_N"
+        ]
     );
     let types: Vec<&str> = rs.columns.iter().map(|c| c.ty.name()).collect();
     assert_eq!(
         types,
-        vec!["Int64", "Int64", "Int64", "Int64", "Dynamic", "Int64", "Double"]
+        vec![
+            "Int64", "Int64", "Int64", "Int64", "Dynamic", "Int64", "Double"
+        ]
     );
     let row = &rs.rows_json()[0];
     assert_eq!(row["count_"], 4);
@@ -175,9 +213,14 @@ fn summarize_each_aggregate() {
     );
     assert_eq!(row["sum_N"], 22);
     assert_eq!(row["avg_N"], 5.5);
-    let rs = q("T | summarize Runs = count(), Last = max(Timestamp) by Name | order by Runs desc, Name asc");
+    let rs = q(
+        "T | summarize Runs = count(), Last = max(Timestamp) by Name | order by Runs desc, Name asc",
+    );
     assert_eq!(names(&rs), vec!["cmd.exe", "old.exe", "powershell.exe"]);
-    assert_eq!(rs.values("Runs"), vec![Value::Int(2), Value::Int(1), Value::Int(1)]);
+    assert_eq!(
+        rs.values("Runs"),
+        vec![Value::Int(2), Value::Int(1), Value::Int(1)]
+    );
     assert_eq!(rs.columns[2].ty, ColType::DateTime);
     let rs = q("T | where N > 100 | summarize count()");
     assert_eq!(rs.values("count_"), vec![Value::Int(0)]);
@@ -189,7 +232,10 @@ fn summarize_each_aggregate() {
 
 #[test]
 fn order_sort_take_limit_top_distinct_count() {
-    assert_eq!(names(&q("T | order by N")), vec!["old.exe", "powershell.exe", "cmd.exe", "cmd.exe"]);
+    assert_eq!(
+        names(&q("T | order by N")),
+        vec!["old.exe", "powershell.exe", "cmd.exe", "cmd.exe"]
+    );
     assert_eq!(q("T | sort by N asc").values("N")[0], Value::Int(1));
     assert_eq!(count("T | take 2"), 2);
     assert_eq!(count("T | limit 3"), 3);
@@ -217,7 +263,9 @@ fn union_fills_missing_columns_with_null() {
 fn literal_forms_and_comments() {
     assert_eq!(count("T | where Cmd == @'cmd.exe /c dir'"), 1);
     assert_eq!(count("T // all\n| where Name == \"cmd.exe\" // two\n"), 2);
-    let rs = q(r#"T | take 1 | project A = "q\"\\\t", B = @"C:\new""x", C = 'it\'s', R = 1.5, X = 100ms"#);
+    let rs = q(
+        r#"T | take 1 | project A = "q\"\\\t", B = @"C:\new""x", C = 'it\'s', R = 1.5, X = 100ms"#,
+    );
     let row = &rs.rows_json()[0];
     assert_eq!(row["A"], "q\"\\\t");
     assert_eq!(row["B"], "C:\\new\"x");
@@ -244,7 +292,10 @@ fn errors_name_what_is_wrong() {
         err("T | summarize count() by Nope"),
         "'summarize' operator: Failed to resolve column or scalar expression named 'Nope'"
     );
-    assert_eq!(err("T | mv-expand Name"), "Operator 'mv-expand' is not supported");
+    assert_eq!(
+        err("T | mv-expand Name"),
+        "Operator 'mv-expand' is not supported"
+    );
     assert_eq!(
         err("T | where Name == 'x"),
         "Query could not be parsed at ''' on line [1,19]"
@@ -268,7 +319,10 @@ fn errors_name_what_is_wrong() {
 #[test]
 fn datetimes_serialise_with_seven_digits() {
     let rs = q("T | take 1 | project Timestamp");
-    assert_eq!(rs.rows_json()[0]["Timestamp"], "2026-11-19T12:00:00.0000000Z");
+    assert_eq!(
+        rs.rows_json()[0]["Timestamp"],
+        "2026-11-19T12:00:00.0000000Z"
+    );
 }
 
 fn quote(s: &str) -> String {

@@ -239,8 +239,7 @@ pub fn lex(src: &str) -> Result<Vec<Token>, KqlError> {
                 && sym[1..].starts_with(|ch: char| ch.is_ascii_alphabetic())
                 && !sym.ends_with('~');
             let next = c.peek(sym.chars().count());
-            if word_sym && next.is_some_and(|n| n.is_alphanumeric() || n == '_')
-            {
+            if word_sym && next.is_some_and(|n| n.is_alphanumeric() || n == '_') {
                 // e.g. `!has_cs`: read the whole word and let the parser refuse it.
                 c.bump();
                 let mut name = String::from("!");

@@ -303,8 +303,7 @@ impl Parser {
                 self.op = "let".into();
                 let name = self.ident()?;
                 self.expect_sym("=")?;
-                if self.is_sym("(") && matches!(self.peek_at(1), Tok::Sym(")") | Tok::Ident(_))
-                {
+                if self.is_sym("(") && matches!(self.peek_at(1), Tok::Sym(")") | Tok::Ident(_)) {
                     // `let f = (x: long) { ... }` or `let t = (T | ...)`.
                     if matches!(self.peek_at(2), Tok::Sym(":") | Tok::Sym(")")) {
                         return Err(KqlError::UnsupportedOperator(
@@ -856,7 +855,9 @@ impl Parser {
             Tok::Ident(w) if w == "false" => serde_json::Value::Bool(false),
             Tok::Ident(w) if w == "null" => serde_json::Value::Null,
             Tok::Sym("{") => {
-                return Err(KqlError::UnsupportedFunction("dynamic (property bag)".into()));
+                return Err(KqlError::UnsupportedFunction(
+                    "dynamic (property bag)".into(),
+                ));
             }
             _ => return Err(self.error_here()),
         };
@@ -954,9 +955,7 @@ mod tests {
             "'where' operator: Failed to resolve column or scalar expression named 'frob'"
         );
         assert_eq!(
-            parse("let f = (x: long) { x }; T")
-                .unwrap_err()
-                .to_string(),
+            parse("let f = (x: long) { x }; T").unwrap_err().to_string(),
             "Operator 'let (user-defined function)' is not supported"
         );
     }
