@@ -27,7 +27,9 @@ pub mod entra;
 pub mod error;
 pub mod faults;
 pub mod graph_data;
+pub mod hunting_data;
 pub mod jwt;
+pub mod kql;
 pub mod scenario;
 pub mod state;
 

@@ -70,6 +70,39 @@ pub struct Scenario {
     /// Validity of live response download links, in seconds.
     #[serde(default = "default_link_lifetime")]
     pub download_link_lifetime_secs: u64,
+    /// Advanced hunting settings (row limit, latency, synthetic events).
+    #[serde(default)]
+    pub hunting: Hunting,
+}
+
+/// Advanced hunting settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hunting {
+    /// Most rows a query may answer (Microsoft: 100,000); more is a 400.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Each query answers after this many milliseconds (real time).
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// This many extra deterministic `DeviceProcessEvents` rows (for benchmarks), generated
+    /// once on first use.
+    #[serde(default)]
+    pub synthetic_events: usize,
+}
+
+impl Default for Hunting {
+    fn default() -> Self {
+        Hunting {
+            max_rows: default_max_rows(),
+            latency_ms: 0,
+            synthetic_events: 0,
+        }
+    }
+}
+
+fn default_max_rows() -> usize {
+    100_000
 }
 
 /// An Entra ID tenant.

@@ -55,6 +55,8 @@ pub struct World {
     pub used_assertions: HashMap<String, i64>,
     /// Microsoft Graph alerts and incidents, per tenant (generated on first use).
     pub graph: crate::graph_data::GraphStore,
+    /// Advanced hunting tables other than the alert ones (generated on first use).
+    pub hunting: Option<crate::kql::Tables>,
 }
 
 impl World {
@@ -76,6 +78,7 @@ impl World {
             rate_windows: HashMap::new(),
             used_assertions: HashMap::new(),
             graph: crate::graph_data::GraphStore::default(),
+            hunting: None,
         }
     }
 }
@@ -186,6 +189,25 @@ impl Sim {
         }
         self.reset_counters();
         self.clear_faults();
+    }
+
+    /// The advanced hunting tables as queries see them now: the device, mail and identity
+    /// tables (generated once, at the simulated time of first use) and the alert tables of
+    /// the live alerts. Cheap to call: tables are shared, not copied.
+    pub fn hunting_tables(&self) -> crate::kql::Tables {
+        let now_ms = self.clock.now_ms();
+        let mut w = self.world();
+        let base = match &w.hunting {
+            Some(t) => t.clone(),
+            None => {
+                let t = crate::hunting_data::device_tables(&w.scenario, now_ms);
+                w.hunting = Some(t.clone());
+                t
+            }
+        };
+        let mut tables = base;
+        crate::hunting_data::add_alert_tables(&mut tables, &w.alerts);
+        tables
     }
 
     /// A copy of the active scenario.

@@ -172,6 +172,12 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         &["Library.Manage"],
         Family::Default,
     ),
+    (
+        "POST",
+        "/api/advancedqueries/run",
+        &["AdvancedQuery.Read.All", "AdvancedQuery.Read"],
+        Family::AdvancedQueries,
+    ),
     ("GET", "/api/alerts", READ_ALERTS, Family::Default),
     ("GET", "/api/alerts/{id}", READ_ALERTS, Family::Default),
     ("PATCH", "/api/alerts/{id}", WRITE_ALERTS, Family::Default),

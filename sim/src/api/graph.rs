@@ -34,6 +34,11 @@ pub const GRAPH_ROLE_TABLE: &[(&str, &str, &[&str])] = &[
         "/v1.0/security/incidents/{id}/comments",
         WRITE_INCIDENTS,
     ),
+    (
+        "POST",
+        super::hunting::GRAPH_HUNTING_PATH,
+        &["ThreatHunting.Read.All"],
+    ),
 ];
 
 const READ_ALERTS: &[&str] = &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
@@ -60,6 +65,7 @@ pub fn lookup(method: &str, route: &str) -> &'static [&'static str] {
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
     Router::new()
         .merge(super::graph_security::routes())
+        .merge(super::hunting::graph_routes())
         .layer(axum::middleware::from_fn_with_state(sim, guard))
 }
 
@@ -166,7 +172,16 @@ pub async fn guard(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) ->
         )
         .into_response();
     }
-    if let Err(e) = check_rate(&sim, &claims, Family::Graph) {
+    // Hunting also spends the advanced queries budget (45/min, 1500/h), shared with MDE.
+    let hunting = route == super::hunting::GRAPH_HUNTING_PATH;
+    let checked = check_rate(&sim, &claims, Family::Graph).and_then(|()| {
+        if hunting {
+            check_rate(&sim, &claims, Family::AdvancedQueries)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = checked {
         let mut refused = GraphError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
