@@ -1272,3 +1272,23 @@ fn triage_filters_and_lookback() {
         assert!(e.contains("1 to 3650"), "{e}");
     }
 }
+
+#[test]
+fn hunting_display_fields() {
+    let config = parse(
+        &asset_toml(
+            "hunting_summary_fields = [\"DeviceName\", \" FileName \"]\nhunting_ignore_fields = \"ReportId, InitiatingProcessId\"",
+        ),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let h = &config.assets["contoso"].hunting;
+    assert_eq!(h.summary_fields, ["DeviceName", "FileName"]);
+    assert_eq!(h.ignore_fields, ["ReportId", "InitiatingProcessId"]);
+    let e = error_of(
+        &asset_toml("hunting_ignore_fields = [\"ok\", \"Report Id\"]"),
+        SECRET_ENV,
+    );
+    assert!(e.contains("assets.contoso.hunting_ignore_fields[1]"), "{e}");
+    assert!(e.contains("not a column name"), "{e}");
+}
