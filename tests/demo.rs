@@ -126,8 +126,10 @@ fn demo_curl_examples_work_when_pasted() {
     let rows = answers[6]["data"].as_array().unwrap();
     assert!(!rows.is_empty() && rows.len() <= 5, "{}", answers[6]);
     assert!(
-        rows.iter()
-            .all(|r| r["ProcessCommandLine"].as_str().unwrap().contains("wevtutil")),
+        rows.iter().all(|r| r["ProcessCommandLine"]
+            .as_str()
+            .unwrap()
+            .contains("wevtutil")),
         "{}",
         answers[6]
     );

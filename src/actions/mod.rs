@@ -222,9 +222,11 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
             }
             match tokens.peek().await {
                 Ok(Some(token)) => {
-                    if let Some(denied) =
-                        tokens.check_permissions(action_id, definition.required_permissions(), &token)
-                    {
+                    if let Some(denied) = tokens.check_permissions(
+                        action_id,
+                        definition.required_permissions(),
+                        &token,
+                    ) {
                         count("failed");
                         return EnvelopeResponse::ok(Envelope::from_outcome(
                             action_id,

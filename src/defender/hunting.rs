@@ -310,9 +310,7 @@ pub fn explain(e: &DefenderError, api: HuntingApi, timeout_secs: u64) -> Option<
         ));
     }
     if status == 400 {
-        return Some(format!(
-            "Microsoft refused the query (HTTP 400): {quoted}"
-        ));
+        return Some(format!("Microsoft refused the query (HTTP 400): {quoted}"));
     }
     None
 }
@@ -388,8 +386,8 @@ mod tests {
     fn syntax_error_places_are_read() {
         let p = syntax_error("Query could not be parsed at 'wher' on line [2,3]").unwrap();
         assert_eq!((p.line, p.column, p.near.as_str()), (2, 3, "wher"));
-        let p = syntax_error("Syntax error: Query could not be parsed at ''' on line [1,10]")
-            .unwrap();
+        let p =
+            syntax_error("Syntax error: Query could not be parsed at ''' on line [1,10]").unwrap();
         assert_eq!((p.line, p.column, p.near.as_str()), (1, 10, "'"));
         assert!(syntax_error("Query could not be parsed").is_none());
         assert!(syntax_error("something else [1,2]").is_none());
@@ -411,10 +409,20 @@ mod tests {
             say(400, "Query could not be parsed at 'x' on line [1,5]")
                 .starts_with("the query has a syntax error at line 1, column 5 near 'x'")
         );
-        assert!(say(400, "'where' operator: Failed to resolve column or scalar expression named 'Foo'")
-            .contains("case-sensitive"));
-        assert!(say(400, "Query result set has exceeded the internal record count limit 100000 records")
-            .contains("100000 rows"));
+        assert!(
+            say(
+                400,
+                "'where' operator: Failed to resolve column or scalar expression named 'Foo'"
+            )
+            .contains("case-sensitive")
+        );
+        assert!(
+            say(
+                400,
+                "Query result set has exceeded the internal record count limit 100000 records"
+            )
+            .contains("100000 rows")
+        );
         assert!(say(429, "Query exceeded the allocated CPU quota").contains("10 minutes of CPU"));
         assert!(say(504, "Gateway Timeout").contains("api=mde"));
         assert!(

@@ -62,9 +62,7 @@ const DURATION_NUMBER: &str = "[0-9]{1,6}";
 /// least.
 fn duration_time() -> String {
     let n = DURATION_NUMBER;
-    format!(
-        "(?:{n}[Hh](?:{n}[Mm])?(?:{n}[Ss])?|{n}[Mm](?:{n}[Ss])?|{n}[Ss])"
-    )
+    format!("(?:{n}[Hh](?:{n}[Mm])?(?:{n}[Ss])?|{n}[Mm](?:{n}[Ss])?|{n}[Ss])")
 }
 
 /// The ISO 8601 durations [`Lookback::parse`] reads, as a regular expression body (no
@@ -405,8 +403,20 @@ mod tests {
         let short = Lookback::parse("PT0S").unwrap();
         assert_eq!(short.lookback.seconds(), 60);
         for bad in [
-            "", "P", "30D", "PT", "P1H", "PT1D", "P1D2", "PDT", "P-1D", "PT1M1H", "P1DT",
-            "P1234567D", "P1W2D", "P 1D",
+            "",
+            "P",
+            "30D",
+            "PT",
+            "P1H",
+            "PT1D",
+            "P1D2",
+            "PDT",
+            "P-1D",
+            "PT1M1H",
+            "P1DT",
+            "P1234567D",
+            "P1W2D",
+            "P 1D",
         ] {
             assert!(Lookback::parse(bad).is_err(), "{bad}");
         }
@@ -437,11 +447,19 @@ mod tests {
         assert!(EntityType::Domain.check("a b.com").is_err());
         assert!(EntityType::Url.check("https://x.example/a?b=c").is_ok());
         assert!(EntityType::Url.check("javascript:alert(1)").is_err());
-        assert!(EntityType::User.check("admin@contoso.onmicrosoft.com").is_ok());
+        assert!(
+            EntityType::User
+                .check("admin@contoso.onmicrosoft.com")
+                .is_ok()
+        );
         assert!(EntityType::User.check("CONTOSO\\alice").is_ok());
         assert!(EntityType::User.check("alice").is_ok());
         assert!(EntityType::DeviceId.check(&"a".repeat(40)).is_ok());
-        assert!(EntityType::DeviceName.check("ws-finance-01.contoso.com").is_ok());
+        assert!(
+            EntityType::DeviceName
+                .check("ws-finance-01.contoso.com")
+                .is_ok()
+        );
         for hostile in [
             "x\" | union DeviceInfo //",
             "x' or 1==1 //",

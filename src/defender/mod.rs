@@ -364,7 +364,11 @@ impl DefenderClient {
 
     /// POST a JSON body and answer the success body as it came (large answers parsed by the
     /// caller, keeping only what it needs); repeated like [`post`](Self::post).
-    pub async fn post_for_bytes(&self, call: &Call, body: &Value) -> Result<Vec<u8>, DefenderError> {
+    pub async fn post_for_bytes(
+        &self,
+        call: &Call,
+        body: &Value,
+    ) -> Result<Vec<u8>, DefenderError> {
         let url = self.url(&call.path)?;
         let raw = self
             .execute(

@@ -111,7 +111,10 @@ async fn choose_api(
                      Graph, preferred) or {mde_permission} (Defender for Endpoint API) to the \
                      app registration, then run the action again"
                 ))
-                .with_summary("missing_permissions", json!([graph_permission, mde_permission]))),
+                .with_summary(
+                    "missing_permissions",
+                    json!([graph_permission, mde_permission]),
+                )),
                 None => Ok(HuntingApi::Mde),
             })
         }

@@ -186,12 +186,26 @@ impl Template {
                 ))
             };
         }
-        let fits: Vec<EntityType> = self
+        let mut fits: Vec<EntityType> = self
             .entity_types
             .iter()
             .copied()
             .filter(|t| t.check(entity).is_ok())
             .collect();
+        // A value of a precise shape (hex digits, an address, a URL) is what that shape says,
+        // even though it is also a well-formed account or host name; a dotted name is a
+        // domain before it is a device or account name.
+        let precise = |t: &EntityType| {
+            matches!(
+                t,
+                EntityType::Hash | EntityType::DeviceId | EntityType::Ip | EntityType::Url
+            )
+        };
+        if fits.iter().any(precise) {
+            fits.retain(precise);
+        } else if entity.contains('.') && fits.contains(&EntityType::Domain) {
+            fits.retain(|t| *t == EntityType::Domain);
+        }
         match fits.as_slice() {
             [one] => Ok(*one),
             [] => {
@@ -218,7 +232,12 @@ impl Template {
 
     /// The query for `entity` of type `ty` over `lookback`: every placeholder replaced by
     /// a value this module wrote. The error names the parameter at fault.
-    pub fn render(&self, entity: &str, ty: EntityType, lookback: Lookback) -> Result<String, String> {
+    pub fn render(
+        &self,
+        entity: &str,
+        ty: EntityType,
+        lookback: Lookback,
+    ) -> Result<String, String> {
         let value = ty.check(entity).map_err(|e| format!("entity: {e}"))?;
         let account = match ty {
             EntityType::User => value
@@ -272,12 +291,18 @@ mod tests {
     #[test]
     fn every_rendered_template_is_kql_the_simulator_parses() {
         let samples = [
-            (EntityType::Hash, "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea"),
+            (
+                EntityType::Hash,
+                "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea",
+            ),
             (EntityType::Ip, "203.0.113.7"),
             (EntityType::Domain, "contoso.com"),
             (EntityType::Url, "https://contoso.com/a"),
             (EntityType::User, "admin@contoso.onmicrosoft.com"),
-            (EntityType::DeviceId, "f1eb97a430ca4c315e219960cd146874419fbefc"),
+            (
+                EntityType::DeviceId,
+                "f1eb97a430ca4c315e219960cd146874419fbefc",
+            ),
             (EntityType::DeviceName, "ws-finance-01"),
         ];
         for t in templates() {
@@ -291,6 +316,96 @@ mod tests {
         }
     }
 
+    /// The simulator's hunting tables for the default scenario, and their "now" in ticks.
+    fn tables() -> &'static (defender_sim::kql::Tables, i64) {
+        static TABLES: OnceLock<(defender_sim::kql::Tables, i64)> = OnceLock::new();
+        TABLES.get_or_init(|| {
+            let now_ms = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap();
+            let scenario = defender_sim::Scenario::default_scenario();
+            (
+                defender_sim::hunting_data::hunting_tables(&scenario, now_ms),
+                defender_sim::kql::ticks_from_ms(now_ms),
+            )
+        })
+    }
+
+    fn run(query: &str) -> defender_sim::kql::ResultSet {
+        let (tables, now) = tables();
+        defender_sim::kql::run(tables, query, *now, None).unwrap_or_else(|e| panic!("{e}\n{query}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the entity says, a template either refuses it or keeps it one literal:
+        /// the query parses, answers the columns it answers for a harmless entity, and finds
+        /// nothing (no scenario value contains these characters).
+        #[test]
+        fn hostile_entities_never_change_a_templates_answer(
+            core in "[a-z0-9]{0,6}",
+            hostile in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "\"", "'", "\\", "|", "//", " or 1==1", "\n", ")", "(", ";", " union DeviceInfo",
+                    "@contoso.com", "\\x", "$", "*", "{{entity}}", "\u{0}",
+                ]),
+                1..5,
+            ),
+        ) {
+            let entity: String = std::iter::once(core.as_str())
+                .chain(hostile.iter().copied())
+                .collect();
+            for t in templates() {
+                for ty in &t.entity_types {
+                    let Ok(query) = t.render(&entity, *ty, Lookback::MAX) else {
+                        continue;
+                    };
+                    let harmless = t.render(sample(*ty), *ty, Lookback::MAX).unwrap();
+                    let got = run(&query);
+                    let expected = run(&harmless);
+                    let names = |r: &defender_sim::kql::ResultSet| {
+                        r.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+                    };
+                    proptest::prop_assert_eq!(names(&got), names(&expected));
+                    proptest::prop_assert!(got.rows.is_empty(), "{} {:?}: {:?}", t.name, entity, got.rows_json());
+                }
+            }
+        }
+
+        /// Any string the builder quotes reads back unchanged through the simulator's KQL
+        /// reader, and never matches more than the equal value.
+        #[test]
+        fn any_quoted_string_is_one_literal(s in ".{0,40}") {
+            let Ok(literal) = string_literal(&s) else {
+                return Ok(());
+            };
+            let query = format!("DeviceInfo | where DeviceName == {literal} | project DeviceName");
+            let got = run(&query);
+            proptest::prop_assert!(got.rows_json().iter().all(|r| r["DeviceName"] == s.as_str()));
+            let echo = run(&format!("DeviceInfo | take 1 | project Echo = {literal}"));
+            let echoed = echo.rows_json();
+            proptest::prop_assert_eq!(echoed[0]["Echo"].as_str(), Some(s.as_str()));
+        }
+    }
+
+    /// A value of each type that the scenario's tables do not hold.
+    fn sample(ty: EntityType) -> &'static str {
+        match ty {
+            EntityType::Hash => "0000000000000000000000000000000000000000",
+            EntityType::Ip => "192.0.2.99",
+            EntityType::Domain => "nothing.example",
+            EntityType::Url => "https://nothing.example/x",
+            EntityType::User => "nobody@nothing.example",
+            EntityType::DeviceId => "0000000000000000000000000000000000000001",
+            EntityType::DeviceName => "no-such-device",
+        }
+    }
+
     #[test]
     fn bad_templates_are_refused() {
         let ok = "// title: T\n// description: D\n// entity: hash\nT | where A == {{entity}}";
@@ -301,7 +416,13 @@ mod tests {
         assert!(parse("t.kql", &ok.replace("hash", "sha1")).is_err());
         assert!(parse("t.kql", &ok.replace("{{entity}}", "{{other}}")).is_err());
         assert!(parse("t.kql", &format!("{ok} or B == {{{{entity }}}}")).is_err());
-        assert!(parse("t.kql", &ok.replace("// entity", "// color: red\n// entity")).is_err());
+        assert!(
+            parse(
+                "t.kql",
+                &ok.replace("// entity", "// color: red\n// entity")
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -312,11 +433,45 @@ mod tests {
         )
         .unwrap();
         let sha1 = "5b7e2c0f6a1d9e8b4c3a2f1e0d9c8b7a6f5e4d3c";
-        assert!(t.entity_type(sha1, None).unwrap_err().contains("hash or device_id"));
-        assert_eq!(t.entity_type(sha1, Some(EntityType::DeviceId)), Ok(EntityType::DeviceId));
+        assert!(
+            t.entity_type(sha1, None)
+                .unwrap_err()
+                .contains("hash or device_id")
+        );
+        assert_eq!(
+            t.entity_type(sha1, Some(EntityType::DeviceId)),
+            Ok(EntityType::DeviceId)
+        );
         assert_eq!(t.entity_type(&"a".repeat(64), None), Ok(EntityType::Hash));
-        assert!(t.entity_type("1.2.3.4", Some(EntityType::Ip)).unwrap_err().starts_with("entity_type:"));
-        assert!(t.entity_type("not a thing!", None).unwrap_err().starts_with("entity:"));
+        assert!(
+            t.entity_type("1.2.3.4", Some(EntityType::Ip))
+                .unwrap_err()
+                .starts_with("entity_type:")
+        );
+        assert!(
+            t.entity_type("not a thing!", None)
+                .unwrap_err()
+                .starts_with("entity:")
+        );
+        assert_eq!(t.entity_type("alice", None), Ok(EntityType::User));
+        let all = parse(
+            "t.kql",
+            "// title: T\n// description: D\n// entity: hash, ip, domain, url, user, device_name\nT | where A == {{entity}}",
+        )
+        .unwrap();
+        assert_eq!(all.entity_type(sha1, None), Ok(EntityType::Hash));
+        assert_eq!(all.entity_type("10.0.0.1", None), Ok(EntityType::Ip));
+        assert_eq!(all.entity_type("contoso.com", None), Ok(EntityType::Domain));
+        assert_eq!(
+            all.entity_type("https://contoso.com/x", None),
+            Ok(EntityType::Url)
+        );
+        assert_eq!(all.entity_type("a@contoso.com", None), Ok(EntityType::User));
+        assert!(
+            all.entity_type("ws-01", None)
+                .unwrap_err()
+                .contains("user or device_name")
+        );
     }
 
     #[test]
@@ -327,7 +482,11 @@ mod tests {
         )
         .unwrap();
         let q = t
-            .render("admin@contoso.com", EntityType::User, Lookback::parse("P7D").unwrap().lookback)
+            .render(
+                "admin@contoso.com",
+                EntityType::User,
+                Lookback::parse("P7D").unwrap().lookback,
+            )
             .unwrap();
         assert_eq!(
             q,
@@ -337,6 +496,9 @@ mod tests {
             .render("CONTOSO\\alice", EntityType::User, Lookback::MAX)
             .unwrap();
         assert!(q.contains("let e = \"CONTOSO\\\\alice\"; let a = \"alice\""));
-        assert!(t.render("x\" | union DeviceInfo //", EntityType::User, Lookback::MAX).is_err());
+        assert!(
+            t.render("x\" | union DeviceInfo //", EntityType::User, Lookback::MAX)
+                .is_err()
+        );
     }
 }
