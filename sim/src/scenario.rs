@@ -70,6 +70,14 @@ pub struct Scenario {
     /// Validity of live response download links, in seconds.
     #[serde(default = "default_link_lifetime")]
     pub download_link_lifetime_secs: u64,
+    /// Custom indicators (threat intelligence) as Defender returns them (free-form JSON
+    /// objects, `id` required), served by `/api/indicators`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indicators: Vec<Map<String, Value>>,
+    /// Most active (unexpired) indicators the tenant holds before a new one is refused
+    /// (Defender: 15,000); a test lowers it to reach the limit cheaply.
+    #[serde(default = "default_max_active_indicators")]
+    pub max_active_indicators: usize,
 }
 
 /// An Entra ID tenant.
@@ -504,6 +512,9 @@ fn default_tenant_sessions() -> usize {
 }
 fn default_page_size() -> usize {
     10_000
+}
+fn default_max_active_indicators() -> usize {
+    15_000
 }
 fn default_link_lifetime() -> u64 {
     1800

@@ -55,6 +55,10 @@ pub struct World {
     pub used_assertions: HashMap<String, i64>,
     /// Microsoft Graph alerts and incidents, per tenant (generated on first use).
     pub graph: crate::graph_data::GraphStore,
+    /// Custom indicators: the scenario's, then those created through the API.
+    pub indicators: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The id the next created indicator gets.
+    pub next_indicator_id: u64,
 }
 
 impl World {
@@ -64,6 +68,7 @@ impl World {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let alerts = crate::alerts::load(&scenario, now_ms);
+        let scenario_indicators = crate::api::indicators::load(&scenario);
         World {
             alerts,
             scenario,
@@ -76,6 +81,8 @@ impl World {
             rate_windows: HashMap::new(),
             used_assertions: HashMap::new(),
             graph: crate::graph_data::GraphStore::default(),
+            indicators: scenario_indicators.0,
+            next_indicator_id: scenario_indicators.1,
         }
     }
 }

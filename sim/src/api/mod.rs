@@ -12,6 +12,7 @@ pub mod auth;
 pub mod download;
 pub mod graph;
 pub mod graph_security;
+pub mod indicators;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
@@ -29,6 +30,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(library::routes())
         .merge(related::routes())
         .merge(alerts::routes())
+        .merge(indicators::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded
         .merge(graph::routes(sim_for_graph))
