@@ -10,6 +10,7 @@ pub mod definition;
 pub mod devices;
 pub mod engine;
 pub mod graph;
+pub mod indicators;
 pub mod library;
 pub mod live_response;
 pub mod machine;
@@ -128,6 +129,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(library::handlers())
         .chain(alerts::handlers())
         .chain(graph::handlers())
+        .chain(indicators::handlers())
         .collect()
     })
 }
