@@ -12,6 +12,7 @@ mod devices;
 mod graph;
 mod graph_audience;
 mod host;
+mod indicators;
 mod library;
 mod live_response;
 mod machine;
