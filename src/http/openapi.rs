@@ -470,19 +470,35 @@ fn action_rules(id: &str) -> Rules {
 
 /// The rules of `submit_indicator` and `update_indicator` (whose title and description are
 /// named `nonblank`): the value matches the type, Audit needs generate_alert, the expiration
-/// lies ahead, group names as the handler splits them.
+/// lies ahead, group names as the handler splits them. Written as two `anyOf` lists (one branch
+/// per type, and Audit or not) rather than one `if` per type, which fuzzers handle better.
 fn indicator_rules(nonblank: &'static [&'static str]) -> Rules {
+    let one_of_ci = |names: &[&str]| {
+        let alternatives: Vec<String> = names.iter().map(|n| case_insensitive(n)).collect();
+        format!("^(?:{})$", alternatives.join("|"))
+    };
     let hex = |n: usize| json!({"pattern": trimmed(&format!("[0-9a-fA-F]{{{n}}}"))});
-    let value_when = |kind: &str, schema: Value| {
+    let branch = |kinds: &[&str], schema: Value| {
         let mut value = json!({"type": "string"});
         if let (Some(obj), Value::Object(extra)) = (value.as_object_mut(), schema) {
             obj.extend(extra);
         }
         json!({
-            "if": equals_ci("indicator_type", kind),
-            "then": {"properties": {"indicator_value": value}},
+            "required": ["indicator_type", "indicator_value"],
+            "properties": {
+                "indicator_type": {"type": "string", "pattern": one_of_ci(kinds)},
+                "indicator_value": value,
+            },
         })
     };
+    let not_audit = [
+        "Warn",
+        "Block",
+        "Alert",
+        "AlertAndBlock",
+        "BlockAndRemediate",
+        "Allowed",
+    ];
     Rules {
         nonblank,
         narrow: vec![
@@ -490,32 +506,39 @@ fn indicator_rules(nonblank: &'static [&'static str]) -> Rules {
             ("rbac_group_names", custom_tags_schema()),
         ],
         all_of: vec![
-            value_when("FileSha1", hex(40)),
-            value_when("CertificateThumbprint", hex(40)),
-            value_when("FileSha256", hex(64)),
-            value_when("FileMd5", hex(32)),
-            value_when(
-                "IpAddress",
-                json!({"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
-            ),
-            value_when(
-                "DomainName",
-                json!({"maxLength": 253, "pattern": trimmed(DOMAIN_BODY)}),
-            ),
-            value_when(
-                "Url",
-                json!({"pattern": crate::actions::indicators::URL_PATTERN}),
-            ),
-            json!({
-                "if": equals_ci("action", "Audit"),
-                "then": {
-                    "required": ["generate_alert"],
-                    "properties": {"generate_alert": {"anyOf": [
-                        {"const": true},
-                        {"type": "string", "pattern": "^[tT][rR][uU][eE]$"},
-                    ]}},
+            json!({"anyOf": [
+                branch(&["FileSha1", "CertificateThumbprint"], hex(40)),
+                branch(&["FileSha256"], hex(64)),
+                branch(&["FileMd5"], hex(32)),
+                branch(
+                    &["IpAddress"],
+                    json!({"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+                ),
+                branch(
+                    &["DomainName"],
+                    json!({"maxLength": 253, "pattern": trimmed(DOMAIN_BODY)}),
+                ),
+                branch(
+                    &["Url"],
+                    json!({"pattern": crate::actions::indicators::URL_PATTERN}),
+                ),
+            ]}),
+            json!({"anyOf": [
+                {
+                    "required": ["action"],
+                    "properties": {"action": {"type": "string", "pattern": one_of_ci(&not_audit)}},
                 },
-            }),
+                {
+                    "required": ["action", "generate_alert"],
+                    "properties": {
+                        "action": {"type": "string", "pattern": one_of_ci(&["Audit"])},
+                        "generate_alert": {"anyOf": [
+                            {"const": true},
+                            {"type": "string", "pattern": "^[tT][rR][uU][eE]$"},
+                        ]},
+                    },
+                },
+            ]}),
         ],
         ..Rules::default()
     }
