@@ -516,3 +516,62 @@ async fn a_full_tenant_is_explained() {
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(body["summary"]["indicator_id"], "2");
 }
+
+#[tokio::test]
+async fn an_app_with_ti_readwrite_sees_only_its_own_and_one_without_is_told_what_it_lacks() {
+    let mut scenario = defender_sim::scenario::Scenario::default_scenario();
+    scenario.tenants[0].apps[1]
+        .roles
+        .push("Ti.ReadWrite".into());
+    let mut without = scenario.clone();
+    without.tenants[0].apps[1]
+        .roles
+        .retain(|r| !r.starts_with("Ti."));
+    let s = scenario.clone();
+    let app = spawn_configured(scenario, move |c| {
+        let base = c.assets.values().next().unwrap().api_url.clone();
+        c.assets
+            .insert("own".into(), asset_on_app("own", &s, &base, 1));
+    })
+    .await;
+    let (status, body) = app
+        .invoke(
+            "own",
+            "submit_indicator",
+            json!({"title": "t", "description": "d", "indicator_type": "DomainName",
+                   "indicator_value": "own.example", "action": "Warn"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    let (_, body) = app.invoke("own", "list_indicators", json!({})).await;
+    assert_eq!(body["summary"]["total_indicators"], 1, "{body}");
+    assert_eq!(data(&body)[0]["indicatorValue"], "own.example");
+    let (_, body) = app.invoke("contoso", "list_indicators", json!({})).await;
+    assert_eq!(body["summary"]["total_indicators"], 4, "{body}");
+    // Another app's indicator is unknown to this one.
+    let (_, body) = app
+        .invoke("own", "delete_indicator", json!({"indicator_id": "1"}))
+        .await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(indicators(&app).len(), 4);
+
+    // No Ti permission at all: refused before any indicator call, naming the permission.
+    let s = without.clone();
+    let app = spawn_configured(without, move |c| {
+        let base = c.assets.values().next().unwrap().api_url.clone();
+        c.assets
+            .insert("none".into(), asset_on_app("none", &s, &base, 1));
+    })
+    .await;
+    let (_, body) = app.invoke("none", "list_indicators", json!({})).await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Ti.ReadWrite.All"),
+        "{body}"
+    );
+    assert_eq!(app.sim.counters().route("GET", "/api/indicators"), 0);
+}
