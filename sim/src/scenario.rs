@@ -73,6 +73,14 @@ pub struct Scenario {
     /// Advanced hunting settings (row limit, latency, synthetic events).
     #[serde(default)]
     pub hunting: Hunting,
+    /// Custom indicators (threat intelligence) as Defender returns them (free-form JSON
+    /// objects, `id` required), served by `/api/indicators`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indicators: Vec<Map<String, Value>>,
+    /// Most active (unexpired) indicators the tenant holds before a new one is refused
+    /// (Defender: 15,000); a test lowers it to reach the limit cheaply.
+    #[serde(default = "default_max_active_indicators")]
+    pub max_active_indicators: usize,
 }
 
 /// Advanced hunting settings.
@@ -537,6 +545,9 @@ fn default_tenant_sessions() -> usize {
 }
 fn default_page_size() -> usize {
     10_000
+}
+fn default_max_active_indicators() -> usize {
+    15_000
 }
 fn default_link_lifetime() -> u64 {
     1800

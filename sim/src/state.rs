@@ -57,6 +57,10 @@ pub struct World {
     pub graph: crate::graph_data::GraphStore,
     /// Advanced hunting tables other than the alert ones (generated on first use).
     pub hunting: Option<crate::kql::Tables>,
+    /// Custom indicators: the scenario's, then those created through the API.
+    pub indicators: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The id the next created indicator gets.
+    pub next_indicator_id: u64,
 }
 
 impl World {
@@ -66,6 +70,7 @@ impl World {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let alerts = crate::alerts::load(&scenario, now_ms);
+        let scenario_indicators = crate::api::indicators::load(&scenario);
         World {
             alerts,
             scenario,
@@ -79,6 +84,8 @@ impl World {
             used_assertions: HashMap::new(),
             graph: crate::graph_data::GraphStore::default(),
             hunting: None,
+            indicators: scenario_indicators.0,
+            next_indicator_id: scenario_indicators.1,
         }
     }
 }

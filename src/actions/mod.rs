@@ -11,6 +11,7 @@ pub mod devices;
 pub mod engine;
 pub mod graph;
 pub mod hunting;
+pub mod indicators;
 pub mod library;
 pub mod live_response;
 pub mod machine;
@@ -130,6 +131,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(alerts::handlers())
         .chain(graph::handlers())
         .chain(hunting::handlers())
+        .chain(indicators::handlers())
         .collect()
     })
 }

@@ -238,6 +238,34 @@ pub static RUN_HUNTING_QUERY: Endpoint = Endpoint {
     priority: Priority::Read,
 };
 
+// --- Indicators (custom threat intelligence) ------------------------------------------------
+
+/// Most indicators one `POST /api/indicators/import` takes, and most ids one
+/// `POST /api/indicators/BatchDelete` takes.
+pub const INDICATOR_BATCH_MAX: usize = 500;
+/// Active indicators a tenant may hold.
+pub const TENANT_INDICATOR_LIMIT: usize = 15_000;
+
+/// `GET /api/indicators`: the indicator list (OData). With `Ti.ReadWrite` only the app's own.
+pub static INDICATORS: Endpoint = read("/api/indicators", "Ti.ReadWrite.All");
+/// `GET /api/indicators/{id}`: one indicator.
+pub static INDICATOR: Endpoint = read("/api/indicators/{id}", "Ti.ReadWrite.All");
+/// `POST /api/indicators`: creates or updates (same type and value) an indicator.
+pub static SUBMIT_INDICATOR: Endpoint = respond("/api/indicators", "Ti.ReadWrite.All");
+/// `POST /api/indicators/import`: up to 500 indicators, one result each (30 calls a minute).
+pub static IMPORT_INDICATORS: Endpoint = respond("/api/indicators/import", "Ti.ReadWrite.All");
+/// `POST /api/indicators/BatchDelete`: deletes up to 500 indicators by id (204).
+pub static BATCH_DELETE_INDICATORS: Endpoint =
+    respond("/api/indicators/BatchDelete", "Ti.ReadWrite.All");
+/// `DELETE /api/indicators/{id}` (204; 404 for an unknown id).
+pub static DELETE_INDICATOR: Endpoint = Endpoint {
+    method: Method::DELETE,
+    path: "/api/indicators/{id}",
+    family: Family::Default,
+    permission: "Ti.ReadWrite.All",
+    priority: Priority::Respond,
+};
+
 // --- Microsoft Graph security ---------------------------------------------------------------
 
 /// Largest `$top` of `GET /v1.0/security/alerts_v2`.
@@ -345,6 +373,12 @@ pub static ALL: &[&Endpoint] = &[
     &IP_ALERTS,
     &USER_ALERTS,
     &MACHINE_ALERTS,
+    &INDICATORS,
+    &INDICATOR,
+    &SUBMIT_INDICATOR,
+    &IMPORT_INDICATORS,
+    &BATCH_DELETE_INDICATORS,
+    &DELETE_INDICATOR,
     &GRAPH_ALERTS,
     &GRAPH_ALERT,
     &UPDATE_GRAPH_ALERT,

@@ -473,6 +473,20 @@ fn action_rules(id: &str) -> Rules {
             ],
             ..Rules::default()
         },
+        "list_indicators" => Rules {
+            narrow: vec![("filter", caller_filter_schema())],
+            ..Rules::default()
+        },
+        "submit_indicator" => indicator_rules(&["title", "description"]),
+        "update_indicator" => indicator_rules(&["indicator_title", "indicator_description"]),
+        "update_indicator_batch" => Rules {
+            narrow: vec![("indicator_batch", json_object_list_schema())],
+            ..Rules::default()
+        },
+        "delete_indicators" => Rules {
+            narrow: vec![("indicator_ids", indicator_ids_schema())],
+            ..Rules::default()
+        },
         _ => Rules::default(),
     }
 }
@@ -484,6 +498,117 @@ fn timespan_schema() -> Value {
         "^{TRIMMED}(?:{}){{0,1}}{TRIMMED}$",
         crate::defender::kql::duration_pattern()
     )})
+}
+
+/// The rules of `submit_indicator` and `update_indicator` (whose title and description are
+/// named `nonblank`): the value matches the type, Audit needs generate_alert, the expiration
+/// lies ahead, group names as the handler splits them. Written as two `anyOf` lists (one branch
+/// per type, and Audit or not) rather than one `if` per type, which fuzzers handle better.
+fn indicator_rules(nonblank: &'static [&'static str]) -> Rules {
+    let one_of_ci = |names: &[&str]| {
+        let alternatives: Vec<String> = names.iter().map(|n| case_insensitive(n)).collect();
+        format!("^(?:{})$", alternatives.join("|"))
+    };
+    let hex = |n: usize| json!({"pattern": trimmed(&format!("[0-9a-fA-F]{{{n}}}"))});
+    let branch = |kinds: &[&str], schema: Value| {
+        let mut value = json!({"type": "string"});
+        if let (Some(obj), Value::Object(extra)) = (value.as_object_mut(), schema) {
+            obj.extend(extra);
+        }
+        json!({
+            "required": ["indicator_type", "indicator_value"],
+            "properties": {
+                "indicator_type": {"type": "string", "pattern": one_of_ci(kinds)},
+                "indicator_value": value,
+            },
+        })
+    };
+    let not_audit = [
+        "Warn",
+        "Block",
+        "Alert",
+        "AlertAndBlock",
+        "BlockAndRemediate",
+        "Allowed",
+    ];
+    Rules {
+        nonblank,
+        narrow: vec![
+            ("expiration_time", future_moment_schema()),
+            ("rbac_group_names", custom_tags_schema()),
+        ],
+        all_of: vec![
+            json!({"anyOf": [
+                branch(&["FileSha1", "CertificateThumbprint"], hex(40)),
+                branch(&["FileSha256"], hex(64)),
+                branch(&["FileMd5"], hex(32)),
+                branch(
+                    &["IpAddress"],
+                    json!({"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+                ),
+                branch(
+                    &["DomainName"],
+                    json!({"maxLength": 253, "pattern": trimmed(DOMAIN_BODY)}),
+                ),
+                branch(
+                    &["Url"],
+                    json!({"pattern": crate::actions::indicators::URL_PATTERN}),
+                ),
+            ]}),
+            json!({"anyOf": [
+                {
+                    "required": ["action"],
+                    "properties": {"action": {"type": "string", "pattern": one_of_ci(&not_audit)}},
+                },
+                {
+                    "required": ["action", "generate_alert"],
+                    "properties": {
+                        "action": {"type": "string", "pattern": one_of_ci(&["Audit"])},
+                        "generate_alert": {"anyOf": [
+                            {"const": true},
+                            {"type": "string", "pattern": "^[tT][rR][uU][eE]$"},
+                        ]},
+                    },
+                },
+            ]}),
+        ],
+        ..Rules::default()
+    }
+}
+
+/// An expiration as the indicator actions take it, described as RFC 3339 date-times in the
+/// years 2100 to 8999 (always in the future; nearer future moments are accepted too).
+fn future_moment_schema() -> Value {
+    json!({
+        "format": "date-time",
+        "pattern": "^(?:2[1-9]|[3-8][0-9])[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])\
+            T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?\
+            (?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
+    })
+}
+
+/// `indicator_batch`: a non-empty JSON list of flat JSON objects (string values without
+/// `\\u` escapes, booleans, null, integers). Each object is checked on its own and, when
+/// wrong, reported failed in the result rather than refusing the request.
+fn json_object_list_schema() -> Value {
+    let ws = "[ \\t\\n\\r]*";
+    let string = "\"(?:[^\"\\\\\\u0000-\\u001f]|\\\\[\"\\\\/bfnrt])*\"";
+    let value = format!("(?:{string}|true|false|null|-?(?:0|[1-9][0-9]{{0,14}}))");
+    let pair = format!("{string}{ws}:{ws}{value}");
+    let object = format!("\\{{{ws}(?:{pair}(?:{ws},{ws}{pair})*)?{ws}\\}}");
+    json!({"pattern": format!("^{TRIMMED}\\[{ws}{object}(?:{ws},{ws}{object})*{ws}\\]{TRIMMED}$")})
+}
+
+/// Indicator ids as `delete_indicators` takes them: a JSON list of id strings or integers, or
+/// ids separated by commas (blank items skipped), at most 500.
+fn indicator_ids_schema() -> Value {
+    let ws = "[ \\t\\n\\r]*";
+    let json_item = "(?:\"[0-9]{1,20}\"|0|[1-9][0-9]{0,17})";
+    let json_list = format!("\\[{ws}{json_item}(?:{ws},{ws}{json_item}){{0,499}}{ws}\\]");
+    let item = format!("{TRIMMED}[0-9]{{1,20}}{TRIMMED}");
+    let blank = TRIMMED;
+    let commas = format!("(?:{blank},)*{item}(?:,{blank})*(?:,{item}(?:,{blank})*){{0,499}}");
+    json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$")})
 }
 
 /// `text` as a regex matching it regardless of ASCII letter case.
@@ -792,6 +917,44 @@ mod tests {
 
     fn matches(pattern: &str, text: &str) -> bool {
         regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    #[test]
+    fn indicator_schemas_describe_what_the_handlers_take() {
+        use crate::actions::indicators::{expiration, indicator_ids};
+        let now = time::OffsetDateTime::now_utc();
+        let future = future_moment_schema()["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for t in [
+            "2100-01-01T00:00:00Z",
+            "8999-12-31T23:59:59.123456789-23:59",
+        ] {
+            assert!(matches(&future, t), "{t}");
+            assert!(expiration("e", t, now).is_ok(), "{t}");
+        }
+        assert!(!matches(&future, "2025-01-01T00:00:00Z"));
+        let ids = indicator_ids_schema()["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for (text, n) in [("1, 2 ,,3", 3), ("[\"1\", 2]", 2), (" 42 ", 1)] {
+            assert!(matches(&ids, text), "{text}");
+            assert_eq!(indicator_ids("i", text).unwrap().len(), n, "{text}");
+        }
+        let many: Vec<String> = (0..501).map(|i| i.to_string()).collect();
+        assert!(!matches(&ids, &many.join(",")));
+        assert!(matches(&ids, &many[..500].join(",")));
+        let batch = json_object_list_schema()["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let list = r#"[{"indicatorValue": "10.0.0.1", "generateAlert": true, "n": -3}, {}]"#;
+        assert!(matches(&batch, list));
+        assert!(serde_json::from_str::<Vec<Value>>(list).is_ok());
+        assert!(!matches(&batch, "[]"));
+        assert!(!matches(&batch, "[1]"));
     }
 
     #[test]

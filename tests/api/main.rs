@@ -13,6 +13,7 @@ mod graph;
 mod graph_audience;
 mod host;
 mod hunting;
+mod indicators;
 mod library;
 mod live_response;
 mod machine;

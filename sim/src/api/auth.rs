@@ -49,6 +49,7 @@ impl Family {
 const READ_MACHINES: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
 const READ_ALERTS: &[&str] = &["Alert.Read.All", "Alert.ReadWrite.All"];
 const WRITE_ALERTS: &[&str] = &["Alert.ReadWrite.All"];
+const TI: &[&str] = &["Ti.ReadWrite", "Ti.ReadWrite.All"];
 const ANY_MACHINE_ACTION: &[&str] = &[
     "Machine.Isolate",
     "Machine.RestrictExecution",
@@ -242,6 +243,13 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         READ_ALERTS,
         Family::Default,
     ),
+    // Custom indicators: Ti.ReadWrite sees the app's own, Ti.ReadWrite.All every app's.
+    ("GET", "/api/indicators", TI, Family::Default),
+    ("GET", "/api/indicators/{id}", TI, Family::Default),
+    ("POST", "/api/indicators", TI, Family::Default),
+    ("POST", "/api/indicators/import", TI, Family::Default),
+    ("POST", "/api/indicators/batchdelete", TI, Family::Default),
+    ("DELETE", "/api/indicators/{id}", TI, Family::Default),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.

@@ -114,6 +114,11 @@ impl RequestBody {
         }
     }
 
+    /// The body's fields.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
+
     /// A field as given, None when absent.
     pub fn value(&self, key: &str) -> Option<&Value> {
         self.0.get(key)

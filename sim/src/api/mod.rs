@@ -13,6 +13,7 @@ pub mod download;
 pub mod graph;
 pub mod graph_security;
 pub mod hunting;
+pub mod indicators;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
@@ -31,6 +32,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(related::routes())
         .merge(alerts::routes())
         .merge(hunting::routes())
+        .merge(indicators::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded
         .merge(graph::routes(sim_for_graph))
