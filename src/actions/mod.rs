@@ -7,7 +7,9 @@ pub mod choices;
 pub mod connectivity;
 pub mod consistency;
 pub mod definition;
+pub mod device_info;
 pub mod devices;
+pub mod enrichment;
 pub mod engine;
 pub mod graph;
 pub mod hunting;
@@ -130,6 +132,8 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(alerts::handlers())
         .chain(graph::handlers())
         .chain(hunting::handlers())
+        .chain(enrichment::handlers())
+        .chain(device_info::handlers())
         .collect()
     })
 }
