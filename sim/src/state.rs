@@ -55,6 +55,8 @@ pub struct World {
     pub used_assertions: HashMap<String, i64>,
     /// Microsoft Graph alerts and incidents, per tenant (generated on first use).
     pub graph: crate::graph_data::GraphStore,
+    /// Automated investigations started by `startInvestigation`: (tenant id, investigation).
+    pub investigations: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
 }
 
 impl World {
@@ -76,6 +78,7 @@ impl World {
             rate_windows: HashMap::new(),
             used_assertions: HashMap::new(),
             graph: crate::graph_data::GraphStore::default(),
+            investigations: Vec::new(),
         }
     }
 }
