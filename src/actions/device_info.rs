@@ -161,7 +161,11 @@ impl Action for ListSessions {
         let answer = match ctx.asset.defender.get(&call).await {
             Ok(a) => a,
             Err(e) => {
-                return failure(e, "listing the device's logged-on users", &format!("device {id}"));
+                return failure(
+                    e,
+                    "listing the device's logged-on users",
+                    &format!("device {id}"),
+                );
             }
         };
         let users: Vec<Value> = answer
@@ -424,7 +428,11 @@ impl Action for GetInvestigation {
         let inv = match ctx.asset.defender.get(&call).await {
             Ok(i) => clean(i),
             Err(e) => {
-                return failure(e, "getting the investigation", &format!("investigation {id}"));
+                return failure(
+                    e,
+                    "getting the investigation",
+                    &format!("investigation {id}"),
+                );
             }
         };
         let state = text_of(&inv, "state");
@@ -485,7 +493,10 @@ impl Action for ListMachineActions {
             parts.push(Filter::eq("requestor", &r));
         }
         if let Some(s) = nonblank(&p.since) {
-            parts.push(Filter::ge_datetime("creationDateTimeUtc", moment("since", &s)?));
+            parts.push(Filter::ge_datetime(
+                "creationDateTimeUtc",
+                moment("since", &s)?,
+            ));
         }
         if let Some(raw) = nonblank(&p.device_id) {
             let device = engine::resolve_device(&ctx, "device_id", &raw).await?;
@@ -620,7 +631,10 @@ mod tests {
             let e = device_ids("device_ids", bad).unwrap_err().to_string();
             assert!(e.contains("'device_ids'"), "{e}");
         }
-        let many = (0..101).map(|i| format!("{i:040x}")).collect::<Vec<_>>().join(",");
+        let many = (0..101)
+            .map(|i| format!("{i:040x}"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(device_ids("device_ids", &many).is_err());
     }
 
@@ -633,7 +647,10 @@ mod tests {
 
     #[test]
     fn sas_expiry_is_read() {
-        let link = url::Url::parse("https://x.blob.core.windows.net/p?sv=1&se=2025-11-01T10%3A00%3A00Z&sig=s").unwrap();
+        let link = url::Url::parse(
+            "https://x.blob.core.windows.net/p?sv=1&se=2025-11-01T10%3A00%3A00Z&sig=s",
+        )
+        .unwrap();
         assert_eq!(link_expiry(&link).as_deref(), Some("2025-11-01T10:00:00Z"));
     }
 }

@@ -42,7 +42,9 @@ pub(crate) fn failure(e: DefenderError, what: &str, subject: &str) -> Result<Out
         return Err(e.into());
     }
     if e.is_not_found() {
-        return Ok(Outcome::failed(format!("{subject} was not found in this tenant")));
+        return Ok(Outcome::failed(format!(
+            "{subject} was not found in this tenant"
+        )));
     }
     Ok(Outcome::failed(format!("{what} failed: {e}")))
 }
@@ -104,8 +106,8 @@ impl Action for GetFileInfo {
             .and_then(Value::as_str)
             .unwrap_or("(no name)")
             .to_string();
-        let mut outcome =
-            Outcome::success(format!("File {hash}: {name}")).with_summary("file_hash", hash.as_str());
+        let mut outcome = Outcome::success(format!("File {hash}: {name}"))
+            .with_summary("file_hash", hash.as_str());
         for (key, field) in [("sha1", "sha1"), ("sha256", "sha256")] {
             if let Some(v) = file.get(field).and_then(Value::as_str) {
                 outcome = outcome.with_summary(key, v);
@@ -309,7 +311,14 @@ impl Action for GetDomainDevices {
     async fn run(ctx: ActionContext, p: DomainDevicesParams) -> Result<Outcome, ActionError> {
         let domain = domain_input("domain", &p.domain)?;
         let subject = format!("domain {domain}");
-        related_devices(&ctx, &endpoints::DOMAIN_MACHINES, &domain, p.limit, &subject).await
+        related_devices(
+            &ctx,
+            &endpoints::DOMAIN_MACHINES,
+            &domain,
+            p.limit,
+            &subject,
+        )
+        .await
     }
 }
 
@@ -386,9 +395,9 @@ impl Action for FindDevicesByIp {
     type Params = FindByIpParams;
 
     async fn run(ctx: ActionContext, p: FindByIpParams) -> Result<Outcome, ActionError> {
-        let ip: std::net::IpAddr = ip_input("ip", &p.ip)?
-            .parse()
-            .map_err(|_| ActionError::InvalidParameter("parameter 'ip' is not an address".into()))?;
+        let ip: std::net::IpAddr = ip_input("ip", &p.ip)?.parse().map_err(|_| {
+            ActionError::InvalidParameter("parameter 'ip' is not an address".into())
+        })?;
         let at = find_by_ip_moment(p.timestamp.as_deref(), OffsetDateTime::now_utc())?;
         let shown = at
             .to_offset(time::UtcOffset::UTC)
@@ -397,12 +406,7 @@ impl Action for FindDevicesByIp {
             .and_then(|t| t.format(&Rfc3339).ok())
             .unwrap_or_default();
         let subject = format!("IP address {ip}");
-        let answer = match ctx
-            .asset
-            .defender
-            .get(&endpoints::find_by_ip(ip, at))
-            .await
-        {
+        let answer = match ctx.asset.defender.get(&endpoints::find_by_ip(ip, at)).await {
             Ok(a) => a,
             Err(e) => return failure(e, &format!("finding the devices of {subject}"), &subject),
         };

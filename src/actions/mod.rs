@@ -9,8 +9,8 @@ pub mod consistency;
 pub mod definition;
 pub mod device_info;
 pub mod devices;
-pub mod enrichment;
 pub mod engine;
+pub mod enrichment;
 pub mod graph;
 pub mod hunting;
 pub mod library;
@@ -226,9 +226,11 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
             }
             match tokens.peek().await {
                 Ok(Some(token)) => {
-                    if let Some(denied) =
-                        tokens.check_permissions(action_id, definition.required_permissions(), &token)
-                    {
+                    if let Some(denied) = tokens.check_permissions(
+                        action_id,
+                        definition.required_permissions(),
+                        &token,
+                    ) {
                         count("failed");
                         return EnvelopeResponse::ok(Envelope::from_outcome(
                             action_id,

@@ -369,7 +369,10 @@ fn resolve_asset(
             _ => {
                 problems.push(
                     key("allow_offboard"),
-                    format!("{:?} is not true or false", crate::actions::truncate(&v, 40)),
+                    format!(
+                        "{:?} is not true or false",
+                        crate::actions::truncate(&v, 40)
+                    ),
                 );
                 None
             }

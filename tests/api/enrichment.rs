@@ -52,7 +52,12 @@ async fn ok(app: &TestApp, action: &str, params: Value) -> Value {
 #[tokio::test]
 async fn file_info_and_prevalence_count_the_devices_that_have_the_file() {
     let app = spawn().await;
-    let body = ok(&app, "get_file_info", json!({"file_hash": FILE_SHA256.to_uppercase()})).await;
+    let body = ok(
+        &app,
+        "get_file_info",
+        json!({"file_hash": FILE_SHA256.to_uppercase()}),
+    )
+    .await;
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(body["summary"]["sha256"], FILE_SHA256);
     assert_eq!(data(&body)[0]["sha256"], FILE_SHA256);
@@ -95,7 +100,12 @@ async fn ip_and_domain_prevalence() {
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(body["summary"]["organization_prevalence"], 3, "{body}");
     assert_eq!(body["summary"]["look_back_hours"], 48);
-    let body = ok(&app, "domain_prevalence", json!({"domain": "nowhere.example"})).await;
+    let body = ok(
+        &app,
+        "domain_prevalence",
+        json!({"domain": "nowhere.example"}),
+    )
+    .await;
     assert_eq!(body["summary"]["organization_prevalence"], 0, "{body}");
 }
 
@@ -112,7 +122,10 @@ async fn device_lists_page_past_one_upstream_page() {
     );
     let body = ok(&app, "get_file_devices", json!({"file_hash": FILE_SHA256})).await;
     assert_eq!(body["summary"]["total_devices"], 2, "{body}");
-    assert_eq!(app.sim.counters().route("GET", "/api/files/{sha}/machines"), 2);
+    assert_eq!(
+        app.sim.counters().route("GET", "/api/files/{sha}/machines"),
+        2
+    );
 
     // The tenant's first user is logged on to every device.
     let machines = app.sim.scenario().machines.len();
@@ -123,7 +136,12 @@ async fn device_lists_page_past_one_upstream_page() {
     )
     .await;
     assert_eq!(body["summary"]["total_devices"], 4.min(machines), "{body}");
-    assert_eq!(app.sim.counters().route("GET", "/api/users/{user}/machines"), 4);
+    assert_eq!(
+        app.sim
+            .counters()
+            .route("GET", "/api/users/{user}/machines"),
+        4
+    );
     // Splunk's identifier for the same action.
     let body = ok(
         &app,
@@ -155,12 +173,7 @@ async fn find_devices_by_ip_matches_the_last_internal_address() {
     assert!(message.contains("15 minutes"), "{message}");
     let body = ok(&app, "find_devices_by_ip", json!({"ip": "192.0.2.77"})).await;
     assert_eq!(body["summary"]["total_devices"], 0, "{body}");
-    assert_eq!(
-        app.sim
-            .counters()
-            .route("GET", "/api/machines/{id}"),
-        2
-    );
+    assert_eq!(app.sim.counters().route("GET", "/api/machines/{id}"), 2);
 }
 
 #[tokio::test]
@@ -173,27 +186,83 @@ async fn bad_inputs_are_refused_naming_the_parameter_without_an_upstream_call() 
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let cases = [
-        ("get_file_info", json!({"file_hash": "d41d8cd98f00b204e9800998ecf8427e"}), "file_hash"),
+        (
+            "get_file_info",
+            json!({"file_hash": "d41d8cd98f00b204e9800998ecf8427e"}),
+            "file_hash",
+        ),
         ("file_prevalence", json!({"file_hash": "xyz"}), "file_hash"),
-        ("file_prevalence", json!({"file_hash": FILE_SHA1, "look_back_hours": 721}), "look_back_hours"),
-        ("file_prevalence", json!({"file_hash": FILE_SHA1, "look_back_hours": 0}), "look_back_hours"),
+        (
+            "file_prevalence",
+            json!({"file_hash": FILE_SHA1, "look_back_hours": 721}),
+            "look_back_hours",
+        ),
+        (
+            "file_prevalence",
+            json!({"file_hash": FILE_SHA1, "look_back_hours": 0}),
+            "look_back_hours",
+        ),
         ("ip_prevalence", json!({"ip": "10.1.4"}), "ip"),
         ("domain_prevalence", json!({"domain": "a/../b"}), "domain"),
-        ("get_domain_devices", json!({"domain": "bad domain"}), "domain"),
+        (
+            "get_domain_devices",
+            json!({"domain": "bad domain"}),
+            "domain",
+        ),
         ("get_user_devices", json!({"user_id": "a b"}), "user_id"),
-        ("find_devices_by_ip", json!({"ip": "10.1.4.21", "timestamp": long_ago}), "timestamp"),
-        ("find_devices_by_ip", json!({"ip": "10.1.4.21", "timestamp": future}), "timestamp"),
-        ("find_devices_by_ip", json!({"ip": "10.1.4.21", "timestamp": "soon"}), "timestamp"),
-        ("get_device_details", json!({"device_ids": "abc"}), "device_ids"),
-        ("get_device_details", json!({"device_ids": " , "}), "device_ids"),
-        ("list_sessions", json!({"device_id": "no such/host"}), "device_id"),
-        ("start_investigation", json!({"device_id": device(&app, 0), "comment": "  "}), "comment"),
-        ("get_investigation", json!({"investigation_id": "a/b"}), "investigation_id"),
+        (
+            "find_devices_by_ip",
+            json!({"ip": "10.1.4.21", "timestamp": long_ago}),
+            "timestamp",
+        ),
+        (
+            "find_devices_by_ip",
+            json!({"ip": "10.1.4.21", "timestamp": future}),
+            "timestamp",
+        ),
+        (
+            "find_devices_by_ip",
+            json!({"ip": "10.1.4.21", "timestamp": "soon"}),
+            "timestamp",
+        ),
+        (
+            "get_device_details",
+            json!({"device_ids": "abc"}),
+            "device_ids",
+        ),
+        (
+            "get_device_details",
+            json!({"device_ids": " , "}),
+            "device_ids",
+        ),
+        (
+            "list_sessions",
+            json!({"device_id": "no such/host"}),
+            "device_id",
+        ),
+        (
+            "start_investigation",
+            json!({"device_id": device(&app, 0), "comment": "  "}),
+            "comment",
+        ),
+        (
+            "get_investigation",
+            json!({"investigation_id": "a/b"}),
+            "investigation_id",
+        ),
         ("list_investigations", json!({"state": "Sleeping"}), "state"),
         ("list_investigations", json!({"id": "x'y"}), "id"),
         ("list_machine_actions", json!({"status": "Done"}), "status"),
-        ("list_machine_actions", json!({"since": "yesterday"}), "since"),
-        ("get_investigation_uri", json!({"action_id": "not-a-guid"}), "action_id"),
+        (
+            "list_machine_actions",
+            json!({"since": "yesterday"}),
+            "since",
+        ),
+        (
+            "get_investigation_uri",
+            json!({"action_id": "not-a-guid"}),
+            "action_id",
+        ),
     ];
     for (action, params, param) in cases {
         let (status, body) = app.invoke("contoso", action, params).await;
@@ -246,7 +315,12 @@ async fn logon_users_under_both_names() {
         assert_eq!(data(&body)[0]["accountName"], "admin");
     }
     // By computer name: one lookup, then the users.
-    let body = ok(&app, "list_sessions", json!({"device_id": "ws-finance-01.contoso.com"})).await;
+    let body = ok(
+        &app,
+        "list_sessions",
+        json!({"device_id": "ws-finance-01.contoso.com"}),
+    )
+    .await;
     assert_eq!(body["summary"]["device_id"], dev.as_str(), "{body}");
     assert_eq!(
         app.sim
@@ -316,12 +390,22 @@ async fn investigations_are_started_listed_paged_and_read() {
         .await;
         assert_eq!(body["status"], "success", "{body}");
         assert_eq!(body["summary"]["investigation_state"], "Running");
-        ids.push(body["summary"]["investigation_id"].as_str().unwrap().to_string());
+        ids.push(
+            body["summary"]["investigation_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let body = ok(&app, "list_investigations", json!({})).await;
     assert_eq!(body["summary"]["total_investigations"], 3, "{body}");
     assert_eq!(app.sim.counters().route("GET", "/api/investigations"), 2);
-    let body = ok(&app, "list_investigations", json!({"offset": 1, "limit": 1})).await;
+    let body = ok(
+        &app,
+        "list_investigations",
+        json!({"offset": 1, "limit": 1}),
+    )
+    .await;
     assert_eq!(data(&body)[0]["id"], ids[1].as_str(), "{body}");
     let body = ok(
         &app,
@@ -332,10 +416,20 @@ async fn investigations_are_started_listed_paged_and_read() {
     assert_eq!(body["summary"]["total_investigations"], 1, "{body}");
     assert_eq!(data(&body)[0]["id"], ids[2].as_str());
 
-    let body = ok(&app, "get_investigation", json!({"investigation_id": ids[0]})).await;
+    let body = ok(
+        &app,
+        "get_investigation",
+        json!({"investigation_id": ids[0]}),
+    )
+    .await;
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(data(&body)[0]["machineId"], device(&app, 0).as_str());
-    let body = ok(&app, "get_investigation", json!({"investigation_id": "9999"})).await;
+    let body = ok(
+        &app,
+        "get_investigation",
+        json!({"investigation_id": "9999"}),
+    )
+    .await;
     assert_eq!(body["status"], "failed", "{body}");
     assert!(body["message"].as_str().unwrap().contains("not found"));
 }
@@ -374,10 +468,12 @@ async fn the_package_link_is_answered_but_never_logged() {
     let mut scenario = quick();
     scenario.rate_limits.package_uri.per_minute = 20;
     let app = spawn_configured(scenario, |config| {
-        let mut budget = BudgetConfig::default();
-        budget.package_uri = RateLimit {
-            per_minute: 20,
-            per_hour: Some(120),
+        let budget = BudgetConfig {
+            package_uri: RateLimit {
+                per_minute: 20,
+                per_hour: Some(120),
+            },
+            ..BudgetConfig::default()
         };
         config.budgets.insert("contoso".into(), budget);
     })
@@ -390,7 +486,12 @@ async fn the_package_link_is_answered_but_never_logged() {
     .await;
     assert_eq!(body["status"], "success", "{body}");
     let event_id = body["summary"]["event_id"].as_str().unwrap().to_string();
-    let body = ok(&app, "get_investigation_uri", json!({"action_id": event_id})).await;
+    let body = ok(
+        &app,
+        "get_investigation_uri",
+        json!({"action_id": event_id}),
+    )
+    .await;
     assert_eq!(body["status"], "success", "{body}");
     let link = data(&body)[0]["link"].as_str().unwrap().to_string();
     assert!(link.contains("/download/"), "{link}");

@@ -240,14 +240,24 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         Family::Default,
     ),
     // Enrichment and device information.
-    ("GET", "/api/files/{sha}", &["File.Read.All"], Family::Default),
+    (
+        "GET",
+        "/api/files/{sha}",
+        &["File.Read.All"],
+        Family::Default,
+    ),
     (
         "GET",
         "/api/files/{sha}/stats",
         &["File.Read.All"],
         Family::Default,
     ),
-    ("GET", "/api/ips/{ip}/stats", &["Ip.Read.All"], Family::Default),
+    (
+        "GET",
+        "/api/ips/{ip}/stats",
+        &["Ip.Read.All"],
+        Family::Default,
+    ),
     (
         "GET",
         "/api/domains/{domain}/stats",

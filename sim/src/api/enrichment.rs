@@ -103,7 +103,8 @@ fn entry<'a>(
 
 /// Earliest `firstSeen` and latest `lastSeen` of `machines` (null when none).
 fn seen(machines: &[Map<String, Value>]) -> (Value, Value) {
-    let text = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let text =
+        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
     let first = machines.iter().filter_map(|m| text(m, "firstSeen")).min();
     let last = machines.iter().filter_map(|m| text(m, "lastSeen")).max();
     (json!(first), json!(last))
@@ -313,7 +314,13 @@ async fn user_machines(
         };
         (items, w.scenario.default_page_size)
     };
-    odata::list_response(items, &query, &headers, uri.path(), &machine_spec(page_size))
+    odata::list_response(
+        items,
+        &query,
+        &headers,
+        uri.path(),
+        &machine_spec(page_size),
+    )
 }
 
 async fn logon_users(
@@ -368,7 +375,9 @@ pub fn find_by_ip(sim: &Sim, segment: &str, headers: &HeaderMap) -> Result<Respo
     let bad = |why: &str| {
         ApiError::bad_request(
             "InvalidInput",
-            format!("findbyip: {why}; expected findbyip(ip='10.0.0.1',timestamp=2025-01-01T00:00:00Z)"),
+            format!(
+                "findbyip: {why}; expected findbyip(ip='10.0.0.1',timestamp=2025-01-01T00:00:00Z)"
+            ),
         )
     };
     let args = segment
@@ -378,7 +387,9 @@ pub fn find_by_ip(sim: &Sim, segment: &str, headers: &HeaderMap) -> Result<Respo
     let mut ip = None;
     let mut timestamp = None;
     for part in args.split(',') {
-        let (k, v) = part.split_once('=').ok_or_else(|| bad("an argument has no value"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad("an argument has no value"))?;
         match k.trim() {
             "ip" => ip = Some(v.trim()),
             "timestamp" => timestamp = Some(v.trim()),
@@ -448,7 +459,10 @@ async fn start_investigation(
             return Err(not_found_machine(&id));
         };
         let machine_id = machine.get("id").cloned().unwrap_or(json!(id));
-        let dns = machine.get("computerDnsName").cloned().unwrap_or(Value::Null);
+        let dns = machine
+            .get("computerDnsName")
+            .cloned()
+            .unwrap_or(Value::Null);
         let number = w.investigations.len() + 1;
         let Value::Object(inv) = json!({
             "id": number.to_string(),
