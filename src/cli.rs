@@ -360,6 +360,7 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         graph_url: sim_base.to_string(),
         resource: env.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allow_offboard: false,
         allowed_consenters: Vec::new(),
         triage: Default::default(),
         hunting: Default::default(),

@@ -558,6 +558,7 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         graph_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allow_offboard: false,
         allowed_consenters: Vec::new(),
         triage: Default::default(),
         hunting: Default::default(),

@@ -466,6 +466,9 @@ pub struct RateLimits {
     /// POST alerts/CreateAlertByReference (15/min).
     #[serde(default = "limit_create_alert")]
     pub create_alert: Limit,
+    /// POST machines/{id}/startInvestigation (50/h).
+    #[serde(default = "limit_start_investigation")]
+    pub start_investigation: Limit,
     /// Disable rate limiting entirely (benchmarks of the simulator itself).
     #[serde(default)]
     pub disabled: bool,
@@ -481,6 +484,7 @@ impl Default for RateLimits {
             graph: limit_graph(),
             alert_batch_update: limit_alert_batch(),
             create_alert: limit_create_alert(),
+            start_investigation: limit_start_investigation(),
             disabled: false,
         }
     }
@@ -522,6 +526,13 @@ fn limit_alert_batch() -> Limit {
         per_hour: 500,
     }
 }
+fn limit_start_investigation() -> Limit {
+    Limit {
+        per_minute: 50,
+        per_hour: 50,
+    }
+}
+
 fn limit_create_alert() -> Limit {
     Limit {
         per_minute: 15,

@@ -61,6 +61,8 @@ pub struct World {
     pub indicators: Vec<serde_json::Map<String, serde_json::Value>>,
     /// The id the next created indicator gets.
     pub next_indicator_id: u64,
+    /// Automated investigations started by `startInvestigation`: (tenant id, investigation).
+    pub investigations: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
 }
 
 impl World {
@@ -86,6 +88,7 @@ impl World {
             hunting: None,
             indicators: scenario_indicators.0,
             next_indicator_id: scenario_indicators.1,
+            investigations: Vec::new(),
         }
     }
 }

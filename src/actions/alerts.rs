@@ -125,7 +125,7 @@ pub enum AlertSource {
 
 /// A user as Defender's `/users/{id}` takes it: an account name (`jdoe`), also written
 /// `DOMAIN\jdoe` or `jdoe@contoso.com`; the account name is used.
-fn user_input(param: &str, raw: &str) -> Result<String, ActionError> {
+pub fn user_input(param: &str, raw: &str) -> Result<String, ActionError> {
     let raw = raw.trim();
     let account = raw
         .rsplit('\\')
@@ -150,7 +150,9 @@ fn user_input(param: &str, raw: &str) -> Result<String, ActionError> {
     }
 }
 
-fn ip_input(param: &str, raw: &str) -> Result<String, ActionError> {
+/// An IPv4 or IPv6 address given in parameter `param`, in its canonical text; 400 naming
+/// `param` otherwise.
+pub fn ip_input(param: &str, raw: &str) -> Result<String, ActionError> {
     raw.trim()
         .parse::<std::net::IpAddr>()
         .map(|ip| ip.to_string())

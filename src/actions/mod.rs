@@ -7,8 +7,10 @@ pub mod choices;
 pub mod connectivity;
 pub mod consistency;
 pub mod definition;
+pub mod device_info;
 pub mod devices;
 pub mod engine;
+pub mod enrichment;
 pub mod graph;
 pub mod hunting;
 pub mod indicators;
@@ -132,6 +134,8 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(graph::handlers())
         .chain(hunting::handlers())
         .chain(indicators::handlers())
+        .chain(enrichment::handlers())
+        .chain(device_info::handlers())
         .collect()
     })
 }

@@ -456,6 +456,9 @@ pub struct AssetConfig {
     pub resource: String,
     /// Action ids this asset refuses, as configured.
     pub disabled_actions: BTreeSet<String>,
+    /// `allow_offboard`: whether `offboard_device` may offboard devices of this asset
+    /// (default false: it cannot be undone through the API).
+    pub allow_offboard: bool,
     /// Users (UPN or object id) allowed to connect an interactive asset; empty allows any
     /// user of the tenant.
     pub allowed_consenters: Vec<String>,
@@ -522,6 +525,7 @@ impl fmt::Debug for AssetConfig {
             .field("graph_url", &self.graph_url)
             .field("resource", &self.resource)
             .field("disabled_actions", &self.disabled_actions)
+            .field("allow_offboard", &self.allow_offboard)
             .field("allowed_consenters", &self.allowed_consenters)
             .field("triage", &self.triage)
             .field("hunting", &self.hunting)

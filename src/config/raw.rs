@@ -55,6 +55,7 @@ pub(super) struct RawAsset {
     pub managed_identity_client_id: Option<Text>,
     pub managed_identity_url: Option<Text>,
     pub disabled_actions: Option<TextList>,
+    pub allow_offboard: Option<Text>,
     pub allowed_consenters: Option<TextList>,
     pub ignore_classifications: Option<TextList>,
     pub ignore_determinations: Option<TextList>,

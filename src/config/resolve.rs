@@ -361,6 +361,23 @@ fn resolve_asset(
         .disabled_actions
         .map(|list| list.0.into_iter().collect())
         .unwrap_or_default();
+    let allow_offboard = match raw.allow_offboard {
+        None => Some(false),
+        Some(Text(v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                problems.push(
+                    key("allow_offboard"),
+                    format!(
+                        "{:?} is not true or false",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
     let allowed_consenters: Vec<String> = raw
         .allowed_consenters
         .map(|list| list.0)
@@ -455,6 +472,7 @@ fn resolve_asset(
         graph_url: graph_url?,
         resource: environment.resource().to_owned(),
         disabled_actions,
+        allow_offboard: allow_offboard?,
         allowed_consenters,
         triage: triage?,
         hunting,

@@ -1033,6 +1033,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         graph_url: "https://graph.microsoft.com".into(),
         resource: "https://api.securitycenter.microsoft.com".into(),
         disabled_actions: BTreeSet::new(),
+        allow_offboard: false,
         allowed_consenters: Vec::new(),
         triage: Default::default(),
         hunting: Default::default(),
@@ -1291,4 +1292,15 @@ fn hunting_display_fields() {
     );
     assert!(e.contains("assets.contoso.hunting_ignore_fields[1]"), "{e}");
     assert!(e.contains("not a column name"), "{e}");
+}
+
+#[test]
+fn allow_offboard_is_off_unless_set_true() {
+    let off = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    assert!(!off.assets["contoso"].allow_offboard);
+    let on = parse(&asset_toml("allow_offboard = true"), SECRET_ENV).unwrap();
+    assert!(on.assets["contoso"].allow_offboard);
+    let e = error_of(&asset_toml("allow_offboard = \"maybe\""), SECRET_ENV);
+    assert!(e.contains("assets.contoso.allow_offboard"), "{e}");
+    assert!(e.contains("true or false"), "{e}");
 }

@@ -265,6 +265,67 @@ pub static DELETE_INDICATOR: Endpoint = Endpoint {
     permission: "Ti.ReadWrite.All",
     priority: Priority::Respond,
 };
+// --- Enrichment and device information (files, addresses, domains, users, devices) --------
+
+/// Longest look-back of the prevalence endpoints (`lookBackHours`, 30 days).
+pub const MAX_LOOK_BACK_HOURS: u64 = 720;
+
+/// `GET /api/files/{hash}`: a file's profile (SHA1 or SHA256).
+pub static FILE: Endpoint = read("/api/files/{hash}", "File.Read.All");
+/// `GET /api/files/{hash}/stats?lookBackHours=`: a file's prevalence.
+pub static FILE_STATS: Endpoint = read("/api/files/{hash}/stats", "File.Read.All");
+/// `GET /api/ips/{ip}/stats?lookBackHours=`: an IP address's prevalence.
+pub static IP_STATS: Endpoint = read("/api/ips/{ip}/stats", "Ip.Read.All");
+/// `GET /api/domains/{domain}/stats?lookBackHours=`: a domain's prevalence.
+pub static DOMAIN_STATS: Endpoint = read("/api/domains/{domain}/stats", "URL.Read.All");
+/// `GET /api/users/{user}/machines`: devices a user logged on to.
+pub static USER_MACHINES: Endpoint = read("/api/users/{user}/machines", "Machine.Read.All");
+/// `GET /api/machines/{id}`: one device.
+pub static MACHINE: Endpoint = read("/api/machines/{id}", "Machine.Read.All");
+/// `GET /api/machines/{id}/logonusers`: users who logged on to a device.
+pub static MACHINE_LOGON_USERS: Endpoint = read("/api/machines/{id}/logonusers", "User.Read.All");
+/// `GET /api/machines/findbyip(ip='{ip}',timestamp={timestamp})`: devices that had an internal
+/// address within 15 minutes of a moment of the last 30 days; called through
+/// [`find_by_ip`], which builds the function-call segment.
+pub static FIND_MACHINES_BY_IP: Endpoint = read(
+    "/api/machines/findbyip(ip={ip},timestamp={timestamp})",
+    "Machine.Read.All",
+);
+/// `POST /api/machines/{id}/offboard`: offboards a device (a MachineAction; cannot be undone
+/// through the API).
+pub static OFFBOARD: Endpoint = respond("/api/machines/{id}/offboard", "Machine.Offboard");
+/// `POST /api/machines/{id}/startInvestigation`: starts an automated investigation (201
+/// Investigation; Defender allows 50 calls an hour).
+pub static START_INVESTIGATION: Endpoint = respond(
+    "/api/machines/{id}/startInvestigation",
+    "Alert.ReadWrite.All",
+);
+/// `GET /api/investigations`: automated investigations (OData).
+pub static INVESTIGATIONS: Endpoint = read("/api/investigations", "Alert.Read.All");
+/// `GET /api/investigations/{id}`: one automated investigation.
+pub static INVESTIGATION: Endpoint = read("/api/investigations/{id}", "Alert.Read.All");
+
+/// The call of [`FIND_MACHINES_BY_IP`] for `ip` at `at`: the address as an OData string
+/// literal ([`super::odata::literal`]) and the moment as an unquoted UTC date-time literal
+/// formatted here, so no caller text reaches the path but the parsed address.
+pub fn find_by_ip(ip: std::net::IpAddr, at: time::OffsetDateTime) -> Call {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    let moment = utc
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
+    Call {
+        endpoint: &FIND_MACHINES_BY_IP,
+        path: format!(
+            "/api/machines/findbyip(ip={},timestamp={moment})",
+            super::odata::literal(&ip.to_string())
+        ),
+    }
+}
 
 // --- Microsoft Graph security ---------------------------------------------------------------
 
@@ -389,6 +450,18 @@ pub static ALL: &[&Endpoint] = &[
     &GRAPH_INCIDENT_COMMENTS,
     &ADVANCED_QUERIES,
     &RUN_HUNTING_QUERY,
+    &FILE,
+    &FILE_STATS,
+    &IP_STATS,
+    &DOMAIN_STATS,
+    &USER_MACHINES,
+    &MACHINE,
+    &MACHINE_LOGON_USERS,
+    &FIND_MACHINES_BY_IP,
+    &OFFBOARD,
+    &START_INVESTIGATION,
+    &INVESTIGATIONS,
+    &INVESTIGATION,
 ];
 
 #[cfg(test)]
@@ -410,6 +483,12 @@ mod tests {
             "/api/machineactions/e1/GetLiveResponseResultDownloadLink(index=2)"
         );
         assert_eq!(MACHINES.at(&[]).path, "/api/machines");
+        let at = time::macros::datetime!(2025-11-01 10:20:30.5 +01:00);
+        let ip: std::net::IpAddr = "10.1.4.21".parse().unwrap();
+        assert_eq!(
+            find_by_ip(ip, at).path,
+            "/api/machines/findbyip(ip='10.1.4.21',timestamp=2025-11-01T09:20:30Z)"
+        );
     }
 
     #[test]

@@ -487,8 +487,84 @@ fn action_rules(id: &str) -> Rules {
             narrow: vec![("indicator_ids", indicator_ids_schema())],
             ..Rules::default()
         },
+        // Enrichment and device information.
+        "get_file_info" | "file_prevalence" | "get_file_devices" => Rules {
+            narrow: vec![("file_hash", json!({"pattern": trimmed(HASH_BODY)}))],
+            ..Rules::default()
+        },
+        "domain_prevalence" | "get_domain_devices" => Rules {
+            narrow: vec![("domain", json!({"pattern": trimmed(DOMAIN_BODY)}))],
+            ..Rules::default()
+        },
+        "ip_prevalence" => Rules {
+            narrow: vec![("ip", ip_schema())],
+            ..Rules::default()
+        },
+        "find_devices_by_ip" => Rules {
+            // The timestamp must also fall within the last 30 days, which no schema can say.
+            narrow: vec![("ip", ip_schema()), ("timestamp", moment_schema())],
+            ..Rules::default()
+        },
+        "get_user_devices" => Rules {
+            narrow: vec![("user_id", json!({"pattern": trimmed(USER_BODY)}))],
+            ..Rules::default()
+        },
+        "get_device_details" => Rules {
+            narrow: vec![("device_ids", device_ids_schema())],
+            ..Rules::default()
+        },
+        "list_sessions" => Rules {
+            narrow: vec![("device_id", device_schema())],
+            ..Rules::default()
+        },
+        "offboard_device" | "start_investigation" => Rules {
+            nonblank: &["comment"],
+            narrow: vec![("device_id", device_schema())],
+            ..Rules::default()
+        },
+        "get_investigation" => Rules {
+            narrow: vec![(
+                "investigation_id",
+                json!({"pattern": trimmed(INVESTIGATION_ID_BODY)}),
+            )],
+            ..Rules::default()
+        },
+        "list_investigations" => Rules {
+            narrow: vec![
+                (
+                    "id",
+                    json!({"pattern": format!("^{TRIMMED}(?:{INVESTIGATION_ID_BODY})?{TRIMMED}$")}),
+                ),
+                ("device_id", device_schema()),
+            ],
+            ..Rules::default()
+        },
+        "list_machine_actions" => Rules {
+            narrow: vec![("since", moment_schema()), ("device_id", device_schema())],
+            ..Rules::default()
+        },
         _ => Rules::default(),
     }
+}
+
+/// An investigation id as the investigation actions check it.
+const INVESTIGATION_ID_BODY: &str = "[A-Za-z0-9_-]{1,100}";
+
+/// An IPv4 or IPv6 address, as the address parameters take it.
+fn ip_schema() -> Value {
+    json!({"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
+}
+
+/// Device ids as `get_device_details` takes them: a JSON list of 40-hex id strings or ids
+/// separated by commas (blank items skipped), at most 100 different ones.
+fn device_ids_schema() -> Value {
+    let id = "[0-9a-fA-F]{40}";
+    let ws = "[ \\t\\n\\r]*";
+    let json_list = format!("\\[{ws}\"{id}\"(?:{ws},{ws}\"{id}\"){{0,99}}{ws}\\]");
+    let item = format!("{TRIMMED}{id}{TRIMMED}");
+    let blank = TRIMMED;
+    let commas = format!("(?:{blank},)*{item}(?:,(?:{item}|{blank})){{0,99}}");
+    json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$")})
 }
 
 /// `timespan` as the hunting actions take it: an ISO 8601 duration

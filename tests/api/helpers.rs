@@ -77,6 +77,7 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         graph_url: sim_base.to_string(),
         resource: Environment::Public.resource().to_string(),
         disabled_actions: BTreeSet::new(),
+        allow_offboard: false,
         allowed_consenters: Vec::new(),
         triage: Default::default(),
         hunting: Default::default(),

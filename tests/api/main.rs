@@ -9,6 +9,7 @@ mod consent;
 mod credentials;
 mod device_code;
 mod devices;
+mod enrichment;
 mod graph;
 mod graph_audience;
 mod host;

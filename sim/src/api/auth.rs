@@ -30,6 +30,8 @@ pub enum Family {
     AlertBatchUpdate,
     /// POST alerts/CreateAlertByReference: 15/min.
     CreateAlert,
+    /// POST machines/{id}/startInvestigation: 50/h.
+    StartInvestigation,
 }
 
 impl Family {
@@ -42,6 +44,7 @@ impl Family {
             Family::Graph => "graph",
             Family::AlertBatchUpdate => "alertbatchupdate",
             Family::CreateAlert => "createalert",
+            Family::StartInvestigation => "startinvestigation",
         }
     }
 }
@@ -250,6 +253,68 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
     ("POST", "/api/indicators/import", TI, Family::Default),
     ("POST", "/api/indicators/batchdelete", TI, Family::Default),
     ("DELETE", "/api/indicators/{id}", TI, Family::Default),
+    // Enrichment and device information.
+    (
+        "GET",
+        "/api/files/{sha}",
+        &["File.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/files/{sha}/stats",
+        &["File.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/ips/{ip}/stats",
+        &["Ip.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/domains/{domain}/stats",
+        &["URL.Read.All", "Url.Read.All"],
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/files/{sha}/machines",
+        READ_MACHINES,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/domains/{domain}/machines",
+        READ_MACHINES,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/users/{user}/machines",
+        READ_MACHINES,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/logonusers",
+        &["User.Read.All"],
+        Family::Default,
+    ),
+    (
+        "POST",
+        "/api/machines/{id}/startinvestigation",
+        WRITE_ALERTS,
+        Family::StartInvestigation,
+    ),
+    ("GET", "/api/investigations", READ_ALERTS, Family::Default),
+    (
+        "GET",
+        "/api/investigations/{id}",
+        READ_ALERTS,
+        Family::Default,
+    ),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.
@@ -356,6 +421,7 @@ pub fn check_rate(sim: &Sim, claims: &Claims, family: Family) -> Result<(), ApiE
         Family::Graph => limits.graph,
         Family::AlertBatchUpdate => limits.alert_batch_update,
         Family::CreateAlert => limits.create_alert,
+        Family::StartInvestigation => limits.start_investigation,
     };
     let key =
         format!("{}/{}/{}", claims.tid, claims.client_id(), family.name()).to_ascii_lowercase();

@@ -99,6 +99,9 @@ async fn get_one(
             .collect();
         return odata::count_response(items, &query, &spec(usize::MAX));
     }
+    if id.starts_with("findbyip(") {
+        return super::enrichment::find_by_ip(&sim, &id, &headers);
+    }
     let machine = sim.world().scenario.machine(&id).cloned();
     match machine {
         Some(m) => Ok(entity(&headers, m).into_response()),

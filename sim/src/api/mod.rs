@@ -10,6 +10,7 @@ use crate::state::Sim;
 pub mod alerts;
 pub mod auth;
 pub mod download;
+pub mod enrichment;
 pub mod graph;
 pub mod graph_security;
 pub mod hunting;
@@ -33,6 +34,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(alerts::routes())
         .merge(hunting::routes())
         .merge(indicators::routes())
+        .merge(enrichment::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded
         .merge(graph::routes(sim_for_graph))
