@@ -1,5 +1,5 @@
-//! `list_library_files` and `upload_library_file`: the tenant's live response library, the
-//! scripts `run_script` runs and the files `put_file` places on devices.
+//! `list_library_files`, `upload_library_file` and `delete_library_file`: the tenant's live
+//! response library, the scripts `run_script` runs and the files `put_file` places on devices.
 //!
 //! An upload sends one multipart form to `POST /api/libraryfiles` (`File`, `Description`,
 //! `ParametersDescription`, `HasParameters`, `OverrideIfExists`). Its file comes either inline
@@ -44,7 +44,11 @@ const STREAM_CHUNK: usize = 64 * 1024;
 
 /// The handlers of this module.
 pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
-    vec![erase::<ListLibraryFiles>(), erase::<UploadLibraryFile>()]
+    vec![
+        erase::<ListLibraryFiles>(),
+        erase::<UploadLibraryFile>(),
+        erase::<DeleteLibraryFile>(),
+    ]
 }
 
 /// `list_library_files`.
@@ -392,6 +396,52 @@ impl Action for UploadLibraryFile {
         .with_summary("file_name", stored_name)
         .with_summary("sha256", sha256)
         .with_data(Value::Object(file)))
+    }
+}
+
+/// `delete_library_file`.
+pub struct DeleteLibraryFile;
+
+/// Parameters of `delete_library_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// The library file's name.
+    pub file_name: String,
+}
+
+impl Action for DeleteLibraryFile {
+    const ID: &'static str = "delete_library_file";
+    type Params = DeleteParams;
+
+    async fn run(ctx: ActionContext, p: DeleteParams) -> Result<Outcome, ActionError> {
+        check_file_name(&p.file_name)?;
+        let name = p.file_name.as_str();
+        let client = ctx
+            .asset
+            .defender
+            .with_deadline(Instant::now() + DEADLINE);
+        match client
+            .delete(&endpoints::DELETE_LIBRARY_FILE.at(&[name]))
+            .await
+        {
+            Ok(()) => Ok(Outcome::success(format!(
+                "Deleted {name} from the live response library"
+            ))
+            .with_summary("file_name", name)
+            .with_summary("deleted", true)),
+            Err(e) if e.is_not_found() => Ok(Outcome::failed(format!(
+                "the live response library has no file named {name}"
+            ))
+            .with_summary("file_name", name)
+            .with_summary("deleted", false)),
+            Err(e) if e.retry_after().is_some() => Err(e.into()),
+            Err(e) => Ok(Outcome::failed(format!(
+                "deleting {name} from the library failed: {e}"
+            ))
+            .with_summary("file_name", name)
+            .with_summary("deleted", false)),
+        }
     }
 }
 

@@ -176,6 +176,14 @@ pub static LIVE_RESPONSE_RESULT_LINK: Endpoint = read(
 pub static LIBRARY_FILES: Endpoint = read("/api/libraryfiles", "Library.Manage");
 /// `POST /api/libraryfiles`: upload a library file (multipart).
 pub static UPLOAD_LIBRARY_FILE: Endpoint = respond("/api/libraryfiles", "Library.Manage");
+/// `DELETE /api/libraryfiles/{name}`: removes a library file (204; 404 when there is none).
+pub static DELETE_LIBRARY_FILE: Endpoint = Endpoint {
+    method: Method::DELETE,
+    path: "/api/libraryfiles/{name}",
+    family: Family::Default,
+    permission: "Library.Manage",
+    priority: Priority::Respond,
+};
 
 // --- Alerts ---------------------------------------------------------------------------------
 
@@ -420,6 +428,7 @@ pub static ALL: &[&Endpoint] = &[
     &LIVE_RESPONSE_RESULT_LINK,
     &LIBRARY_FILES,
     &UPLOAD_LIBRARY_FILE,
+    &DELETE_LIBRARY_FILE,
     &ALERTS,
     &ALERT,
     &UPDATE_ALERT,

@@ -450,6 +450,10 @@ fn action_rules(id: &str) -> Rules {
             needs_some: true,
             ..Rules::default()
         },
+        "delete_library_file" => Rules {
+            narrow: vec![("file_name", json!({"not": {"pattern": "^\\.+$"}}))],
+            ..Rules::default()
+        },
         "run_query" => Rules {
             nonblank: &["query"],
             narrow: vec![("timespan", timespan_schema())],

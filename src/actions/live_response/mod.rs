@@ -32,6 +32,7 @@ pub mod flow;
 pub mod get_file;
 pub mod idempotency;
 pub mod put_file;
+pub mod result;
 pub mod run_script;
 
 use super::{HandlerFn, erase};
@@ -42,6 +43,7 @@ pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
         erase::<get_file::GetFile>(),
         erase::<run_script::RunScript>(),
         erase::<put_file::PutFile>(),
+        erase::<result::GetLiveResponseResult>(),
     ]
 }
 
