@@ -321,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn counts_routes_by_suffix() {
+        let c: Counters = serde_json::from_value(json!({
+            "total": 6,
+            "by_route": {
+                "POST /api/advancedqueries/run": {"200": 3, "400": 1},
+                "POST /v1.0/security/runHuntingQuery": {"200": 2},
+            },
+            "by_path": {},
+            "tokens_issued": {},
+            "throttled": 0,
+        }))
+        .unwrap();
+        assert_eq!(route_count_suffix(&c, "/api/AdvancedQueries/run"), 4);
+        assert_eq!(route_count_suffix(&c, "/v1.0/security/runHuntingQuery"), 2);
+        assert_eq!(route_count_suffix(&c, "/api/machines"), 0);
+    }
+
+    #[test]
     fn adds_machines() {
         let mut s = Scenario::default_scenario();
         let before = s.machines.len();
