@@ -35,6 +35,9 @@ pub struct HostSpec {
     pub per_hour: u32,
     /// `[assets.bench.budget] max_wait_secs` (the host's default when `None`).
     pub max_wait_secs: Option<u64>,
+    /// Budget families (`hunting`, `graph`, ...) given the same `per_minute` and `per_hour`
+    /// as `{family}_per_minute` and `{family}_per_hour` (the host's defaults when absent).
+    pub families: Vec<&'static str>,
     /// `RUST_LOG` of the host process.
     pub log_level: String,
 }
@@ -46,6 +49,7 @@ impl HostSpec {
             per_minute: 100_000,
             per_hour: 100_000,
             max_wait_secs: None,
+            families: Vec::new(),
             log_level: log_level.to_string(),
         }
     }
@@ -63,7 +67,8 @@ pub struct HostProcess {
     _dir: TempDir,
 }
 
-/// The configuration file for `spec`, with the asset pointed at `sim_base`.
+/// The configuration file for `spec`, with the asset pointed at `sim_base` (Entra, Defender's
+/// API and Microsoft Graph alike).
 pub fn config_toml(
     listen_port: u16,
     state_dir: &Path,
@@ -74,16 +79,23 @@ pub fn config_toml(
     let mut out = format!(
         "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n\n\
          [assets.{ASSET}]\ntenant_id = {}\nclient_id = {}\nclient_secret_env = \"{SECRET_ENV}\"\n\
-         auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\n\
-         [assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
+         auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\
+         graph_url = {}\n\n[assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
         toml_str(&state_dir.display().to_string()),
         toml_str(&app.tenant_id),
         toml_str(&app.client_id),
         toml_str(sim_base),
         toml_str(sim_base),
+        toml_str(sim_base),
         spec.per_minute,
         spec.per_hour,
     );
+    for family in &spec.families {
+        out.push_str(&format!(
+            "{family}_per_minute = {}\n{family}_per_hour = {}\n",
+            spec.per_minute, spec.per_hour
+        ));
+    }
     if let Some(w) = spec.max_wait_secs {
         out.push_str(&format!("max_wait_secs = {w}\n"));
     }
@@ -363,6 +375,7 @@ mod tests {
         };
         let spec = HostSpec {
             max_wait_secs: Some(5),
+            families: vec!["hunting"],
             ..HostSpec::unlimited("warn")
         };
         let text = config_toml(
@@ -374,9 +387,11 @@ mod tests {
         );
         assert!(text.contains("state_dir = \"/tmp/a \\\"b\\\"\""));
         assert!(text.contains(
-            "[assets.bench.budget]\nper_minute = 100000\nper_hour = 100000\nmax_wait_secs = 5\n"
+            "[assets.bench.budget]\nper_minute = 100000\nper_hour = 100000\n\
+             hunting_per_minute = 100000\nhunting_per_hour = 100000\nmax_wait_secs = 5\n"
         ));
         assert!(text.contains("login_url = \"http://127.0.0.1:1\""));
+        assert!(text.contains("graph_url = \"http://127.0.0.1:1\""));
         assert!(!text.contains("never-written"));
     }
 }

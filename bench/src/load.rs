@@ -164,6 +164,63 @@ where
     Ok(result)
 }
 
+/// Sends `total` requests from `concurrency` closed-loop workers (each takes the next request
+/// number as soon as its previous answer is read); `make(n)` builds request `n` and `check`
+/// judges each answer. Bounded by the count; each request by the client's timeout.
+pub async fn run_count<F>(
+    concurrency: usize,
+    total: usize,
+    make: F,
+    check: Check,
+) -> Result<LoadResult, BoxError>
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.clamp(1, total.max(1)) {
+        let (make, next) = (make.clone(), next.clone());
+        workers.spawn(async move {
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let t0 = Instant::now();
+                let ok = match make(n).send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        match resp.bytes().await {
+                            Ok(body) => check(status, &body),
+                            Err(_) => false,
+                        }
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut result = LoadResult::default();
+    while let Some(joined) = workers.join_next().await {
+        let (latencies, errors) = joined?;
+        result.requests += latencies.len() as u64;
+        result.errors += errors;
+        result.latencies_us.extend(latencies);
+    }
+    result.elapsed = start.elapsed();
+    result.latencies_us.sort_unstable();
+    Ok(result)
+}
+
 /// Sends `GET url` with `bearer` from `concurrency` closed-loop workers for `duration`.
 pub async fn get_loop(
     client: &reqwest::Client,

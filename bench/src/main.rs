@@ -55,6 +55,12 @@ struct Cli {
     /// Size of the large-file download in MiB (default 1024, 256 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16384))]
     file_mib: Option<u64>,
+    /// Small queries per path in hunting (default 1000, 100 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    hunting_queries: Option<u64>,
+    /// Rows of the large answer in hunting (default 100000, 20000 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1000..=100000))]
+    hunting_rows: Option<u64>,
     /// Host start-ups measured in startup (default 5).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     startup_runs: u64,
@@ -134,6 +140,12 @@ async fn main() -> ExitCode {
         lag_runs: cli.lag_runs.unwrap_or(if quick { 4 } else { 20 }) as usize,
         file_bytes: cli.file_mib.unwrap_or(if quick { 256 } else { 1024 }) * 1024 * 1024,
         startup_runs: cli.startup_runs as usize,
+        hunting_queries: cli
+            .hunting_queries
+            .unwrap_or(if quick { 100 } else { 1000 }) as usize,
+        hunting_rows: cli
+            .hunting_rows
+            .unwrap_or(if quick { 20_000 } else { 100_000 }) as usize,
         sim_bin,
         host_bin,
         host_log: cli.host_log.clone(),

@@ -11,6 +11,8 @@ use crate::BoxError;
 
 /// The Defender resource, as a v2 scope.
 pub const SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+/// The Microsoft Graph resource, as a v2 scope.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// How long the simulator may take to answer its health check.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout of control calls.
@@ -120,15 +122,21 @@ impl SimControl {
 
     /// A client credentials token (v2) for `app`.
     pub async fn token(&self, app: &AppCreds) -> Result<String, BoxError> {
-        let v = ok_json(self.token_request(app).send().await?).await?;
+        self.token_for(app, SCOPE).await
+    }
+
+    /// A client credentials token (v2) for `app` and `scope` ([`SCOPE`], [`GRAPH_SCOPE`]).
+    pub async fn token_for(&self, app: &AppCreds, scope: &str) -> Result<String, BoxError> {
+        let v = ok_json(self.scoped_token_request(app, scope).send().await?).await?;
         Ok(v["access_token"]
             .as_str()
             .ok_or("the token answer has no access_token")?
             .to_string())
     }
 
-    /// The token request for `app` (a per-process connector sends one per action).
-    pub fn token_request(&self, app: &AppCreds) -> reqwest::RequestBuilder {
+    /// The token request for `app` and `scope` (a per-process connector sends one per
+    /// action).
+    fn scoped_token_request(&self, app: &AppCreds, scope: &str) -> reqwest::RequestBuilder {
         self.client
             .post(self.url(&format!("/{}/oauth2/v2.0/token", app.tenant_id)))
             .timeout(CONTROL_TIMEOUT)
@@ -136,7 +144,7 @@ impl SimControl {
                 ("grant_type", "client_credentials"),
                 ("client_id", app.client_id.as_str()),
                 ("client_secret", app.secret.as_str()),
-                ("scope", SCOPE),
+                ("scope", scope),
             ])
     }
 
@@ -251,6 +259,17 @@ pub fn route_count(c: &Counters, method_and_route: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Requests counted on every route whose `METHOD /route` ends with `suffix` (ASCII case
+/// ignored), any status.
+pub fn route_count_suffix(c: &Counters, suffix: &str) -> u64 {
+    let suffix = suffix.to_ascii_lowercase();
+    c.by_route
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().ends_with(&suffix))
+        .flat_map(|(_, m)| m.values())
+        .sum()
+}
+
 /// Client credentials tokens issued so far.
 pub fn tokens_issued(c: &Counters) -> u64 {
     c.tokens_issued
@@ -299,6 +318,24 @@ mod tests {
         assert_eq!(parse_utc_ms("1970-01-01T00:00:01.2500000Z"), Some(1250));
         assert_eq!(parse_utc_ms("1970-01-01T00:00:01Z"), Some(1000));
         assert_eq!(parse_utc_ms("nope"), None);
+    }
+
+    #[test]
+    fn counts_routes_by_suffix() {
+        let c: Counters = serde_json::from_value(json!({
+            "total": 6,
+            "by_route": {
+                "POST /api/advancedqueries/run": {"200": 3, "400": 1},
+                "POST /v1.0/security/runHuntingQuery": {"200": 2},
+            },
+            "by_path": {},
+            "tokens_issued": {},
+            "throttled": 0,
+        }))
+        .unwrap();
+        assert_eq!(route_count_suffix(&c, "/api/AdvancedQueries/run"), 4);
+        assert_eq!(route_count_suffix(&c, "/v1.0/security/runHuntingQuery"), 2);
+        assert_eq!(route_count_suffix(&c, "/api/machines"), 0);
     }
 
     #[test]

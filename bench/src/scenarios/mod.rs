@@ -5,6 +5,7 @@
 pub mod completion_lag;
 pub mod final_status;
 pub mod host_overhead;
+pub mod hunting;
 pub mod large_file;
 pub mod overload;
 pub mod shared_polling;
@@ -45,11 +46,13 @@ pub enum ScenarioName {
     FinalStatus,
     /// `GET /api/machineactions/{id}` against the simulator alone.
     SimThroughput,
+    /// Advanced hunting: small queries through the host vs direct, and a 100,000-row answer.
+    Hunting,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 9] = [
+    pub const ALL: [ScenarioName; 10] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -59,6 +62,7 @@ impl ScenarioName {
         ScenarioName::Startup,
         ScenarioName::FinalStatus,
         ScenarioName::SimThroughput,
+        ScenarioName::Hunting,
     ];
 
     /// The name as given on the command line.
@@ -73,6 +77,7 @@ impl ScenarioName {
             ScenarioName::Startup => "startup",
             ScenarioName::FinalStatus => "final-status",
             ScenarioName::SimThroughput => "sim-throughput",
+            ScenarioName::Hunting => "hunting",
         }
     }
 
@@ -96,6 +101,9 @@ impl ScenarioName {
                 "7. final-status: callers polling the status of final actions"
             }
             ScenarioName::SimThroughput => "sim-throughput: the simulator alone",
+            ScenarioName::Hunting => {
+                "8. hunting: run_query through the host vs direct, and a large answer"
+            }
         }
     }
 
@@ -111,7 +119,7 @@ impl ScenarioName {
             ScenarioName::LargeFile => large_file::TARGETS,
             ScenarioName::Startup => startup::TARGETS,
             ScenarioName::FinalStatus => final_status::TARGETS,
-            ScenarioName::SimThroughput => &[],
+            ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
 }
@@ -140,6 +148,10 @@ pub struct Options {
     pub file_bytes: u64,
     /// Start-ups measured.
     pub startup_runs: usize,
+    /// Small queries per path in hunting.
+    pub hunting_queries: usize,
+    /// Rows of the large answer in hunting.
+    pub hunting_rows: usize,
     /// The `defender-sim` executable.
     pub sim_bin: PathBuf,
     /// The `defender-soar` executable.
@@ -167,6 +179,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::Startup => startup::run(options, shared).await,
         ScenarioName::FinalStatus => final_status::run(options).await,
         ScenarioName::SimThroughput => sim_throughput::run(options).await,
+        ScenarioName::Hunting => hunting::run(options).await,
     };
     match result {
         Ok(mut section) => {

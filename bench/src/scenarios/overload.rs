@@ -64,6 +64,7 @@ pub async fn run(options: &Options) -> Result<Section, BoxError> {
         per_minute: PER_MINUTE,
         per_hour: 1500,
         max_wait_secs: None,
+        families: Vec::new(),
         log_level: options.host_log.clone(),
     };
     let stack = Stack::start(
