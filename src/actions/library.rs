@@ -417,10 +417,7 @@ impl Action for DeleteLibraryFile {
     async fn run(ctx: ActionContext, p: DeleteParams) -> Result<Outcome, ActionError> {
         check_file_name(&p.file_name)?;
         let name = p.file_name.as_str();
-        let client = ctx
-            .asset
-            .defender
-            .with_deadline(Instant::now() + DEADLINE);
+        let client = ctx.asset.defender.with_deadline(Instant::now() + DEADLINE);
         match client
             .delete(&endpoints::DELETE_LIBRARY_FILE.at(&[name]))
             .await
@@ -436,11 +433,11 @@ impl Action for DeleteLibraryFile {
             .with_summary("file_name", name)
             .with_summary("deleted", false)),
             Err(e) if e.retry_after().is_some() => Err(e.into()),
-            Err(e) => Ok(Outcome::failed(format!(
-                "deleting {name} from the library failed: {e}"
-            ))
-            .with_summary("file_name", name)
-            .with_summary("deleted", false)),
+            Err(e) => Ok(
+                Outcome::failed(format!("deleting {name} from the library failed: {e}"))
+                    .with_summary("file_name", name)
+                    .with_summary("deleted", false),
+            ),
         }
     }
 }

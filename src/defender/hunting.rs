@@ -64,12 +64,27 @@ impl HuntingAnswer {
     /// Reads an answer of either API keeping at most `keep` rows; rows that are not JSON
     /// objects are counted but not kept.
     pub fn parse(body: &[u8], keep: usize) -> Result<HuntingAnswer, String> {
-        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let answer = AnswerSeed { keep }
-            .deserialize(&mut de)
-            .and_then(|a| de.end().map(|()| a))
-            .map_err(|e| format!("the hunting answer could not be read: {e}"))?;
+        HuntingAnswer::read(&mut &body[..], keep)
+            .map_err(|e| format!("the hunting answer could not be read: {e}"))
+    }
+
+    /// Reads an answer of either API from `reader` as it arrives, keeping at most `keep` rows.
+    pub fn read(
+        reader: &mut dyn std::io::Read,
+        keep: usize,
+    ) -> Result<HuntingAnswer, serde_json::Error> {
+        use std::io::BufRead as _;
+        let mut buffered = std::io::BufReader::with_capacity(64 * 1024, reader);
+        if buffered
+            .fill_buf()
+            .map_err(serde_json::Error::io)?
+            .starts_with(b"\xEF\xBB\xBF")
+        {
+            buffered.consume(3);
+        }
+        let mut de = serde_json::Deserializer::from_reader(buffered);
+        let answer = AnswerSeed { keep }.deserialize(&mut de)?;
+        de.end()?;
         Ok(answer)
     }
 
@@ -344,6 +359,10 @@ mod tests {
         assert_eq!(a.columns[0].name, "DeviceId");
         assert_eq!(a.rows.len(), 1);
         assert!(a.stats.is_none());
+
+        // A byte order mark first.
+        let bom = [b"\xEF\xBB\xBF".as_slice(), graph.to_string().as_bytes()].concat();
+        assert_eq!(HuntingAnswer::parse(&bom, 10).unwrap().rows.len(), 1);
 
         // Mixed key case, results before the schema, extra fields, no Stats.
         let odd = r#"{"results":[{"A":1}],"extra":[1,2],"SCHEMA":[{"NAME":"A","TYPE":"Int64"}]}"#;

@@ -119,11 +119,14 @@ enum Body<'a> {
     Multipart(&'a (dyn Fn() -> reqwest::multipart::Form + Send + Sync)),
 }
 
-/// A complete answer of the API.
+/// A complete answer of the API (or, for a call that asked for it, a success answer whose body
+/// is still to be read from `pending`).
 struct RawResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The answer whose body was left unread (see [`Route::stream`]).
+    pending: Option<reqwest::Response>,
 }
 
 /// Why one attempt got no answer.
@@ -141,6 +144,8 @@ pub(crate) struct Route {
     family: Family,
     priority: Priority,
     label: std::borrow::Cow<'static, str>,
+    /// A success answer's body is left for the caller to read as it arrives.
+    stream: bool,
 }
 
 impl Route {
@@ -150,6 +155,7 @@ impl Route {
             family: endpoint.family,
             priority: endpoint.priority,
             label: std::borrow::Cow::Borrowed(endpoint.label()),
+            stream: false,
         }
     }
 
@@ -166,6 +172,7 @@ impl Route {
                 Priority::Respond
             },
             label: std::borrow::Cow::Owned(urls::endpoint_template(path)),
+            stream: false,
         }
     }
 }
@@ -362,23 +369,64 @@ impl DefenderClient {
         decode_json(success(raw)?)
     }
 
-    /// POST a JSON body and answer the success body as it came (large answers parsed by the
-    /// caller, keeping only what it needs); repeated like [`post`](Self::post).
-    pub async fn post_for_bytes(
+    /// POST a JSON body and hand the success answer's body to `parse` as it arrives, on a
+    /// blocking thread, without holding it in memory (hunting answers reach 124 MB; `parse`
+    /// keeps what it needs). Repeated like [`post`](Self::post); the body may be at most
+    /// 256 MB. A connection that fails or times out while the body is read is a
+    /// [`DefenderError::Transport`], an answer `parse` cannot read a [`DefenderError::Decode`].
+    pub async fn post_parsed<T, F>(
         &self,
         call: &Call,
         body: &Value,
-    ) -> Result<Vec<u8>, DefenderError> {
+        parse: F,
+    ) -> Result<T, DefenderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn std::io::Read) -> Result<T, serde_json::Error> + Send + 'static,
+    {
         let url = self.url(&call.path)?;
-        let raw = self
-            .execute(
-                Method::POST,
-                url,
-                Body::Json(body),
-                Route::of(call.endpoint),
-            )
-            .await?;
-        success(raw).map(|raw| raw.body)
+        let host = urls::authority(&url);
+        let mut route = Route::of(call.endpoint);
+        route.stream = true;
+        let raw = success(
+            self.execute(Method::POST, url, Body::Json(body), route)
+                .await?,
+        )?;
+        let decode = |e: serde_json::Error| match e.io_error_kind() {
+            Some(std::io::ErrorKind::TimedOut) => DefenderError::Transport(format!(
+                "request to {host} timed out while its answer was read"
+            )),
+            Some(std::io::ErrorKind::FileTooLarge) => DefenderError::Decode(format!(
+                "the answer of {} is larger than {} MB",
+                call.endpoint.label(),
+                MAX_BODY_BYTES / (1024 * 1024)
+            )),
+            Some(_) => DefenderError::Transport(format!(
+                "the connection to {host} failed while its answer was read: {e}"
+            )),
+            None => DefenderError::Decode(e.to_string()),
+        };
+        let Some(response) = raw.pending else {
+            return parse(&mut raw.body.as_slice()).map_err(decode);
+        };
+        let chunks = futures::TryStreamExt::map_err(response.bytes_stream(), |e| {
+            if e.is_timeout() {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")
+            } else {
+                std::io::Error::other(e.without_url())
+            }
+        });
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
+        let parsed = tokio::task::spawn_blocking(move || {
+            let mut capped = Capped {
+                inner: reader,
+                left: MAX_BODY_BYTES,
+            };
+            parse(&mut capped)
+        })
+        .await
+        .map_err(|e| DefenderError::Decode(format!("reading the answer stopped: {e}")))?;
+        parsed.map_err(decode)
     }
 
     /// PATCH a JSON body; like [`post`](Self::post), never repeated except after a 401.
@@ -506,6 +554,7 @@ impl DefenderClient {
             family,
             priority,
             label: endpoint,
+            stream,
         } = route;
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
@@ -515,7 +564,7 @@ impl DefenderClient {
         loop {
             self.permit(family, priority).await?;
             let started = Instant::now();
-            match self.attempt(&method, &url, &token, body).await {
+            match self.attempt(&method, &url, &token, body, stream).await {
                 Ok(raw) => {
                     let status = raw.status;
                     count_request(&endpoint, status.as_u16().to_string());
@@ -654,6 +703,7 @@ impl DefenderClient {
         url: &Url,
         token: &SecretString,
         body: Body<'_>,
+        stream: bool,
     ) -> Result<RawResponse, AttemptError> {
         let mut request = self
             .inner
@@ -672,6 +722,14 @@ impl DefenderClient {
         let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
+        if stream && status.is_success() {
+            return Ok(RawResponse {
+                status,
+                headers,
+                body: Vec::new(),
+                pending: Some(response),
+            });
+        }
         let mut bytes: Vec<u8> = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if bytes.len() + chunk.len() > MAX_BODY_BYTES {
@@ -687,7 +745,34 @@ impl DefenderClient {
             status,
             headers,
             body: bytes,
+            pending: None,
         })
+    }
+}
+
+/// A reader that fails with `FileTooLarge` past `left` bytes.
+struct Capped<R> {
+    inner: R,
+    left: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // One byte more tells a body of exactly the limit from a longer one.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    "the answer is too large",
+                )),
+            };
+        }
+        let max = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n;
+        Ok(n)
     }
 }
 
@@ -942,6 +1027,57 @@ mod tests {
         assert_eq!(tokens.fetched(), 1);
         assert_eq!(tokens.invalidated(), 0);
         assert!(!format!("{client:?}").contains("token-0"));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_is_parsed_as_it_arrives_and_errors_keep_their_kind() {
+        let server = TestServer::start(|i, _| match i {
+            0 => axum::Json(json!({"Results": [{"a": 1}, {"a": 2}], "Schema": []})).into_response(),
+            1 => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": {"code": "BadRequest", "message": "Query could not be parsed at 'x' on line [1,2]"}})),
+            )
+                .into_response(),
+            _ => "not json".into_response(),
+        })
+        .await;
+        let client = client_for(&server, Arc::new(FakeTokens::default()));
+        let call = endpoints::ADVANCED_QUERIES.at(&[]);
+        let read = |r: &mut dyn std::io::Read| hunting::HuntingAnswer::read(r, 1);
+        let answer = client
+            .post_parsed(&call, &json!({"Query": "T"}), read)
+            .await
+            .unwrap();
+        assert_eq!((answer.total_rows, answer.rows.len()), (2, 1));
+        let refused = client
+            .post_parsed(&call, &json!({"Query": "T"}), read)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), Some(400));
+        assert!(refused.to_string().contains("line [1,2]"), "{refused}");
+        let garbled = client
+            .post_parsed(&call, &json!({"Query": "T"}), read)
+            .await
+            .unwrap_err();
+        assert!(matches!(garbled, DefenderError::Decode(_)), "{garbled:?}");
+        assert_eq!(server.count(), 3, "POSTs are not repeated");
+    }
+
+    #[test]
+    fn the_body_cap_tells_a_full_body_from_a_longer_one() {
+        use std::io::Read as _;
+        let mut exact = Capped {
+            inner: &b"abcd"[..],
+            left: 4,
+        };
+        let mut out = Vec::new();
+        assert_eq!(exact.read_to_end(&mut out).unwrap(), 4);
+        let mut longer = Capped {
+            inner: &b"abcde"[..],
+            left: 4,
+        };
+        let err = longer.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
     }
 
     #[tokio::test]

@@ -357,3 +357,44 @@ async fn a_token_without_library_manage_fails_fast() {
     assert_eq!(c.path("GET", "/api/libraryfiles"), 0);
     assert_eq!(c.path("POST", "/api/libraryfiles"), 0);
 }
+
+#[tokio::test]
+async fn deletes_a_library_file_and_explains_an_unknown_one() {
+    let app = spawn().await;
+    let before = list(&app).await;
+    let name = before["data"][0]["fileName"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .invoke("contoso", "delete_library_file", json!({"file_name": name}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_envelope(&body, "delete_library_file", "contoso");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["summary"]["deleted"], true);
+    assert!(row(&list(&app).await, &name).is_none());
+    let (status, body) = app
+        .invoke("contoso", "delete_library_file", json!({"file_name": name}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("no file named"),
+        "{body}"
+    );
+    let deletes = || {
+        app.sim
+            .counters()
+            .route("DELETE", "/api/libraryfiles/{name}")
+    };
+    let sent = deletes();
+    for bad in ["..", "a/b.ps1", "x y.ps1", ""] {
+        let (status, body) = app
+            .invoke("contoso", "delete_library_file", json!({"file_name": bad}))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("file_name"),
+            "{body}"
+        );
+    }
+    assert_eq!(deletes(), sent);
+}

@@ -940,3 +940,145 @@ async fn a_malformed_device_is_refused_even_when_an_event_id_is_given() {
     }
     assert_eq!(app.sim.counters().total, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// get_live_response_result
+
+#[tokio::test]
+async fn a_finished_live_responses_result_is_fetched_by_event_and_index() {
+    let app = spawn_with(instant()).await;
+    let (_, body) = app
+        .invoke("contoso", "get_file", get_file_params(HOSTS, 30))
+        .await;
+    let vault_id = assert_hosts_in_vault(&app, &body).await;
+    let event = body["summary"]["event_id"].as_str().unwrap().to_string();
+    let links = |app: &TestApp| {
+        app.sim.counters().path(
+            "GET",
+            &format!("/api/machineactions/{event}/GetLiveResponseResultDownloadLink(index=0)"),
+        )
+    };
+    let before = links(&app);
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": event.to_uppercase(), "command_index": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_envelope(&body, "get_live_response_result", "contoso");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["summary"]["vault_id"], vault_id.as_str());
+    assert_eq!(body["summary"]["command_type"], "GetFile");
+    assert_eq!(body["summary"]["command_index"], 0);
+    assert_eq!(links(&app), before + 1, "a fresh link for the result");
+    assert!(!body.to_string().contains("/download/"), "{body}");
+    // No new live response was started.
+    assert_eq!(posts(&app), 1);
+
+    // A RunScript's output.
+    let (_, ran) = app
+        .invoke("contoso", "run_script", run_script_params(30))
+        .await;
+    assert_eq!(ran["status"], "success", "{ran}");
+    let script_event = ran["summary"]["event_id"].as_str().unwrap();
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": script_event}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["summary"]["command_type"], "RunScript");
+    assert_eq!(
+        body["data"][0]["script_output"],
+        ran["data"][0]["script_output"]
+    );
+    assert_no_summary_drift(&app.app);
+}
+
+#[tokio::test]
+async fn a_live_response_result_that_cannot_be_had_is_explained() {
+    let app = spawn_with(manual()).await;
+    let (_, body) = app
+        .invoke("contoso", "get_file", get_file_params(HOSTS, 1))
+        .await;
+    let event = body["summary"]["event_id"].as_str().unwrap().to_string();
+    // Still running.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": event}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("still"),
+        "{body}"
+    );
+    // No such command.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": event, "command_index": 3}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("command_index"),
+        "{body}"
+    );
+    // Not a live response: an isolation's event.
+    let (_, iso) = app
+        .invoke(
+            "contoso",
+            "quarantine_device",
+            json!({"device_id": DEV2, "comment": COMMENT, "timeout": 1}),
+        )
+        .await;
+    let iso_event = iso["summary"]["event_id"].as_str().unwrap();
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": iso_event}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a live response"),
+        "{body}"
+    );
+    // Unknown event.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": "00000000-0000-0000-0000-000000000000"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    // A malformed event id never reaches Defender.
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "get_live_response_result",
+            json!({"event_id": "../machines"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("event_id"),
+        "{body}"
+    );
+}

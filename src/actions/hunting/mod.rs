@@ -20,7 +20,7 @@ use super::{Action, ActionContext, HandlerFn, erase};
 use crate::auth::{AuthError, satisfies};
 use crate::defender::hunting::{self, HuntingAnswer, HuntingApi};
 use crate::defender::kql::{EntityType, Lookback, Parsed};
-use crate::defender::{DefenderClient, endpoints};
+use crate::defender::{DefenderClient, DefenderError, endpoints};
 use crate::envelope::{ActionError, Outcome};
 
 /// The handlers of this module.
@@ -156,8 +156,18 @@ async fn run(ctx: &ActionContext, query: &str, how: QueryRun<'_>) -> Result<Outc
     // answers 503 with Retry-After instead of holding the caller); the query by `timeout`.
     let client = client.with_request_timeout(timeout);
     ctx.progress(&format!("running the query on {}", describe(api)));
-    let bytes = match client.post_for_bytes(&call, &body).await {
-        Ok(b) => b,
+    let limit = how.limit;
+    let answer = match client
+        .post_parsed(&call, &body, move |r| HuntingAnswer::read(r, limit))
+        .await
+    {
+        Ok(a) => a,
+        Err(DefenderError::Decode(e)) => {
+            return Err(ActionError::Upstream(format!(
+                "{} answered the query with something that is not a hunting result: {e}",
+                describe(api)
+            )));
+        }
         Err(e) => {
             if e.retry_after().is_some() {
                 return Err(e.into());
@@ -167,9 +177,6 @@ async fn run(ctx: &ActionContext, query: &str, how: QueryRun<'_>) -> Result<Outc
             return Ok(Outcome::failed(message).with_summary("api", api.name()));
         }
     };
-    let answer = HuntingAnswer::parse(&bytes, how.limit)
-        .map_err(|e| ActionError::Upstream(format!("{}: {e}", describe(api))))?;
-    drop(bytes);
     let execution_time = answer.execution_time();
     let cpu_time = answer.cpu_time();
     let ignore = &ctx.asset.config.hunting.ignore_fields;

@@ -41,12 +41,17 @@ impl Action for GetLiveResponseResult {
 
     async fn run(ctx: ActionContext, p: ResultParams) -> Result<Outcome, ActionError> {
         let event_id = flow::event_id_param(Some(&p.event_id)).ok_or_else(|| {
-            ActionError::InvalidParameter("parameter 'event_id': give the live response's event id".into())
+            ActionError::InvalidParameter(
+                "parameter 'event_id': give the live response's event id".into(),
+            )
         })?;
         let index = p.command_index.unwrap_or(0);
         let deadline = Instant::now() + DEADLINE;
         let client = ctx.asset.defender.with_deadline(deadline);
-        let answer = match client.get(&endpoints::MACHINE_ACTION.at(&[&event_id])).await {
+        let answer = match client
+            .get(&endpoints::MACHINE_ACTION.at(&[&event_id]))
+            .await
+        {
             Ok(v) => v,
             Err(e) if e.is_not_found() => {
                 return Ok(Outcome::failed(format!(
@@ -61,9 +66,8 @@ impl Action for GetLiveResponseResult {
                 )));
             }
         };
-        let action = MachineAction::parse(&answer).map_err(|e| {
-            ActionError::Upstream(format!("machine action {event_id}: {e}"))
-        })?;
+        let action = MachineAction::parse(&answer)
+            .map_err(|e| ActionError::Upstream(format!("machine action {event_id}: {e}")))?;
         let kind_name = action.type_name().to_string();
         if !kind_name.eq_ignore_ascii_case("LiveResponse") {
             return Err(ActionError::InvalidParameter(format!(
@@ -79,7 +83,11 @@ impl Action for GetLiveResponseResult {
             return Err(ActionError::InvalidParameter(format!(
                 "parameter 'command_index': live response {event_id} has no command {index}; its \
                  commands are {}",
-                if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+                if listed.is_empty() {
+                    "none".to_string()
+                } else {
+                    listed.join(", ")
+                }
             )));
         };
         let kind = match cmd.command.command_type.to_ascii_lowercase().as_str() {
@@ -89,7 +97,11 @@ impl Action for GetLiveResponseResult {
                 return Ok(Outcome::failed(format!(
                     "command {index} of live response {event_id} is a {} command, which has no \
                      result to fetch",
-                    if other.is_empty() { "typeless" } else { &cmd.command.command_type }
+                    if other.is_empty() {
+                        "typeless"
+                    } else {
+                        &cmd.command.command_type
+                    }
                 ))
                 .with_summary("event_id", event_id.as_str())
                 .with_summary("command_index", index));
