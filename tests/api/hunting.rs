@@ -459,14 +459,32 @@ async fn templates_find_the_scenarios_entities() {
     )
     .await;
     assert!(!rows(&body).is_empty(), "{body}");
+    assert!(
+        rows(&body).iter().all(|r| r["Account"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("admin")),
+        "{body}"
+    );
+    let sources: std::collections::BTreeSet<&str> = rows(&body)
+        .iter()
+        .map(|r| r["Source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.contains("device") && sources.len() > 1,
+        "device and identity logons: {body}"
+    );
 
-    for name in [
-        "persistence",
-        "privilege_escalation",
-        "tampering",
-        "cover_up",
-        "lateral_movement",
-        "network_connections",
+    // Each device template finds the traces the scenario leaves on the first machine, and
+    // only on that machine.
+    for (name, expected) in [
+        ("persistence", vec!["registry run key", "scheduled task"]),
+        ("privilege_escalation", vec!["runas", "whoami"]),
+        ("tampering", vec!["DisableRealtimeMonitoring", "WinDefend"]),
+        ("cover_up", vec!["wevtutil", "file deleted"]),
+        ("lateral_movement", vec!["Network"]),
+        ("network_connections", vec!["RemoteIP"]),
     ] {
         let body = template(
             &app,
@@ -474,7 +492,34 @@ async fn templates_find_the_scenarios_entities() {
         )
         .await;
         assert!(!rows(&body).is_empty(), "{name}: {body}");
+        for e in expected {
+            assert!(
+                body["data"].to_string().contains(e),
+                "{name} lacks {e}: {body}"
+            );
+        }
+        if name != "lateral_movement" {
+            assert_eq!(devices(&body), [FINANCE], "{name}: {body}");
+        }
     }
+    let body = template(
+        &app,
+        json!({"template": "lateral_movement", "entity": FINANCE, "entity_type": "device_id"}),
+    )
+    .await;
+    assert!(
+        rows(&body)
+            .iter()
+            .all(|r| r["LogonType"] == "Network" || r["LogonType"] == "RemoteInteractive"),
+        "{body}"
+    );
+    // A device's short name finds it too.
+    let body = template(
+        &app,
+        json!({"template": "tampering", "entity": "ws-finance-01", "entity_type": "device_name"}),
+    )
+    .await;
+    assert_eq!(devices(&body), [FINANCE], "{body}");
     let body = template(
         &app,
         json!({"template": "process_details", "entity": SHA256}),

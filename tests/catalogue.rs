@@ -1,0 +1,44 @@
+//! Every action of Splunk SOAR's Microsoft Defender for Endpoint app has a counterpart here:
+//! an action with its identifier, or an alias its definition names, so a migrated playbook
+//! finds every action it calls.
+
+use std::collections::BTreeSet;
+
+use defender_soar::actions::definitions;
+
+/// Identifiers whose counterpart is not an action (with what stands in for it).
+const NOT_ACTIONS: &[(&str, &str)] = &[(
+    "on_poll",
+    "alert ingestion, which Splunk runs as a polling action, is not built yet",
+)];
+
+#[test]
+fn every_splunk_action_has_a_counterpart() {
+    let ours: BTreeSet<&str> = definitions()
+        .iter()
+        .flat_map(|d| std::iter::once(d.id.as_str()).chain(d.aliases.iter().map(|a| a.id.as_str())))
+        .collect();
+    let splunk: Vec<&str> = include_str!("fixtures/splunk_action_ids.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(splunk.len(), 58, "Splunk's app has 58 actions");
+    let missing: Vec<&str> = splunk
+        .iter()
+        .copied()
+        .filter(|id| !ours.contains(id))
+        .filter(|id| !NOT_ACTIONS.iter().any(|(n, _)| n == id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Splunk actions without a counterpart: {missing:?}"
+    );
+    // An exception that gained an action is no longer an exception.
+    for (id, _) in NOT_ACTIONS {
+        assert!(
+            !ours.contains(id),
+            "{id} is an action now: drop it from NOT_ACTIONS"
+        );
+    }
+}
