@@ -163,7 +163,9 @@ async fn lists_page_past_one_upstream_page() {
     assert_eq!(app.sim.counters().route("GET", "/api/software") - before, 3);
 
     let vulns = ok(&app, "list_vulnerabilities", json!({})).await;
-    assert_eq!(data(&vulns).len(), 14.min(25), "{vulns}");
+    let catalogue = defender_sim::tvm_data::CVES.len();
+    assert!(catalogue > 5);
+    assert_eq!(data(&vulns).len(), catalogue.min(25), "{vulns}");
     let vulns = ok(
         &app,
         "list_vulnerabilities",
