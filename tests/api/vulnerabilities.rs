@@ -522,3 +522,47 @@ async fn bad_inputs_are_refused_naming_the_parameter_without_an_upstream_call() 
     }
     assert_eq!(api_calls(&app), 0);
 }
+
+#[tokio::test]
+async fn an_app_without_the_permissions_is_refused_before_any_call() {
+    let s = defender_sim::scenario::Scenario::default_scenario();
+    let scenario = s.clone();
+    let app = spawn_configured(scenario, move |c| {
+        let base = c.assets.values().next().unwrap().api_url.clone();
+        // The scenario's second app reads machines and alerts only.
+        c.assets
+            .insert("reporter".into(), asset_on_app("reporter", &s, &base, 1));
+    })
+    .await;
+    let dev = machine_on(&app, "Windows");
+    let cases = [
+        (
+            "get_installed_software",
+            json!({"device_id": dev}),
+            "Software.Read.All",
+        ),
+        ("list_vulnerabilities", json!({}), "Vulnerability.Read.All"),
+        (
+            "get_security_recommendations",
+            json!({"device_id": dev}),
+            "SecurityRecommendation.Read.All",
+        ),
+        ("get_exposure_score", json!({}), "Score.Read.All"),
+    ];
+    for (action, params, permission) in cases {
+        let (_, body) = app.invoke("reporter", action, params).await;
+        assert_eq!(body["status"], "failed", "{action}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(permission),
+            "{action}: {body}"
+        );
+    }
+    for route in [
+        "/api/machines/{id}/software",
+        "/api/vulnerabilities",
+        "/api/machines/{id}/recommendations",
+        "/api/exposurescore",
+    ] {
+        assert_eq!(app.sim.counters().route("GET", route), 0, "{route}");
+    }
+}
