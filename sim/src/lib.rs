@@ -32,6 +32,7 @@ pub mod jwt;
 pub mod kql;
 pub mod scenario;
 pub mod state;
+pub mod tvm_data;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

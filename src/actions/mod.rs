@@ -20,6 +20,7 @@ pub mod machine;
 pub mod manifest;
 pub mod triage;
 pub mod validate;
+pub mod vulnerabilities;
 pub mod waiting;
 
 use std::collections::BTreeMap;
@@ -136,6 +137,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(indicators::handlers())
         .chain(enrichment::handlers())
         .chain(device_info::handlers())
+        .chain(vulnerabilities::handlers())
         .collect()
     })
 }

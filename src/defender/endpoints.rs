@@ -335,6 +335,60 @@ pub fn find_by_ip(ip: std::net::IpAddr, at: time::OffsetDateTime) -> Call {
     }
 }
 
+// --- Threat and vulnerability management ----------------------------------------------------
+
+/// Largest `$top` of `GET /api/vulnerabilities`.
+pub const VULNERABILITIES_MAX_TOP: usize = 8_000;
+
+/// `GET /api/machines/{id}/software`: the software installed on a device.
+pub static MACHINE_SOFTWARE: Endpoint = read("/api/machines/{id}/software", "Software.Read.All");
+/// `GET /api/machines/{id}/vulnerabilities`: the vulnerabilities discovered on a device
+/// (Defender: 50 calls a minute).
+pub static MACHINE_VULNERABILITIES: Endpoint = read(
+    "/api/machines/{id}/vulnerabilities",
+    "Vulnerability.Read.All",
+);
+/// `GET /api/machines/{id}/getmissingkbs`: the security updates a device misses.
+pub static MACHINE_MISSING_KBS: Endpoint =
+    read("/api/machines/{id}/getmissingkbs", "Software.Read.All");
+/// `GET /api/machines/{id}/recommendations`: a device's security recommendations.
+pub static MACHINE_RECOMMENDATIONS: Endpoint = read(
+    "/api/machines/{id}/recommendations",
+    "SecurityRecommendation.Read.All",
+);
+/// `GET /api/Software`: the software inventory (OData on id, name, vendor).
+pub static SOFTWARE: Endpoint = read("/api/Software", "Software.Read.All");
+/// `GET /api/Software/{id}/distributions`: a software's versions and their installations.
+pub static SOFTWARE_DISTRIBUTIONS: Endpoint =
+    read("/api/Software/{id}/distributions", "Software.Read.All");
+/// `GET /api/Software/{id}/machineReferences`: the devices that have a software.
+pub static SOFTWARE_MACHINES: Endpoint =
+    read("/api/Software/{id}/machineReferences", "Software.Read.All");
+/// `GET /api/Software/{id}/vulnerabilities`: a software's vulnerabilities.
+pub static SOFTWARE_VULNERABILITIES: Endpoint = read(
+    "/api/Software/{id}/vulnerabilities",
+    "Vulnerability.Read.All",
+);
+/// `GET /api/vulnerabilities`: the vulnerability catalogue (OData on id, name, description,
+/// cvssV3, publishedOn, severity, updatedOn; at most 8,000 a page).
+pub static VULNERABILITIES: Endpoint = read("/api/vulnerabilities", "Vulnerability.Read.All");
+/// `GET /api/vulnerabilities/machinesVulnerabilities`: vulnerabilities by device and software
+/// (OData on id, cveId, machineId, fixingKbId, productName, productVersion, severity,
+/// productVendor).
+pub static MACHINES_VULNERABILITIES: Endpoint = read(
+    "/api/vulnerabilities/machinesVulnerabilities",
+    "Vulnerability.Read.All",
+);
+/// `GET /api/vulnerabilities/{id}/machineReferences`: the devices a CVE affects.
+pub static VULNERABILITY_MACHINES: Endpoint = read(
+    "/api/vulnerabilities/{id}/machineReferences",
+    "Vulnerability.Read.All",
+);
+/// `GET /api/exposureScore`: the organisation's exposure score.
+pub static EXPOSURE_SCORE: Endpoint = read("/api/exposureScore", "Score.Read.All");
+/// `GET /api/configurationScore`: the secure score for devices.
+pub static CONFIGURATION_SCORE: Endpoint = read("/api/configurationScore", "Score.Read.All");
+
 // --- Microsoft Graph security ---------------------------------------------------------------
 
 /// Largest `$top` of `GET /v1.0/security/alerts_v2`.
@@ -471,6 +525,19 @@ pub static ALL: &[&Endpoint] = &[
     &START_INVESTIGATION,
     &INVESTIGATIONS,
     &INVESTIGATION,
+    &MACHINE_SOFTWARE,
+    &MACHINE_VULNERABILITIES,
+    &MACHINE_MISSING_KBS,
+    &MACHINE_RECOMMENDATIONS,
+    &SOFTWARE,
+    &SOFTWARE_DISTRIBUTIONS,
+    &SOFTWARE_MACHINES,
+    &SOFTWARE_VULNERABILITIES,
+    &VULNERABILITIES,
+    &MACHINES_VULNERABILITIES,
+    &VULNERABILITY_MACHINES,
+    &EXPOSURE_SCORE,
+    &CONFIGURATION_SCORE,
 ];
 
 #[cfg(test)]
@@ -522,8 +589,9 @@ mod tests {
             let graph = e.path.starts_with("/v1.0/");
             let prefix = if graph { "/v1.0/security/" } else { "/api/" };
             assert!(e.path.starts_with(prefix), "{}", e.path);
-            let graph_permission =
-                e.permission.starts_with("Security") || e.permission.starts_with("ThreatHunting");
+            let graph_permission = ["SecurityAlert", "SecurityIncident", "ThreatHunting"]
+                .iter()
+                .any(|p| e.permission.starts_with(p));
             assert_eq!(graph, graph_permission, "{}", e.path);
             assert!(!e.permission.is_empty());
         }

@@ -105,6 +105,18 @@ impl Filter {
         Ok(Filter(format!("({text})")))
     }
 
+    /// `contains(field,'value')`.
+    pub fn contains(field: &'static str, value: &str) -> Filter {
+        Filter(format!("contains({field},{})", literal(value)))
+    }
+
+    /// `field ge <number>`: the number formatted here (finite values only; anything else
+    /// compares with 0), so no caller text reaches the expression.
+    pub fn ge_number(field: &'static str, value: f64) -> Filter {
+        let value = if value.is_finite() { value } else { 0.0 };
+        Filter(format!("{field} ge {value}"))
+    }
+
     /// Both expressions.
     pub fn and(self, other: Filter) -> Filter {
         Filter(format!("{} and {}", self.0, other.0))

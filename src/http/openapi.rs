@@ -547,6 +547,15 @@ fn action_rules(id: &str) -> Rules {
             narrow: vec![("since", moment_schema()), ("device_id", device_schema())],
             ..Rules::default()
         },
+        // Threat and vulnerability management (ids, severities, scores and ranges are in the
+        // definitions).
+        "list_vulnerabilities" => Rules {
+            narrow: vec![
+                ("published_on", moment_schema()),
+                ("updated_on", moment_schema()),
+            ],
+            ..Rules::default()
+        },
         _ => Rules::default(),
     }
 }

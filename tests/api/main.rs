@@ -23,3 +23,4 @@ mod shared_dir;
 mod throttling;
 mod token_manager;
 mod tokens;
+mod vulnerabilities;

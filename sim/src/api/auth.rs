@@ -53,6 +53,13 @@ const READ_MACHINES: &[&str] = &["Machine.Read.All", "Machine.ReadWrite.All"];
 const READ_ALERTS: &[&str] = &["Alert.Read.All", "Alert.ReadWrite.All"];
 const WRITE_ALERTS: &[&str] = &["Alert.ReadWrite.All"];
 const TI: &[&str] = &["Ti.ReadWrite", "Ti.ReadWrite.All"];
+const SOFTWARE: &[&str] = &["Software.Read.All", "Software.Read"];
+const VULNERABILITY: &[&str] = &["Vulnerability.Read.All", "Vulnerability.Read"];
+const RECOMMENDATION: &[&str] = &[
+    "SecurityRecommendation.Read.All",
+    "SecurityRecommendation.Read",
+];
+const SCORE: &[&str] = &["Score.Read.All", "Score.Read"];
 const ANY_MACHINE_ACTION: &[&str] = &[
     "Machine.Isolate",
     "Machine.RestrictExecution",
@@ -315,6 +322,77 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
         READ_ALERTS,
         Family::Default,
     ),
+    // Threat and vulnerability management.
+    (
+        "GET",
+        "/api/machines/{id}/software",
+        SOFTWARE,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/vulnerabilities",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/getmissingkbs",
+        SOFTWARE,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/machines/{id}/recommendations",
+        RECOMMENDATION,
+        Family::Default,
+    ),
+    ("GET", "/api/software", SOFTWARE, Family::Default),
+    ("GET", "/api/software/{id}", SOFTWARE, Family::Default),
+    (
+        "GET",
+        "/api/software/{id}/distributions",
+        SOFTWARE,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/software/{id}/machinereferences",
+        SOFTWARE,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/software/{id}/vulnerabilities",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/vulnerabilities",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/vulnerabilities/machinesvulnerabilities",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/vulnerabilities/{id}",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    (
+        "GET",
+        "/api/vulnerabilities/{id}/machinereferences",
+        VULNERABILITY,
+        Family::Default,
+    ),
+    ("GET", "/api/exposurescore", SCORE, Family::Default),
+    ("GET", "/api/configurationscore", SCORE, Family::Default),
 ];
 
 /// Roles and family for a route; unknown routes need any machine read role.

@@ -21,6 +21,7 @@ pub mod machine_actions;
 pub mod machines;
 pub mod odata;
 pub mod related;
+pub mod tvm;
 
 /// Routes of the API, all behind [`auth::guard`], plus the unauthenticated download links.
 pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
@@ -35,6 +36,7 @@ pub fn routes(sim: Arc<Sim>) -> Router<Arc<Sim>> {
         .merge(hunting::routes())
         .merge(indicators::routes())
         .merge(enrichment::routes())
+        .merge(tvm::routes())
         .route_layer(axum::middleware::from_fn_with_state(sim, auth::guard));
     guarded
         .merge(graph::routes(sim_for_graph))
