@@ -252,28 +252,9 @@ impl Conditions {
     }
 }
 
-/// How a Defender failure ends an alert action: throttled past the deadline is a 503, an
-/// unknown alert a failed envelope saying so, anything else a failed envelope naming `what`.
+/// How a Defender failure ends an alert action: an unknown alert fails saying so.
 fn failure(e: DefenderError, what: &str, alert: Option<&str>) -> Result<Outcome, ActionError> {
-    if e.retry_after().is_some() {
-        return Err(e.into());
-    }
-    if e.is_not_found()
-        && let Some(id) = alert
-    {
-        return Ok(Outcome::failed(format!(
-            "alert {id} was not found in this tenant"
-        )));
-    }
-    Ok(Outcome::failed(format!("{what} failed: {e}")))
-}
-
-/// The record without `@odata.*` keys.
-fn clean(mut v: Value) -> Value {
-    if let Value::Object(map) = &mut v {
-        map.retain(|k, _| !k.starts_with("@odata."));
-    }
-    v
+    super::listing::failure(e, what, alert.map(|id| format!("alert {id}")).as_deref())
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -323,7 +304,7 @@ async fn list_alerts(
     let records: Vec<Value> = records
         .into_iter()
         .filter(Value::is_object)
-        .map(clean)
+        .map(super::listing::clean)
         .collect();
     let (kept, ignored) = triage::apply(filters, records);
     let total = kept.len();
@@ -520,7 +501,7 @@ impl Action for GetAlert {
         let call = endpoints::ALERT.at(&[&id]);
         let expand = p.expand_evidence.then_some("evidence");
         let alert = match ctx.asset.defender.get_expanded(&call, expand).await {
-            Ok(a) => clean(a),
+            Ok(a) => super::listing::clean(a),
             Err(e) => return failure(e, "getting the alert", Some(&id)),
         };
         let mut outcome = Outcome::success(format!(
@@ -624,7 +605,7 @@ impl Action for UpdateAlert {
             .patch(&call, &Value::Object(body.clone()))
             .await
         {
-            Ok(a) => clean(a),
+            Ok(a) => super::listing::clean(a),
             Err(e) => return failure(e, "updating the alert", Some(&id)),
         };
         let mut outcome = Outcome::success(format!("Alert {id} updated ({what})"))
@@ -766,7 +747,7 @@ impl Action for CreateAlert {
         });
         let call = endpoints::CREATE_ALERT_BY_REFERENCE.at(&[]);
         let alert = match ctx.asset.defender.post(&call, &body).await {
-            Ok(a) => clean(a),
+            Ok(a) => super::listing::clean(a),
             Err(e) => return failure(e, "creating the alert", None),
         };
         let id = text(&alert, "id").unwrap_or_default().to_string();
@@ -801,7 +782,7 @@ impl Action for GetAlertUser {
             .get(&endpoints::ALERT_USER.at(&[&id]))
             .await
         {
-            Ok(u) => clean(u),
+            Ok(u) => super::listing::clean(u),
             Err(e) => return failure(e, "getting the alert's user", Some(&id)),
         };
         if user.is_null() || user.as_object().is_some_and(Map::is_empty) {
@@ -856,7 +837,7 @@ async fn related(
     let items: Vec<Value> = items
         .into_iter()
         .filter(Value::is_object)
-        .map(clean)
+        .map(super::listing::clean)
         .collect();
     let n = items.len();
     let mut outcome = Outcome::success(format!("Alert {id}: {n} {noun}"))

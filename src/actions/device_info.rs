@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use super::alerts::moment;
 use super::engine::{self, Ran, is_device_id, required_text};
-use super::enrichment::{clean, failure};
+use super::enrichment::failure;
+use super::listing::{self, clean};
 use super::machine::device::{self as device_actions, DeviceKind};
 use super::{Action, ActionContext, HandlerFn, erase, truncate};
 use crate::defender::{DefenderError, Filter, ListQuery, endpoints, link_host, presigned_link};
@@ -390,20 +391,9 @@ impl Action for ListInvestigations {
                 )));
             }
         };
-        let items: Vec<Value> = items
-            .into_iter()
-            .filter(Value::is_object)
-            .map(clean)
-            .collect();
-        let n = items.len();
-        let mut outcome = Outcome::success(match n {
-            0 => "No investigations found".to_string(),
-            1 => "Found 1 investigation".to_string(),
-            n => format!("Found {n} investigations"),
-        })
-        .with_summary("total_investigations", n);
-        outcome.data = items;
-        Ok(outcome)
+        let items = listing::records(items);
+        let message = listing::found(items.len(), "investigation", "investigations");
+        Ok(listing::listed(items, message, "total_investigations"))
     }
 }
 
@@ -521,20 +511,9 @@ impl Action for ListMachineActions {
                 )));
             }
         };
-        let items: Vec<Value> = items
-            .into_iter()
-            .filter(Value::is_object)
-            .map(clean)
-            .collect();
-        let n = items.len();
-        let mut outcome = Outcome::success(match n {
-            0 => "No machine actions found".to_string(),
-            1 => "Found 1 machine action".to_string(),
-            n => format!("Found {n} machine actions"),
-        })
-        .with_summary("total_actions", n);
-        outcome.data = items;
-        Ok(outcome)
+        let items = listing::records(items);
+        let message = listing::found(items.len(), "machine action", "machine actions");
+        Ok(listing::listed(items, message, "total_actions"))
     }
 }
 

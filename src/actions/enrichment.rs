@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::alerts::{ip_input, moment, user_input};
 use super::devices::{domain_input, hash_input};
+use super::listing::clean;
 use super::{Action, ActionContext, HandlerFn, erase, truncate};
 use crate::defender::endpoints::{self, MAX_LOOK_BACK_HOURS};
 use crate::defender::{Call, DefenderError, Endpoint, ListQuery};
@@ -34,27 +35,9 @@ pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
     ]
 }
 
-/// How a Defender failure ends an enrichment action: throttled past the deadline is a 503,
-/// an unknown subject a failed envelope saying so, anything else a failed envelope naming
-/// `what`.
+/// How a Defender failure ends an enrichment action: an unknown subject fails saying so.
 pub(crate) fn failure(e: DefenderError, what: &str, subject: &str) -> Result<Outcome, ActionError> {
-    if e.retry_after().is_some() {
-        return Err(e.into());
-    }
-    if e.is_not_found() {
-        return Ok(Outcome::failed(format!(
-            "{subject} was not found in this tenant"
-        )));
-    }
-    Ok(Outcome::failed(format!("{what} failed: {e}")))
-}
-
-/// The record without `@odata.*` keys.
-pub(crate) fn clean(mut v: Value) -> Value {
-    if let Value::Object(map) = &mut v {
-        map.retain(|k, _| !k.starts_with("@odata."));
-    }
-    v
+    super::listing::failure(e, what, Some(subject))
 }
 
 /// A number Defender sends as a number or as a numeric string (`"orgPrevalence": "3"`).
@@ -251,20 +234,12 @@ async fn related_devices(
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return failure(e, &format!("listing the devices of {subject}"), subject),
     };
-    let devices: Vec<Value> = devices
-        .into_iter()
-        .filter(Value::is_object)
-        .map(clean)
-        .collect();
-    let n = devices.len();
-    let mut outcome = Outcome::success(match n {
-        0 => format!("No devices found for {subject}"),
-        1 => format!("Found 1 device for {subject}"),
-        n => format!("Found {n} devices for {subject}"),
-    })
-    .with_summary("total_devices", n);
-    outcome.data = devices;
-    Ok(outcome)
+    let devices = super::listing::records(devices);
+    let message = format!(
+        "{} for {subject}",
+        super::listing::found(devices.len(), "device", "devices")
+    );
+    Ok(super::listing::listed(devices, message, "total_devices"))
 }
 
 /// `get_file_devices`: devices where a file was seen.

@@ -95,28 +95,9 @@ pub fn list_filter(
     Ok(parts.into_iter().reduce(Filter::and))
 }
 
-/// An upstream failure as the envelope says it: throttling past the deadline is a 503 (the
-/// caller retries), a 404 says the record is not in this tenant, anything else fails.
+/// An upstream failure as the envelope says it (see [`super::listing::failure`]).
 fn upstream(e: DefenderError, what: &str, not_found: Option<&str>) -> Result<Outcome, ActionError> {
-    if e.retry_after().is_some() {
-        return Err(e.into());
-    }
-    if e.is_not_found()
-        && let Some(record) = not_found
-    {
-        return Ok(Outcome::failed(format!(
-            "{record} was not found in this tenant"
-        )));
-    }
-    Ok(Outcome::failed(format!("{what} failed: {e}")))
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    match n {
-        0 => format!("No {many} found"),
-        1 => format!("Found 1 {one}"),
-        n => format!("Found {n} {many}"),
-    }
+    super::listing::failure(e, what, not_found)
 }
 
 /// A Graph list the asset's triage filters apply to: what to call, its page limit, and the
@@ -150,7 +131,7 @@ impl Listing {
         };
         let (kept, ignored) = triage::apply(&ctx.asset.config.triage, records);
         let kept: Vec<Value> = kept.into_iter().filter(Value::is_object).collect();
-        let mut outcome = Outcome::success(plural(kept.len(), self.one, self.many))
+        let mut outcome = Outcome::success(super::listing::found(kept.len(), self.one, self.many))
             .with_summary(self.total_key, kept.len())
             .with_summary(IGNORED_SUMMARY_KEY, ignored);
         outcome.data = kept;

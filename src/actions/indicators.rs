@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::devices::{caller_filter, domain_input};
+use super::listing::clean;
 use super::{Action, ActionContext, HandlerFn, erase, truncate};
 use crate::defender::endpoints::{self, INDICATOR_BATCH_MAX, TENANT_INDICATOR_LIMIT};
 use crate::defender::{DefenderError, ListQuery};
@@ -372,14 +373,6 @@ fn failure(e: DefenderError, what: &str, id: Option<&str>) -> Result<Outcome, Ac
         return Ok(Outcome::failed(explained));
     }
     Ok(Outcome::failed(format!("{what} failed: {e}")))
-}
-
-/// The record without `@odata.*` keys.
-fn clean(mut v: Value) -> Value {
-    if let Value::Object(map) = &mut v {
-        map.retain(|k, _| !k.starts_with("@odata."));
-    }
-    v
 }
 
 /// An indicator id of parameter `param`: digits.

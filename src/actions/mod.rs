@@ -15,6 +15,7 @@ pub mod graph;
 pub mod hunting;
 pub mod indicators;
 pub mod library;
+pub mod listing;
 pub mod live_response;
 pub mod machine;
 pub mod manifest;

@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use super::alerts::moment;
 use super::engine::is_device_id;
-use super::enrichment::{clean, failure};
+use super::enrichment::failure;
+use super::listing::{clean, counted, records};
 use super::{Action, ActionContext, HandlerFn, erase, truncate};
 use crate::defender::{Call, Filter, ListQuery, MAX_TOP, endpoints};
 use crate::envelope::{ActionError, Outcome};
@@ -144,24 +145,6 @@ fn given(v: &Option<String>) -> Option<&str> {
 
 // --- shared runners -------------------------------------------------------------------------
 
-/// The objects of a list, without `@odata.*` keys.
-fn records(items: Vec<Value>) -> Vec<Value> {
-    items
-        .into_iter()
-        .filter(Value::is_object)
-        .map(clean)
-        .collect()
-}
-
-/// "No {plural}" / "1 {one}" / "{n} {plural}".
-fn counted(n: usize, one: &str, plural: &str) -> String {
-    match n {
-        0 => format!("No {plural}"),
-        1 => format!("1 {one}"),
-        n => format!("{n} {plural}"),
-    }
-}
-
 /// Reads a whole related list (`call`) of `subject`; an unknown subject fails saying so.
 async fn related(
     ctx: &ActionContext,
@@ -220,35 +203,55 @@ pub struct DeviceParams {
     pub device_id: String,
 }
 
-/// One per-device list: its endpoint, what its items are (singular, plural) and the summary
-/// key of their count.
-struct DeviceList {
+/// One list about one device or software: its endpoint, what its items are (singular,
+/// plural) and the summary key of their count.
+struct Related {
     endpoint: &'static endpoints::Endpoint,
     one: &'static str,
     plural: &'static str,
     total_key: &'static str,
 }
 
+/// Whose list it is: the summary key and value naming it, what it is (`device X`), and how
+/// the count message ends (`on device X`).
+struct Subject {
+    key: &'static str,
+    id: String,
+    what: String,
+    suffix: String,
+}
+
+impl Related {
+    /// The whole list of `subject`, counted under `total_key`.
+    async fn of(&self, ctx: &ActionContext, subject: Subject) -> Result<Outcome, ActionError> {
+        let call = self.endpoint.at(&[&subject.id]);
+        let items = match related(ctx, call, self.plural, &subject.what).await? {
+            Ok(items) => items,
+            Err(outcome) => return Ok(outcome.with_summary(subject.key, subject.id)),
+        };
+        let message = format!(
+            "{} {}",
+            counted(items.len(), self.one, self.plural),
+            subject.suffix
+        );
+        Ok(super::listing::listed(items, message, self.total_key)
+            .with_summary(subject.key, subject.id))
+    }
+}
+
 async fn device_list(
     ctx: ActionContext,
     p: DeviceParams,
-    list: DeviceList,
+    list: Related,
 ) -> Result<Outcome, ActionError> {
     let id = device_id("device_id", &p.device_id)?;
-    let subject = format!("device {id}");
-    let items = match related(&ctx, list.endpoint.at(&[&id]), list.plural, &subject).await? {
-        Ok(items) => items,
-        Err(outcome) => return Ok(outcome.with_summary("device_id", id.as_str())),
+    let subject = Subject {
+        key: "device_id",
+        what: format!("device {id}"),
+        suffix: format!("on device {id}"),
+        id,
     };
-    let n = items.len();
-    let mut outcome = Outcome::success(format!(
-        "{} on device {id}",
-        counted(n, list.one, list.plural)
-    ))
-    .with_summary("device_id", id.as_str())
-    .with_summary(list.total_key, n);
-    outcome.data = items;
-    Ok(outcome)
+    list.of(&ctx, subject).await
 }
 
 /// `get_installed_software`.
@@ -259,7 +262,7 @@ impl Action for GetInstalledSoftware {
     type Params = DeviceParams;
 
     async fn run(ctx: ActionContext, p: DeviceParams) -> Result<Outcome, ActionError> {
-        let list = DeviceList {
+        let list = Related {
             endpoint: &endpoints::MACHINE_SOFTWARE,
             one: "software product installed",
             plural: "software products installed",
@@ -277,7 +280,7 @@ impl Action for GetDiscoveredVulnerabilities {
     type Params = DeviceParams;
 
     async fn run(ctx: ActionContext, p: DeviceParams) -> Result<Outcome, ActionError> {
-        let list = DeviceList {
+        let list = Related {
             endpoint: &endpoints::MACHINE_VULNERABILITIES,
             one: "vulnerability discovered",
             plural: "vulnerabilities discovered",
@@ -295,7 +298,7 @@ impl Action for GetMissingKbs {
     type Params = DeviceParams;
 
     async fn run(ctx: ActionContext, p: DeviceParams) -> Result<Outcome, ActionError> {
-        let list = DeviceList {
+        let list = Related {
             endpoint: &endpoints::MACHINE_MISSING_KBS,
             one: "security update missing",
             plural: "security updates missing",
@@ -313,7 +316,7 @@ impl Action for GetSecurityRecommendations {
     type Params = DeviceParams;
 
     async fn run(ctx: ActionContext, p: DeviceParams) -> Result<Outcome, ActionError> {
-        let list = DeviceList {
+        let list = Related {
             endpoint: &endpoints::MACHINE_RECOMMENDATIONS,
             one: "security recommendation",
             plural: "security recommendations",
@@ -387,34 +390,19 @@ pub struct SoftwareParams {
     pub id: String,
 }
 
-/// One per-software list.
-struct SoftwareList {
-    endpoint: &'static endpoints::Endpoint,
-    one: &'static str,
-    plural: &'static str,
-    total_key: &'static str,
-}
-
 async fn software_list(
     ctx: ActionContext,
     p: SoftwareParams,
-    list: SoftwareList,
+    list: Related,
 ) -> Result<Outcome, ActionError> {
     let (id, _, _) = software_id("id", &p.id)?;
-    let subject = format!("software {id}");
-    let items = match related(&ctx, list.endpoint.at(&[&id]), list.plural, &subject).await? {
-        Ok(items) => items,
-        Err(outcome) => return Ok(outcome.with_summary("software_id", id.as_str())),
+    let subject = Subject {
+        key: "software_id",
+        what: format!("software {id}"),
+        suffix: format!("of software {id}"),
+        id,
     };
-    let n = items.len();
-    let mut outcome = Outcome::success(format!(
-        "{} of software {id}",
-        counted(n, list.one, list.plural)
-    ))
-    .with_summary("software_id", id.as_str())
-    .with_summary(list.total_key, n);
-    outcome.data = items;
-    Ok(outcome)
+    list.of(&ctx, subject).await
 }
 
 /// `list_software_versions`.
@@ -425,7 +413,7 @@ impl Action for ListSoftwareVersions {
     type Params = SoftwareParams;
 
     async fn run(ctx: ActionContext, p: SoftwareParams) -> Result<Outcome, ActionError> {
-        let list = SoftwareList {
+        let list = Related {
             endpoint: &endpoints::SOFTWARE_DISTRIBUTIONS,
             one: "version",
             plural: "versions",
@@ -443,7 +431,7 @@ impl Action for ListSoftwareDevices {
     type Params = SoftwareParams;
 
     async fn run(ctx: ActionContext, p: SoftwareParams) -> Result<Outcome, ActionError> {
-        let list = SoftwareList {
+        let list = Related {
             endpoint: &endpoints::SOFTWARE_MACHINES,
             one: "device has a version",
             plural: "devices have a version",
@@ -461,7 +449,7 @@ impl Action for ListSoftwareVulnerabilities {
     type Params = SoftwareParams;
 
     async fn run(ctx: ActionContext, p: SoftwareParams) -> Result<Outcome, ActionError> {
-        let list = SoftwareList {
+        let list = Related {
             endpoint: &endpoints::SOFTWARE_VULNERABILITIES,
             one: "vulnerability",
             plural: "vulnerabilities",
