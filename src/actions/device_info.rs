@@ -12,7 +12,7 @@ use super::enrichment::failure;
 use super::listing::{self, clean};
 use super::machine::device::{self as device_actions, DeviceKind};
 use super::{Action, ActionContext, HandlerFn, erase, truncate};
-use crate::defender::{DefenderError, Filter, ListQuery, endpoints, link_host, presigned_link};
+use crate::defender::{DefenderError, Filter, endpoints, link_host, presigned_link};
 use crate::envelope::{ActionError, Outcome};
 
 /// Most device ids `get_device_details` takes (one GET each).
@@ -369,31 +369,14 @@ impl Action for ListInvestigations {
             let device = engine::resolve_device(&ctx, "device_id", &raw).await?;
             parts.push(Filter::eq("machineId", &device.id));
         }
-        let mut query = ListQuery::new();
-        if let Some(f) = parts.into_iter().reduce(Filter::and) {
-            query = query.filter(f.as_str());
-        }
-        if p.offset > 0 {
-            query = query.skip(p.offset);
-        }
-        let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
-        let items = match ctx
-            .asset
-            .defender
-            .list(&endpoints::INVESTIGATIONS.at(&[]), &query, limit)
-            .await
-        {
-            Ok(items) => items,
-            Err(e) if e.retry_after().is_some() => return Err(e.into()),
-            Err(e) => {
-                return Ok(Outcome::failed(format!(
-                    "listing investigations failed: {e}"
-                )));
-            }
+        let noun = listing::Noun {
+            one: "investigation",
+            many: "investigations",
+            total_key: "total_investigations",
         };
-        let items = listing::records(items);
-        let message = listing::found(items.len(), "investigation", "investigations");
-        Ok(listing::listed(items, message, "total_investigations"))
+        let call = endpoints::INVESTIGATIONS.at(&[]);
+        let query = listing::query(parts, p.offset);
+        listing::list(&ctx.asset.defender, &call, &query, p.limit, &noun).await
     }
 }
 
@@ -492,28 +475,14 @@ impl Action for ListMachineActions {
             let device = engine::resolve_device(&ctx, "device_id", &raw).await?;
             parts.push(Filter::eq("machineId", &device.id));
         }
-        let mut query = ListQuery::new();
-        if let Some(f) = parts.into_iter().reduce(Filter::and) {
-            query = query.filter(f.as_str());
-        }
-        let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
-        let items = match ctx
-            .asset
-            .defender
-            .list(&endpoints::MACHINE_ACTIONS.at(&[]), &query, limit)
-            .await
-        {
-            Ok(items) => items,
-            Err(e) if e.retry_after().is_some() => return Err(e.into()),
-            Err(e) => {
-                return Ok(Outcome::failed(format!(
-                    "listing machine actions failed: {e}"
-                )));
-            }
+        let noun = listing::Noun {
+            one: "machine action",
+            many: "machine actions",
+            total_key: "total_actions",
         };
-        let items = listing::records(items);
-        let message = listing::found(items.len(), "machine action", "machine actions");
-        Ok(listing::listed(items, message, "total_actions"))
+        let call = endpoints::MACHINE_ACTIONS.at(&[]);
+        let query = listing::query(parts, 0);
+        listing::list(&ctx.asset.defender, &call, &query, p.limit, &noun).await
     }
 }
 

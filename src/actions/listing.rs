@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::defender::DefenderError;
+use crate::defender::{Call, DefenderClient, DefenderError, ListQuery, odata::Filter};
 use crate::envelope::{ActionError, Outcome};
 
 /// The record without `@odata.*` keys.
@@ -68,6 +68,47 @@ pub fn listed(records: Vec<Value>, message: String, total_key: &str) -> Outcome 
     let mut outcome = Outcome::success(message).with_summary(total_key, records.len());
     outcome.data = records;
     outcome
+}
+
+/// What a list holds, for its message and summary.
+pub struct Noun {
+    /// One item (`investigation`).
+    pub one: &'static str,
+    /// Several (`investigations`).
+    pub many: &'static str,
+    /// The summary key of the count (`total_investigations`).
+    pub total_key: &'static str,
+}
+
+/// The query of a list: `parts` joined with `and` as its `$filter`, and `$skip` = `offset`.
+pub fn query(parts: Vec<Filter>, offset: u64) -> ListQuery {
+    let mut query = ListQuery::new();
+    if let Some(f) = parts.into_iter().reduce(Filter::and) {
+        query = query.filter(f.as_str());
+    }
+    if offset > 0 {
+        query = query.skip(offset);
+    }
+    query
+}
+
+/// Up to `limit` records of `call` with `query`, answered as `Found N {many}`.
+pub async fn list(
+    client: &DefenderClient,
+    call: &Call,
+    query: &ListQuery,
+    limit: u64,
+    noun: &Noun,
+) -> Result<Outcome, ActionError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match client.list(call, query, limit).await {
+        Ok(items) => {
+            let items = records(items);
+            let message = found(items.len(), noun.one, noun.many);
+            Ok(listed(items, message, noun.total_key))
+        }
+        Err(e) => failure(e, &format!("listing {}", noun.many), None),
+    }
 }
 
 #[cfg(test)]

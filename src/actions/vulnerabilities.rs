@@ -173,13 +173,7 @@ async fn filtered(
     page_size: usize,
     what: &str,
 ) -> Result<Result<Vec<Value>, Outcome>, ActionError> {
-    let mut query = ListQuery::new();
-    if let Some(f) = parts.into_iter().reduce(Filter::and) {
-        query = query.filter(f.as_str());
-    }
-    if offset > 0 {
-        query = query.skip(offset);
-    }
+    let query = super::listing::query(parts, offset);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     match ctx
         .asset

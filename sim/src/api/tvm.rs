@@ -289,22 +289,8 @@ async fn software_machines(
     query: ListQuery,
 ) -> Result<Json<Value>, ApiError> {
     let s = software_of(&id)?;
-    let items: Vec<Value> = data::machines_with(&sim.world().scenario, s)
-        .into_iter()
-        .map(data::machine_reference)
-        .collect();
-    respond(
-        &sim,
-        items,
-        &query,
-        &headers,
-        &uri,
-        (
-            "MachineReferences",
-            "MachineReference",
-            REFERENCE_FILTERABLE,
-        ),
-    )
+    let items = references(data::machines_with(&sim.world().scenario, s));
+    machine_references(&sim, items, &query, &headers, &uri)
 }
 
 async fn software_vulnerabilities(
@@ -401,16 +387,29 @@ async fn vulnerability_machines(
     query: ListQuery,
 ) -> Result<Json<Value>, ApiError> {
     let c = cve_of(&id)?;
-    let items: Vec<Value> = data::machines_affected(&sim.world().scenario, c)
-        .into_iter()
-        .map(data::machine_reference)
-        .collect();
+    let items = references(data::machines_affected(&sim.world().scenario, c));
+    machine_references(&sim, items, &query, &headers, &uri)
+}
+
+/// The machine references of `machines`.
+fn references(machines: Vec<&Map<String, Value>>) -> Vec<Value> {
+    machines.into_iter().map(data::machine_reference).collect()
+}
+
+/// Machine references answered as a `MachineReferences` list.
+fn machine_references(
+    sim: &Sim,
+    items: Vec<Value>,
+    query: &ListQuery,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Json<Value>, ApiError> {
     respond(
-        &sim,
+        sim,
         items,
-        &query,
-        &headers,
-        &uri,
+        query,
+        headers,
+        uri,
         (
             "MachineReferences",
             "MachineReference",
