@@ -628,39 +628,62 @@ pub fn missing_kbs(scenario: &Scenario, machine: &Map<String, Value>) -> Vec<Val
         .filter(|v| !v.is_null())
         .unwrap_or(Value::Null);
     kbs.into_iter()
-        .map(|kb| {
-            let fixed: Vec<&Cve> = CVES.iter().filter(|c| c.fixing_kb == Some(kb)).collect();
-            let mut products: Vec<&str> = Vec::new();
-            for c in &fixed {
-                for s in c.software {
-                    if let Some(sw) = software(s)
-                        && !products.contains(&sw.name)
-                    {
-                        products.push(sw.name);
-                    }
-                }
-            }
-            let missed_on = scenario
-                .machines
-                .iter()
-                .filter(|m| family_of(text(m, "osPlatform")) == Some(Family::Windows))
-                .filter(|m| machine_cves(m).iter().any(|c| c.fixing_kb == Some(kb)))
-                .count();
-            let month = fixed
-                .first()
-                .map(|c| &c.published[..7])
-                .unwrap_or("2024-01");
-            json!({
-                "id": kb,
-                "name": format!("{month} Cumulative Security Update"),
-                "osBuild": os_build,
-                "productsNames": products,
-                "url": format!("https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{kb}"),
-                "machineMissedOn": missed_on,
-                "cveAddressed": fixed.len(),
-            })
-        })
+        .map(|kb| kb_json(scenario, kb, os_build.clone()))
         .collect()
+}
+
+/// The KBs that fix vulnerabilities of `software`, when a Windows machine has it (what
+/// `GET /api/Software/{id}/getmissingkbs` answers).
+pub fn software_missing_kbs(scenario: &Scenario, software: &Software) -> Vec<Value> {
+    if machines_with(scenario, software).is_empty() {
+        return Vec::new();
+    }
+    let mut kbs: Vec<&str> = Vec::new();
+    for c in cves_of(software) {
+        if let Some(kb) = c.fixing_kb
+            && !kbs.contains(&kb)
+        {
+            kbs.push(kb);
+        }
+    }
+    kbs.into_iter()
+        .map(|kb| kb_json(scenario, kb, Value::Null))
+        .collect()
+}
+
+/// One missing KB as Defender describes it: the products it fixes, the Windows machines that
+/// miss it, the CVEs it addresses.
+fn kb_json(scenario: &Scenario, kb: &str, os_build: Value) -> Value {
+    let fixed: Vec<&Cve> = CVES.iter().filter(|c| c.fixing_kb == Some(kb)).collect();
+    let mut products: Vec<&str> = Vec::new();
+    for c in &fixed {
+        for s in c.software {
+            if let Some(sw) = software(s)
+                && !products.contains(&sw.name)
+            {
+                products.push(sw.name);
+            }
+        }
+    }
+    let missed_on = scenario
+        .machines
+        .iter()
+        .filter(|m| family_of(text(m, "osPlatform")) == Some(Family::Windows))
+        .filter(|m| machine_cves(m).iter().any(|c| c.fixing_kb == Some(kb)))
+        .count();
+    let month = fixed
+        .first()
+        .map(|c| &c.published[..7])
+        .unwrap_or("2024-01");
+    json!({
+        "id": kb,
+        "name": format!("{month} Cumulative Security Update"),
+        "osBuild": os_build,
+        "productsNames": products,
+        "url": format!("https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{kb}"),
+        "machineMissedOn": missed_on,
+        "cveAddressed": fixed.len(),
+    })
 }
 
 /// The security recommendations of a machine: one per vulnerable software.

@@ -28,6 +28,7 @@ pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
         erase::<GetSecurityRecommendations>(),
         erase::<ListSoftware>(),
         erase::<ListSoftwareVersions>(),
+        erase::<ListSoftwareMissingKbs>(),
         erase::<ListSoftwareDevices>(),
         erase::<ListSoftwareVulnerabilities>(),
         erase::<ListDeviceVulnerabilities>(),
@@ -397,6 +398,24 @@ async fn software_list(
         id,
     };
     list.of(&ctx, subject).await
+}
+
+/// `list_software_missing_kbs`.
+pub struct ListSoftwareMissingKbs;
+
+impl Action for ListSoftwareMissingKbs {
+    const ID: &'static str = "list_software_missing_kbs";
+    type Params = SoftwareParams;
+
+    async fn run(ctx: ActionContext, p: SoftwareParams) -> Result<Outcome, ActionError> {
+        let list = Related {
+            endpoint: &endpoints::SOFTWARE_MISSING_KBS,
+            one: "security update missing",
+            plural: "security updates missing",
+            total_key: "total_kbs",
+        };
+        software_list(ctx, p, list).await
+    }
 }
 
 /// `list_software_versions`.

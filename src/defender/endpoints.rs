@@ -361,6 +361,10 @@ pub static SOFTWARE: Endpoint = read("/api/Software", "Software.Read.All");
 /// `GET /api/Software/{id}/distributions`: a software's versions and their installations.
 pub static SOFTWARE_DISTRIBUTIONS: Endpoint =
     read("/api/Software/{id}/distributions", "Software.Read.All");
+/// `GET /api/Software/{id}/getmissingkbs`: the security updates that fix a software's
+/// vulnerabilities and that devices miss.
+pub static SOFTWARE_MISSING_KBS: Endpoint =
+    read("/api/Software/{id}/getmissingkbs", "Software.Read.All");
 /// `GET /api/Software/{id}/machineReferences`: the devices that have a software.
 pub static SOFTWARE_MACHINES: Endpoint =
     read("/api/Software/{id}/machineReferences", "Software.Read.All");
@@ -531,6 +535,7 @@ pub static ALL: &[&Endpoint] = &[
     &MACHINE_RECOMMENDATIONS,
     &SOFTWARE,
     &SOFTWARE_DISTRIBUTIONS,
+    &SOFTWARE_MISSING_KBS,
     &SOFTWARE_MACHINES,
     &SOFTWARE_VULNERABILITIES,
     &VULNERABILITIES,

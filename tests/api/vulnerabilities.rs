@@ -566,3 +566,56 @@ async fn an_app_without_the_permissions_is_refused_before_any_call() {
         assert_eq!(app.sim.counters().route("GET", route), 0, "{route}");
     }
 }
+
+#[tokio::test]
+async fn a_softwares_missing_kbs_are_the_updates_fixing_its_vulnerabilities() {
+    let app = spawn().await;
+    let windows = machine_on(&app, "Windows10");
+    let software = ok(
+        &app,
+        "get_installed_software",
+        json!({"device_id": windows}),
+    )
+    .await;
+    let vulnerable = data(&software)
+        .iter()
+        .find(|s| s["weaknesses"].as_u64().unwrap() > 0)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let kbs = ok(&app, "list_software_missing_kbs", json!({"id": vulnerable})).await;
+    assert_eq!(kbs["summary"]["software_id"], vulnerable.as_str());
+    assert_eq!(kbs["summary"]["total_kbs"], data(&kbs).len());
+    // The updates are those fixing the software's vulnerabilities on the devices.
+    let rows = ok(
+        &app,
+        "list_device_vulnerabilities",
+        json!({"software_id": vulnerable, "limit": 1000}),
+    )
+    .await;
+    let fixing: BTreeSet<String> = data(&rows)
+        .iter()
+        .filter_map(|c| c["fixingKbId"].as_str().map(str::to_string))
+        .collect();
+    assert!(!fixing.is_empty(), "{rows}");
+    assert_eq!(field_set(&kbs, "id"), fixing, "{kbs}");
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "list_software_missing_kbs",
+            json!({"id": "nobody-_-nothing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    let calls = api_calls(&app);
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "list_software_missing_kbs",
+            json!({"id": "no separator"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("id"), "{body}");
+    assert_eq!(api_calls(&app), calls);
+}

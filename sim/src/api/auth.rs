@@ -357,6 +357,12 @@ pub const ROLE_TABLE: &[(&str, &str, &[&str], Family)] = &[
     ),
     (
         "GET",
+        "/api/software/{id}/getmissingkbs",
+        SOFTWARE,
+        Family::Default,
+    ),
+    (
+        "GET",
         "/api/software/{id}/machinereferences",
         SOFTWARE,
         Family::Default,

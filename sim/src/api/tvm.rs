@@ -72,6 +72,10 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/api/software", get(software_list))
         .route("/api/software/{id}", get(software_one))
         .route(
+            "/api/software/{id}/getmissingkbs",
+            get(software_missing_kbs),
+        )
+        .route(
             "/api/software/{id}/distributions",
             get(software_distributions),
         )
@@ -197,6 +201,29 @@ async fn machine_missing_kbs(
 ) -> Result<Json<Value>, ApiError> {
     let m = machine(&sim, &id)?;
     let items = data::missing_kbs(&sim.world().scenario, &m);
+    respond(
+        &sim,
+        items,
+        &query,
+        &headers,
+        &uri,
+        (
+            "Collection(microsoft.windowsDefenderATP.api.PublicProductFixDto)",
+            "ProductFix",
+            KB_FILTERABLE,
+        ),
+    )
+}
+
+async fn software_missing_kbs(
+    State(sim): State<Arc<Sim>>,
+    Id(id): Id,
+    headers: HeaderMap,
+    uri: Uri,
+    query: ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    let s = software_of(&id)?;
+    let items = data::software_missing_kbs(&sim.world().scenario, s);
     respond(
         &sim,
         items,
