@@ -341,14 +341,15 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
         /// Whatever the entity says, a template either refuses it or keeps it one literal:
         /// the query parses, answers the columns it answers for a harmless entity, and finds
-        /// nothing (no scenario value contains these characters).
+        /// nothing (no scenario value contains `zqx`, which every entity here starts with, so
+        /// even what is left after trimming white space matches nothing).
         #[test]
         fn hostile_entities_never_change_a_templates_answer(
-            core in "[a-z0-9]{0,6}",
+            core in "zqx[a-z0-9]{0,6}",
             hostile in proptest::collection::vec(
                 proptest::sample::select(vec![
                     "\"", "'", "\\", "|", "//", " or 1==1", "\n", ")", "(", ";", " union DeviceInfo",
