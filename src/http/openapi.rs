@@ -906,7 +906,8 @@ fn parameters_schema(d: &Definition) -> (Value, bool) {
             .iter()
             .find(|(name, _)| *name == p.name)
             .map(|(_, v)| v)
-            .or((p.name == "device_id").then_some(&device));
+            // A `device_id` takes ids, names and addresses unless its definition narrows it.
+            .or((p.name == "device_id" && spec.pattern.is_none()).then_some(&device));
         if must_give {
             required.push(p.name.clone());
         }
@@ -1070,6 +1071,24 @@ mod tests {
         ] {
             assert!(!matches(pattern, refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_device_id_narrowed_by_its_definition_keeps_its_pattern() {
+        let schema = |action: &str| {
+            let d = crate::actions::definition(action).unwrap();
+            parameters_schema(d).0["properties"]["device_id"].to_string()
+        };
+        // Takes 40-hex ids only: described so, not as names and addresses.
+        let narrow = schema("get_installed_software");
+        assert!(narrow.contains("^[0-9a-fA-F]{40}$"), "{narrow}");
+        assert!(
+            !narrow.contains("resolved to exactly one device"),
+            "{narrow}"
+        );
+        // Resolves names and addresses: described with the device pattern.
+        let wide = schema("quarantine_device");
+        assert!(wide.contains("resolved to exactly one device"), "{wide}");
     }
 
     #[test]
