@@ -36,6 +36,13 @@ pub struct Event {
     pub alert: Value,
 }
 
+impl Event {
+    /// The alert's `id`, when it has one.
+    pub fn alert_id(&self) -> Option<&str> {
+        self.alert.get("id").and_then(Value::as_str)
+    }
+}
+
 /// A journal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -72,6 +79,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     keys: HashSet<String>,
+    /// Ids of the alerts with an event in the journal.
+    alert_ids: HashSet<String>,
     /// Byte offset of each record's line; record `seq` is at `offsets[seq - 1]`.
     offsets: Vec<u64>,
     end: u64,
@@ -99,6 +108,7 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut keys = HashSet::new();
+        let mut alert_ids = HashSet::new();
         let mut offsets = Vec::new();
         let mut pos = 0usize;
         let mut line_no = 0usize;
@@ -115,6 +125,9 @@ impl Journal {
             match parsed {
                 Some(r) if complete => {
                     offsets.push(pos as u64);
+                    if let Some(id) = r.event.alert_id() {
+                        alert_ids.insert(id.to_string());
+                    }
                     keys.insert(r.event.event_key);
                     pos += line.len() + 1;
                 }
@@ -140,6 +153,7 @@ impl Journal {
             path: path.to_owned(),
             file,
             keys,
+            alert_ids,
             offsets,
             end: pos as u64,
         })
@@ -185,6 +199,11 @@ impl Journal {
             return Err(io(e));
         }
         let n = new_keys.len();
+        for event in events {
+            if let Some(id) = event.alert_id() {
+                self.alert_ids.insert(id.to_string());
+            }
+        }
         self.keys.extend(new_keys.into_iter().cloned());
         self.offsets.extend(new_offsets);
         self.end += buf.len() as u64;
@@ -194,6 +213,11 @@ impl Journal {
     /// Whether an event key is in the journal.
     pub fn contains(&self, event_key: &str) -> bool {
         self.keys.contains(event_key)
+    }
+
+    /// Whether an event of the alert `id` is in the journal.
+    pub fn has_alert(&self, id: &str) -> bool {
+        self.alert_ids.contains(id)
     }
 
     /// The last sequence number (0 when empty).

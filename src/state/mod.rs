@@ -74,6 +74,10 @@ pub struct IngestionState {
     /// Ids of the alerts already journaled whose last update is exactly `checkpoint`.
     #[serde(default)]
     pub ids_at_checkpoint: Vec<String>,
+    /// The last poll stopped at `max_per_poll`: the next one continues from the checkpoint
+    /// itself (past the ids already seen there) instead of reading the overlap again.
+    #[serde(default)]
+    pub more: bool,
     /// When the last poll ended (unix seconds).
     #[serde(default)]
     pub last_poll_at: Option<i64>,
