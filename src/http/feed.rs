@@ -30,9 +30,9 @@ fn parse_query(raw: Option<&str>) -> Result<(u64, usize), String> {
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "cursor" => {
-                cursor = v.trim().parse().map_err(|_| {
+                cursor = v.trim().parse().ok().filter(|c| *c <= MAX_CURSOR).ok_or_else(|| {
                     format!(
-                        "cursor {:?} is not a sequence number (a whole number from 0)",
+                        "cursor {:?} is not a sequence number (a whole number from 0 to {MAX_CURSOR})",
                         actions::truncate(&v, 40)
                     )
                 })?;
@@ -56,7 +56,24 @@ fn parse_query(raw: Option<&str>) -> Result<(u64, usize), String> {
     Ok((cursor, limit))
 }
 
+/// Largest `cursor` (2^53 - 1, so every JSON number parser reads it exactly).
+pub const MAX_CURSOR: u64 = 9_007_199_254_740_991;
+
 /// The feed handler.
+#[utoipa::path(get, path = "/assets/{asset}/alerts/feed",
+    params(
+        ("asset" = String, Path, description = "Asset id (an asset with `[assets.<id>.ingestion] enabled = true`)"),
+        ("cursor" = Option<u64>, Query, minimum = 0, maximum = 9_007_199_254_740_991_f64,
+            description = "Answer the events after this sequence number (default 0: from the start); pass the previous answer's `next_cursor`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Most events answered (default 100)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`{\"events\": [{\"seq\", \"event_key\", \"kind\", \"asset\", \"source\", \"alert\"}], \"next_cursor\": \"<seq>\"}`", body = Object),
+        (status = 400, description = "Envelope: cursor or limit out of range", body = crate::envelope::Envelope),
+        (status = 401, description = "Envelope: missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 404, description = "Envelope: no asset with this id, or the asset does not ingest alerts", body = crate::envelope::Envelope),
+        (status = 500, description = "Envelope: the journal cannot be read", body = crate::envelope::Envelope)))]
 pub async fn feed(
     State(app): State<Arc<App>>,
     Path(asset): Path<String>,

@@ -31,6 +31,7 @@ use crate::actions::{Definition, definitions};
         super::routes::openapi,
         super::routes::list_actions,
         super::oauth::request_consent,
+        super::feed::feed,
         super::oauth::start_oauth,
         super::oauth::result,
         super::vault::file,

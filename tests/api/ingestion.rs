@@ -1,0 +1,302 @@
+//! Alert ingestion through the host: the poller against the simulator's alerts created over
+//! time, the journal read back through `GET /assets/{asset}/alerts/feed`.
+
+use std::collections::HashMap;
+
+use defender_sim::{Fault, FaultKind, Scenario};
+use defender_soar::config::IngestionConfig;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A host whose `contoso` asset ingests with `settings` (the poller's own interval is long,
+/// so tests drive polls with `poll_now`).
+async fn host(settings: IngestionConfig) -> TestApp {
+    spawn_configured(Scenario::default_scenario(), move |c| {
+        c.ingestion.insert(
+            "contoso".into(),
+            IngestionConfig {
+                enabled: true,
+                interval_secs: 3600,
+                ..settings
+            },
+        );
+    })
+    .await
+}
+
+async fn sim_post(app: &TestApp, path: &str, body: Value) -> Value {
+    let resp = app
+        .client
+        .post(format!("{}{path}", app.sim.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// Polls until a poll reads everything there is (bounded).
+async fn drain(app: &TestApp) {
+    let ingestor = app.app.ingestors["contoso"].clone();
+    for _ in 0..50 {
+        let report = ingestor.poll_now().await.unwrap();
+        if !report.more {
+            return;
+        }
+    }
+    panic!("ingestion did not catch up in 50 polls");
+}
+
+/// Every event of the feed, following next_cursor with pages of `limit`.
+async fn feed(app: &TestApp, limit: usize) -> Vec<Value> {
+    let mut cursor = "0".to_string();
+    let mut out = Vec::new();
+    loop {
+        let resp = app
+            .client
+            .get(app.url(&format!(
+                "/assets/contoso/alerts/feed?cursor={cursor}&limit={limit}"
+            )))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        let events = body["events"].as_array().unwrap().clone();
+        let next = body["next_cursor"].as_str().unwrap().to_string();
+        if events.is_empty() {
+            assert_eq!(next, cursor);
+            return out;
+        }
+        out.extend(events);
+        cursor = next;
+    }
+}
+
+fn ids(created: &Value) -> Vec<String> {
+    created["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn count_by_id(events: &[Value]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in events {
+        *m.entry(e["alert"]["id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn a_backfill_across_pages_delivers_each_alert_once() {
+    let app = host(IngestionConfig::default()).await;
+    let same = sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 300, "same_timestamp": true, "severity": "medium"}),
+    )
+    .await;
+    let rest = sim_post(&app, "/_sim/alerts", json!({"count": 4700})).await;
+    drain(&app).await;
+    let events = feed(&app, 1000).await;
+    let mut keys: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_key"].as_str().unwrap())
+        .collect();
+    let total = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "an event_key was delivered twice");
+    let by_id = count_by_id(&events);
+    for id in ids(&same).iter().chain(ids(&rest).iter()) {
+        assert_eq!(by_id.get(id), Some(&1), "{id}");
+    }
+    let e = events
+        .iter()
+        .find(|e| e["alert"]["id"] == json!(ids(&same)[0]))
+        .unwrap();
+    assert_eq!(e["kind"], "created");
+    assert_eq!(e["asset"], "contoso");
+    assert_eq!(e["source"], "graph");
+    assert_eq!(
+        e["event_key"],
+        json!(format!(
+            "{}@{}",
+            e["alert"]["id"].as_str().unwrap(),
+            e["alert"]["lastUpdateDateTime"].as_str().unwrap()
+        ))
+    );
+    // Pages were followed: the simulator's pages are smaller than a poll.
+    assert!(app.sim.counters().route("GET", "/v1.0/security/alerts_v2") >= 5);
+    // Another poll adds nothing.
+    let report = app.app.ingestors["contoso"].poll_now().await.unwrap();
+    assert_eq!(report.appended, 0);
+}
+
+async fn updates_delivered(include_updates: bool) -> usize {
+    let app = host(IngestionConfig {
+        include_updates,
+        ..IngestionConfig::default()
+    })
+    .await;
+    let created = sim_post(&app, "/_sim/alerts", json!({"count": 1})).await;
+    let id = ids(&created).remove(0);
+    drain(&app).await;
+    app.sim.clock.advance(std::time::Duration::from_secs(5));
+    sim_post(
+        &app,
+        &format!("/_sim/alerts/{id}"),
+        json!({"status": "inProgress"}),
+    )
+    .await;
+    drain(&app).await;
+    let events = feed(&app, 100).await;
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["alert"]["id"] == json!(id))
+        .collect();
+    if include_updates {
+        assert_eq!(mine.len(), 2);
+        assert_eq!(mine[0]["kind"], "created");
+        assert_eq!(mine[1]["kind"], "updated");
+        assert_eq!(mine[1]["alert"]["status"], "inProgress");
+    }
+    mine.len()
+}
+
+#[tokio::test]
+async fn an_update_is_delivered_again_only_with_include_updates() {
+    assert_eq!(updates_delivered(true).await, 2);
+    assert_eq!(updates_delivered(false).await, 1);
+}
+
+#[tokio::test]
+async fn filters_are_honoured() {
+    let app = host(IngestionConfig {
+        severities: vec!["high".into()],
+        statuses: vec!["New".into()],
+        ..IngestionConfig::default()
+    })
+    .await;
+    let high = ids(&sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 3, "severity": "high"}),
+    )
+    .await);
+    let low = ids(&sim_post(&app, "/_sim/alerts", json!({"count": 3, "severity": "low"})).await);
+    let resolved = ids(&sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 2, "severity": "high", "status": "resolved"}),
+    )
+    .await);
+    drain(&app).await;
+    let by_id = count_by_id(&feed(&app, 100).await);
+    assert!(high.iter().all(|i| by_id.get(i) == Some(&1)));
+    assert!(
+        low.iter()
+            .chain(resolved.iter())
+            .all(|i| !by_id.contains_key(i))
+    );
+    assert!(
+        by_id.len() >= high.len(),
+        "generated alerts may pass too, never fewer"
+    );
+}
+
+#[tokio::test]
+async fn a_429_during_a_poll_keeps_the_checkpoint() {
+    let app = host(IngestionConfig::default()).await;
+    drain(&app).await;
+    let before = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    assert!(before.checkpoint.is_some());
+    sim_post(&app, "/_sim/alerts", json!({"count": 5})).await;
+    app.sim.inject_fault(Fault {
+        method: Some("GET".into()),
+        path: "/v1.0/security/alerts_v2".into(),
+        count: 20,
+        kind: FaultKind::Status {
+            status: 429,
+            body: None,
+            headers: [("Retry-After".to_string(), "600".to_string())]
+                .into_iter()
+                .collect(),
+        },
+    });
+    let err = app.app.ingestors["contoso"].poll_now().await.unwrap_err();
+    assert!(!err.is_empty());
+    let after = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    assert_eq!(after.checkpoint, before.checkpoint);
+    assert_eq!(after.ids_at_checkpoint, before.ids_at_checkpoint);
+    assert_eq!(after.last_outcome.as_deref(), Some("failed"));
+    assert!(after.errors >= 1);
+    app.sim.clear_faults();
+    drain(&app).await;
+    let after = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    assert_ne!(after.checkpoint, before.checkpoint);
+    assert_eq!(after.last_outcome.as_deref(), Some("ok"));
+}
+
+#[tokio::test]
+async fn the_feed_refuses_bad_input_and_assets_without_ingestion() {
+    let app = host(IngestionConfig::default()).await;
+    for (path, status) in [
+        ("/assets/contoso_v1/alerts/feed", 404),
+        ("/assets/nope/alerts/feed", 404),
+        ("/assets/contoso/alerts/feed?limit=0", 400),
+        ("/assets/contoso/alerts/feed?limit=1001", 400),
+        ("/assets/contoso/alerts/feed?cursor=-1", 400),
+    ] {
+        let resp = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        if path.contains("contoso_v1") {
+            assert!(
+                body["message"].as_str().unwrap().contains("ingestion"),
+                "{body}"
+            );
+        }
+    }
+    let resp = app
+        .client
+        .get(app.url("/assets/contoso/alerts/feed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
