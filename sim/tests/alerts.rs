@@ -385,7 +385,7 @@ async fn control(sim: &SimHandle, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Follows every nextLink from `first`, answering all items in order.
-async fn all_pages(sim: &SimHandle, token: &str, first: String) -> Vec<Value> {
+async fn all_pages(token: &str, first: String) -> Vec<Value> {
     let mut out = Vec::new();
     let mut url = Some(first);
     while let Some(u) = url {
@@ -465,7 +465,7 @@ async fn alerts_created_and_updated_over_time_list_by_last_update_in_both_apis()
         sim.base_url(),
         filter.replace(' ', "%20")
     );
-    let mde = all_pages(&sim, &common::token(&sim), first).await;
+    let mde = all_pages(&common::token(&sim), first).await;
     assert_eq!(mde.len(), 250);
     assert!(mde.iter().all(|a| a["severity"] == "High"));
     // Graph: the same alerts, same ids.
@@ -475,7 +475,7 @@ async fn alerts_created_and_updated_over_time_list_by_last_update_in_both_apis()
         sim.base_url(),
         filter.replace(' ', "%20")
     );
-    let graph = all_pages(&sim, &token, first.clone()).await;
+    let graph = all_pages(&token, first.clone()).await;
     let mut graph_ids: Vec<String> = graph
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_string())
@@ -495,7 +495,7 @@ async fn alerts_created_and_updated_over_time_list_by_last_update_in_both_apis()
     )
     .await;
     assert_eq!(status, 200, "{updated}");
-    let graph = all_pages(&sim, &token, first).await;
+    let graph = all_pages(&token, first).await;
     assert_eq!(graph.last().unwrap()["id"], json!(ids[7]));
     assert_eq!(graph.last().unwrap()["status"], "inProgress");
     let stamps: Vec<&str> = graph
