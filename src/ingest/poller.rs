@@ -2,8 +2,11 @@
 //! or after its checkpoint (less a two-minute overlap for clock skew), ordered by last update,
 //! following every page up to `max_per_poll`; turns them into events, appends the events to
 //! the journal and only then advances the checkpoint `(timestamp, ids at that timestamp)` in
-//! the asset's state file. A failed list (429, 5xx, transport) leaves the checkpoint alone.
+//! the asset's state file. A poll that stopped at `max_per_poll` is continued from the
+//! checkpoint itself, leaving out by id the alerts journaled there already. A failed list
+//! (429, 5xx, transport) leaves the checkpoint alone.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ pub const OVERLAP: Duration = Duration::from_secs(120);
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
-    /// Alerts the list answered.
+    /// Alerts read, less those left out as journaled at the checkpoint by an earlier poll.
     pub fetched: usize,
     /// Events appended to the journal.
     pub appended: usize,
@@ -183,15 +186,28 @@ impl Ingestor {
         let mut query = ListQuery::new()
             .filter(filter.as_str())
             .order_by_asc(updated_field);
-        if continuing && !state.ids_at_checkpoint.is_empty() {
-            query = query.skip(state.ids_at_checkpoint.len() as u64);
-        }
+        // A continuing poll reads the alerts at the checkpoint again and leaves out, by id,
+        // those already journaled there: counting them off with `$skip` would skip an unseen
+        // alert whenever one of the seen ones moved on (updated) in between, and Microsoft
+        // orders tied timestamps as it likes. The seen ones still at the checkpoint come back
+        // on top of the `max_per_poll` new ones, so the read asks for that many more.
+        let seen: HashSet<&str> = if continuing {
+            state.ids_at_checkpoint.iter().map(String::as_str).collect()
+        } else {
+            HashSet::new()
+        };
         let limit = self.config.max_per_poll as usize;
+        let wanted = limit.saturating_add(seen.len());
         let alerts = match self.config.source {
             IngestionSource::Graph => {
                 self.asset
                     .graph
-                    .list_with_page_size(&GRAPH_ALERTS.at(&[]), &query, limit, GRAPH_ALERTS_MAX_TOP)
+                    .list_with_page_size(
+                        &GRAPH_ALERTS.at(&[]),
+                        &query,
+                        wanted,
+                        GRAPH_ALERTS_MAX_TOP,
+                    )
                     .await
             }
             IngestionSource::Mde => {
@@ -200,7 +216,7 @@ impl Ingestor {
                 }
                 self.asset
                     .defender
-                    .list(&ALERTS.at(&[]), &query, limit)
+                    .list(&ALERTS.at(&[]), &query, wanted)
                     .await
             }
         }
@@ -209,21 +225,32 @@ impl Ingestor {
         let mut events = Vec::new();
         let mut newest: Option<(OffsetDateTime, String)> = checkpoint.zip(state.checkpoint.clone());
         let mut ids_at_newest: Vec<String> = state.ids_at_checkpoint.clone();
+        let mut in_ids_at_newest: HashSet<String> = ids_at_newest.iter().cloned().collect();
+        let mut skipped = 0usize;
         for alert in &alerts {
             let id = text(alert, "id");
             let updated = text(alert, updated_field);
             let updated_at = updated.and_then(parse_time);
+            if let (Some(id), Some(at)) = (id, updated_at)
+                && at == start
+                && seen.contains(id)
+            {
+                // Journaled by an earlier poll, unchanged since.
+                skipped += 1;
+                continue;
+            }
             if let (Some(id), Some(at), Some(raw)) = (id, updated_at, updated) {
                 match &newest {
                     Some((n, _)) if at < *n => {}
                     Some((n, _)) if at == *n => {
-                        if !ids_at_newest.iter().any(|x| x == id) {
+                        if in_ids_at_newest.insert(id.to_string()) {
                             ids_at_newest.push(id.to_string());
                         }
                     }
                     _ => {
                         newest = Some((at, raw.to_string()));
                         ids_at_newest = vec![id.to_string()];
+                        in_ids_at_newest = HashSet::from([id.to_string()]);
                     }
                 }
             } else {
@@ -258,7 +285,7 @@ impl Ingestor {
         let appended = journal
             .append(&events)
             .map_err(|e| format!("writing the alert journal: {e}"))?;
-        let more = alerts.len() >= limit;
+        let more = alerts.len() >= wanted;
         let new_state = IngestionState {
             checkpoint: newest.map(|(_, raw)| raw).or_else(|| {
                 // Nothing seen yet: remember where the first run started.
@@ -285,7 +312,7 @@ impl Ingestor {
             .map_err(|e| format!("saving the ingestion checkpoint: {e}"))?;
         Ok((
             PollReport {
-                fetched: alerts.len(),
+                fetched: alerts.len() - skipped,
                 appended,
                 checkpoint: new_state.checkpoint.clone(),
                 more,

@@ -300,3 +300,69 @@ async fn the_feed_refuses_bad_input_and_assets_without_ingestion() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// The alert ids of the feed's events.
+fn feed_ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["alert"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_alert_updated_between_continued_polls_loses_no_unseen_alert() {
+    let app = host(IngestionConfig {
+        max_per_poll: 4,
+        ..IngestionConfig::default()
+    })
+    .await;
+    drain(&app).await;
+    // Ten alerts on one timestamp, well after everything read so far.
+    app.sim.clock.advance(std::time::Duration::from_secs(3600));
+    let tied = ids(&sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 10, "same_timestamp": true}),
+    )
+    .await);
+    // Poll until some, not all, of them are journaled and the poll says more follow.
+    let ingestor = app.app.ingestors["contoso"].clone();
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        let report = ingestor.poll_now().await.unwrap();
+        seen = feed_ids(&feed(&app, 100).await)
+            .into_iter()
+            .filter(|i| tied.contains(i))
+            .collect();
+        if !seen.is_empty() {
+            assert!(report.more, "{report:?}");
+            break;
+        }
+    }
+    assert!(!seen.is_empty() && seen.len() < tied.len(), "{seen:?}");
+    let state = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    assert!(state.more);
+    for id in &seen {
+        assert!(state.ids_at_checkpoint.contains(id), "{id}");
+    }
+    // One of the journaled alerts moves on before the next poll.
+    app.sim.clock.advance(std::time::Duration::from_secs(5));
+    sim_post(
+        &app,
+        &format!("/_sim/alerts/{}", seen[0]),
+        json!({"status": "inProgress"}),
+    )
+    .await;
+    drain(&app).await;
+    let by_id = count_by_id(&feed(&app, 100).await);
+    for id in &tied {
+        assert_eq!(by_id.get(id), Some(&1), "{id} lost or repeated");
+    }
+}
