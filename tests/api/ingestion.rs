@@ -366,3 +366,216 @@ async fn an_alert_updated_between_continued_polls_loses_no_unseen_alert() {
         assert_eq!(by_id.get(id), Some(&1), "{id} lost or repeated");
     }
 }
+
+#[tokio::test]
+async fn ingestion_status_reports_the_poller_state_and_journal() {
+    // max_per_poll above the scenario's alerts: the host's own poller polls once at start,
+    // then waits its interval.
+    let app = host(IngestionConfig {
+        max_per_poll: 500,
+        ..IngestionConfig::default()
+    })
+    .await;
+    sim_post(&app, "/_sim/alerts", json!({"count": 3})).await;
+    drain(&app).await;
+    let (status, body) = app.invoke("contoso", "ingestion_status", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_envelope(&body, "ingestion_status", "contoso");
+    assert_eq!(body["status"], "success", "{body}");
+    let state = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    let (last_seq, size) = {
+        let j = app.app.ingestors["contoso"].journal().await;
+        (j.last_seq(), j.size_bytes())
+    };
+    assert!(last_seq >= 3);
+    let d = &body["data"][0];
+    assert_eq!(d["enabled"], true);
+    assert_eq!(d["source"], "graph");
+    assert_eq!(d["interval_secs"], 3600);
+    assert_eq!(d["max_per_poll"], 500);
+    assert_eq!(d["last_outcome"], "ok");
+    assert_eq!(d["checkpoint"], json!(state.checkpoint));
+    assert_eq!(d["ids_at_checkpoint"], json!(state.ids_at_checkpoint.len()));
+    assert_eq!(d["polls"], json!(state.polls));
+    assert_eq!(d["journal_last_seq"], json!(last_seq));
+    assert_eq!(d["journal_size_bytes"], json!(size));
+    assert_eq!(d["delivered"], json!(last_seq));
+    assert_eq!(d["errors"], 0);
+    assert!(d["last_poll_at"].as_str().unwrap().ends_with('Z'), "{d}");
+    assert_eq!(body["summary"]["journal_last_seq"], json!(last_seq));
+    assert_eq!(body["summary"]["last_outcome"], "ok");
+    // A failed poll shows as such.
+    app.sim.inject_fault(Fault {
+        method: Some("GET".into()),
+        path: "/v1.0/security/alerts_v2".into(),
+        count: 20,
+        kind: FaultKind::Status {
+            status: 503,
+            body: None,
+            headers: Default::default(),
+        },
+    });
+    app.app.ingestors["contoso"].poll_now().await.unwrap_err();
+    app.sim.clear_faults();
+    let (_, body) = app.invoke("contoso", "ingestion_status", json!({})).await;
+    let d = &body["data"][0];
+    assert_eq!(d["last_outcome"], "failed", "{body}");
+    assert!(d["errors"].as_u64().unwrap() >= 1);
+    assert!(!d["last_error"].as_str().unwrap().is_empty());
+    assert_eq!(d["checkpoint"], json!(state.checkpoint));
+    // No secret of the asset in the answer.
+    let text = body.to_string();
+    let secret = app.app.config.assets["contoso"]
+        .client_secret
+        .as_ref()
+        .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
+        .unwrap();
+    assert!(!text.contains(&secret));
+    // An asset without ingestion fails saying so.
+    let (status, body) = app
+        .invoke("contoso_v1", "ingestion_status", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("ingestion is off"),
+        "{body}"
+    );
+    // Unknown parameters are refused.
+    let (status, _) = app
+        .invoke("contoso", "ingestion_status", json!({"x": 1}))
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint() {
+    let app = host(IngestionConfig::default()).await;
+    drain(&app).await;
+    let before = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    let seq_before = app.app.ingestors["contoso"].journal().await.last_seq();
+    // Alerts an hour from now (simulated), so a start time picks them alone.
+    app.sim.clock.advance(std::time::Duration::from_secs(3600));
+    let high = ids(&sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 3, "severity": "high"}),
+    )
+    .await);
+    let info = ids(&sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 2, "severity": "informational"}),
+    )
+    .await);
+    let start = time::OffsetDateTime::from_unix_timestamp(app.sim.clock.now_ms() / 1000 - 1)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = app
+        .invoke(
+            "contoso",
+            "on_poll",
+            json!({"start_time": start, "container_count": 100, "artifact_count": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_envelope(&body, "on_poll", "contoso");
+    assert_eq!(body["summary"]["total_containers"], 5, "{body}");
+    let containers = body["data"].as_array().unwrap();
+    let got: Vec<&str> = containers
+        .iter()
+        .map(|c| c["source_data_identifier"].as_str().unwrap())
+        .collect();
+    for id in high.iter().chain(info.iter()) {
+        assert!(got.contains(&id.as_str()), "{id}");
+    }
+    for c in containers {
+        let id = c["source_data_identifier"].as_str().unwrap();
+        let alert = &c["artifacts"][0]["cef"];
+        assert_eq!(c["artifacts"].as_array().unwrap().len(), 1);
+        assert_eq!(c["artifacts"][0]["name"], "alert");
+        assert_eq!(alert["id"], id);
+        assert_eq!(c["name"], alert["title"]);
+        assert_eq!(c["start_time"], alert["alertCreationTime"]);
+        let want = if high.iter().any(|h| h == id) {
+            "high"
+        } else {
+            "low"
+        };
+        assert_eq!(c["severity"], want, "{c}");
+    }
+    // container_count caps the answer; oldest first.
+    let (_, body) = app
+        .invoke(
+            "contoso",
+            "on_poll",
+            json!({"start_time": start, "container_count": 2}),
+        )
+        .await;
+    assert_eq!(body["summary"]["total_containers"], 2);
+    let first: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["source_data_identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(first, got[..2].to_vec());
+    // Without start_time: the last day, which holds the new alerts too.
+    let (status, body) = app.invoke("contoso", "on_poll", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["summary"]["total_containers"].as_u64().unwrap() >= 5);
+    // The poller's checkpoint and journal did not move.
+    let after = app
+        .app
+        .state
+        .load("contoso")
+        .await
+        .unwrap()
+        .ingestion
+        .unwrap();
+    assert_eq!(after.checkpoint, before.checkpoint);
+    assert_eq!(after.ids_at_checkpoint, before.ids_at_checkpoint);
+    assert_eq!(
+        app.app.ingestors["contoso"].journal().await.last_seq(),
+        seq_before
+    );
+    // An asset without ingestion can run it too (it reads Defender directly).
+    let (status, body) = app
+        .invoke(
+            "contoso_v1",
+            "on_poll",
+            json!({"start_time": start, "container_count": 10}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"]["total_containers"], 5, "{body}");
+    // Bad input is refused by name.
+    for bad in [
+        json!({"start_time": "yesterday"}),
+        json!({"container_count": 0}),
+        json!({"container_count": 10001}),
+        json!({"artifact_count": 0}),
+        json!({"artifact_count": 1001}),
+    ] {
+        let (status, body) = app.invoke("contoso", "on_poll", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
