@@ -6,7 +6,7 @@
 //! checkpoint itself, leaving out by id the alerts journaled there already. A failed list
 //! (429, 5xx, transport) leaves the checkpoint alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,65 @@ pub struct PollReport {
     pub checkpoint: Option<String>,
     /// The poll stopped at `max_per_poll` (more follow on the next one).
     pub more: bool,
+}
+
+/// A position in the list ordered by last update: a time (parsed and as written) and the ids
+/// of the alerts read at exactly that time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The last-update time.
+    pub at: OffsetDateTime,
+    /// `at` as Microsoft wrote it (kept for the next `$filter`).
+    pub raw: String,
+    /// Ids of the alerts read with exactly this last update.
+    pub ids: BTreeSet<String>,
+}
+
+impl Mark {
+    /// Moves `mark` to the alert `id` last updated at `at` when that is newer, or adds `id` to
+    /// it when just as new.
+    pub fn see(mark: &mut Option<Mark>, at: OffsetDateTime, raw: &str, id: &str) {
+        match mark {
+            Some(m) if at < m.at => {}
+            Some(m) if at == m.at => {
+                m.ids.insert(id.to_string());
+            }
+            _ => {
+                *mark = Some(Mark {
+                    at,
+                    raw: raw.to_string(),
+                    ids: BTreeSet::from([id.to_string()]),
+                });
+            }
+        }
+    }
+
+    /// The ids, sorted.
+    pub fn sorted_ids(self) -> Vec<String> {
+        self.ids.into_iter().collect()
+    }
+}
+
+/// The checkpoint after a poll, from the one before it (`old`), the newest alert the poll read
+/// (`read`) and whether it stopped at `max_per_poll` (`more`).
+///
+/// A poll that read everything there was moves the checkpoint to the newest alert it read, or
+/// leaves it where it was when it read only older ones (the overlap). A poll that stopped at
+/// its limit checkpoints the last alert it read, even one older than `old`: it read the list in
+/// order up to there and no further, so the next poll must continue from there — keeping the
+/// newer `old` would step over the unread alerts between the two (many alerts arriving late,
+/// inside the overlap window). Ids at the same time as `old` are kept with it.
+pub fn next_checkpoint(old: Option<Mark>, read: Option<Mark>, more: bool) -> Option<Mark> {
+    match (old, read) {
+        (old, None) => old,
+        (None, Some(read)) => Some(read),
+        (Some(mut old), Some(read)) if read.at == old.at => {
+            old.ids.extend(read.ids);
+            Some(old)
+        }
+        (Some(old), Some(read)) if read.at < old.at && !more => Some(old),
+        (Some(_), Some(read)) => Some(read),
+    }
 }
 
 /// The ingestion of one asset: its settings, its journal, its state.
@@ -223,9 +282,7 @@ impl Ingestor {
         .map_err(|e| format!("listing alerts: {e}"))?;
 
         let mut events = Vec::new();
-        let mut newest: Option<(OffsetDateTime, String)> = checkpoint.zip(state.checkpoint.clone());
-        let mut ids_at_newest: Vec<String> = state.ids_at_checkpoint.clone();
-        let mut in_ids_at_newest: HashSet<String> = ids_at_newest.iter().cloned().collect();
+        let mut newest_read: Option<Mark> = None;
         let mut skipped = 0usize;
         for alert in &alerts {
             let id = text(alert, "id");
@@ -240,19 +297,7 @@ impl Ingestor {
                 continue;
             }
             if let (Some(id), Some(at), Some(raw)) = (id, updated_at, updated) {
-                match &newest {
-                    Some((n, _)) if at < *n => {}
-                    Some((n, _)) if at == *n => {
-                        if in_ids_at_newest.insert(id.to_string()) {
-                            ids_at_newest.push(id.to_string());
-                        }
-                    }
-                    _ => {
-                        newest = Some((at, raw.to_string()));
-                        ids_at_newest = vec![id.to_string()];
-                        in_ids_at_newest = HashSet::from([id.to_string()]);
-                    }
-                }
+                Mark::see(&mut newest_read, at, raw, id);
             } else {
                 tracing::warn!(
                     asset = %asset_id,
@@ -286,16 +331,23 @@ impl Ingestor {
             .append(&events)
             .map_err(|e| format!("writing the alert journal: {e}"))?;
         let more = alerts.len() >= wanted;
+        let old = checkpoint.map(|at| Mark {
+            at,
+            raw: state.checkpoint.clone().unwrap_or_default(),
+            ids: state.ids_at_checkpoint.iter().cloned().collect(),
+        });
+        let next = next_checkpoint(old, newest_read, more);
         let new_state = IngestionState {
-            checkpoint: newest.map(|(_, raw)| raw).or_else(|| {
+            checkpoint: Some(next.as_ref().map_or_else(
                 // Nothing seen yet: remember where the first run started.
-                Some(
+                || {
                     start
                         .format(&Rfc3339)
-                        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into()),
-                )
-            }),
-            ids_at_checkpoint: ids_at_newest,
+                        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+                },
+                |m| m.raw.clone(),
+            )),
+            ids_at_checkpoint: next.map(Mark::sorted_ids).unwrap_or_default(),
             more,
             ..state
         };
@@ -336,5 +388,62 @@ impl Ingestor {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(secs: i64, ids: &[&str]) -> Mark {
+        let at = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        Mark {
+            at,
+            raw: at.format(&Rfc3339).unwrap(),
+            ids: ids.iter().map(|i| i.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_follows_what_was_read() {
+        // Nothing read: unchanged.
+        assert_eq!(
+            next_checkpoint(Some(mark(10, &["a"])), None, false),
+            Some(mark(10, &["a"]))
+        );
+        // Newer alerts read: the newest.
+        assert_eq!(
+            next_checkpoint(Some(mark(10, &["a"])), Some(mark(20, &["b"])), false),
+            Some(mark(20, &["b"]))
+        );
+        // Only the overlap read (older): unchanged.
+        assert_eq!(
+            next_checkpoint(Some(mark(10, &["a"])), Some(mark(5, &["c"])), false),
+            Some(mark(10, &["a"]))
+        );
+        // The same time: ids joined.
+        assert_eq!(
+            next_checkpoint(Some(mark(10, &["a"])), Some(mark(10, &["b"])), true),
+            Some(mark(10, &["a", "b"]))
+        );
+        // Stopped at the limit inside the overlap: the next poll continues from there.
+        assert_eq!(
+            next_checkpoint(Some(mark(10, &["a"])), Some(mark(5, &["c"])), true),
+            Some(mark(5, &["c"]))
+        );
+        assert_eq!(
+            next_checkpoint(None, Some(mark(5, &["c"])), true),
+            Some(mark(5, &["c"]))
+        );
+    }
+
+    #[test]
+    fn a_mark_keeps_the_newest_time_and_its_ids() {
+        let mut m = None;
+        for (secs, id) in [(5, "a"), (7, "b"), (7, "c"), (6, "d"), (7, "b")] {
+            let at = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            Mark::see(&mut m, at, &at.format(&Rfc3339).unwrap(), id);
+        }
+        assert_eq!(m, Some(mark(7, &["b", "c"])));
     }
 }
