@@ -118,6 +118,8 @@ pub struct App {
     /// Summary keys handlers set without their definition declaring them (recorded by
     /// [`actions::invoke`] in debug builds only).
     pub summary_drift: actions::consistency::SummaryDrift,
+    /// Alert ingestion of the assets that enable it, by asset id.
+    pub ingestors: BTreeMap<String, Arc<crate::ingest::poller::Ingestor>>,
 }
 
 impl App {
@@ -152,12 +154,25 @@ impl App {
                 )?),
             );
         }
+        let mut ingestors = BTreeMap::new();
+        for (id, asset) in &assets {
+            if let Some(settings) = config.ingestion(id) {
+                let ingestor = crate::ingest::poller::Ingestor::open(
+                    asset.clone(),
+                    settings.clone(),
+                    state.clone(),
+                )
+                .map_err(|e| format!("assets.{id}.ingestion: {e}"))?;
+                ingestors.insert(id.clone(), Arc::new(ingestor));
+            }
+        }
         Ok(Arc::new(App {
             config,
             state,
             assets,
             api_key,
             summary_drift: Default::default(),
+            ingestors,
         }))
     }
 

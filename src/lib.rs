@@ -37,6 +37,7 @@ pub mod config;
 pub mod defender;
 pub mod envelope;
 pub mod http;
+pub mod ingest;
 pub mod state;
 pub mod telemetry;
 pub mod vault;

@@ -19,6 +19,8 @@
 //! | `GET`, `POST`, `DELETE /_sim/outcomes` | lists, prepends, clears planned outcomes |
 //! | `POST /_sim/tokens/expire` | expires issued access tokens |
 //! | `POST /_sim/tokens/revoke` | revokes refresh tokens |
+//! | `POST /_sim/alerts` | creates alerts now, in the MDE list and Graph `alerts_v2` |
+//! | `POST /_sim/alerts/{id}` | updates an alert (both stores), moving its last-update time |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,7 +82,39 @@ pub fn routes() -> Router<Arc<Sim>> {
         )
         .route("/_sim/tokens/expire", post(expire_tokens))
         .route("/_sim/tokens/revoke", post(revoke_tokens))
+        .route("/_sim/alerts", post(create_alerts))
+        .route("/_sim/alerts/{id}", post(update_alert))
         .route_layer(axum::middleware::from_fn(loopback_only))
+}
+
+/// `POST /_sim/alerts`: creates `count` alerts now (see [`crate::alert_feed::CreateRequest`]);
+/// answers `{"ids": [...oldest first], "created": n}`.
+async fn create_alerts(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: crate::alert_feed::CreateRequest = parse(&body)?;
+    let now = sim.clock.now_ms();
+    let ids = crate::alert_feed::create(&mut sim.world(), now, &req)
+        .map_err(|e| ApiError::bad_request("InvalidRequestBody", e))?;
+    Ok(Json(json!({"created": ids.len(), "ids": ids})))
+}
+
+/// `POST /_sim/alerts/{id}`: changes `status`, `severity`, `assigned_to` or `title` of an alert
+/// in both stores and moves its last-update time to now; answers `{"mde": .., "graph": ..}`.
+async fn update_alert(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: crate::alert_feed::UpdateRequest = parse(&body)?;
+    let now = sim.clock.now_ms();
+    match crate::alert_feed::update(&mut sim.world(), now, &id, &req) {
+        Ok(Some(v)) => Ok(Json(v)),
+        Ok(None) => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("Alert {id} was not found"),
+        )),
+        Err(e) => Err(ApiError::bad_request("InvalidRequestBody", e)),
+    }
 }
 
 /// Whether a peer may use the control API: only loopback addresses (IPv4-mapped IPv6

@@ -87,6 +87,11 @@ impl GraphStore {
             .entry(key)
             .or_insert_with(|| generate(scenario, tenant_id, now_ms))
     }
+
+    /// Every alert of every tenant generated so far.
+    pub fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Map<String, Value>> {
+        self.tenants.values_mut().flat_map(|t| t.alerts.iter_mut())
+    }
 }
 
 impl TenantGraph {
@@ -509,6 +514,25 @@ fn generate(scenario: &Scenario, tenant_id: &str, now_ms: i64) -> TenantGraph {
         .incidents
         .sort_by_key(|r| std::cmp::Reverse(created_of(r)));
     graph
+}
+
+/// Evidence for an alert created through the control API: as the generator's, from a seed.
+pub fn evidence_for(
+    seed: &str,
+    scenario: &Scenario,
+    domain: &str,
+    user: &str,
+    created_ms: i64,
+) -> Vec<Value> {
+    let mut rng = Rng::seeded(seed);
+    evidence(
+        &mut rng,
+        scenario,
+        "microsoftDefenderForEndpoint",
+        domain,
+        user,
+        created_ms,
+    )
 }
 
 /// Evidence of an alert: devices and files from the scenario's machines, IPs, the user.

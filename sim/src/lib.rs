@@ -20,6 +20,7 @@
 //! API or control handler, which locks the world, reads or changes it, and answers.
 
 pub mod actions;
+pub mod alert_feed;
 pub mod alerts;
 pub mod api;
 pub mod control;

@@ -63,6 +63,8 @@ pub struct World {
     pub next_indicator_id: u64,
     /// Automated investigations started by `startInvestigation`: (tenant id, investigation).
     pub investigations: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+    /// Serial number of the next alert created through the control API.
+    pub next_created_alert: u64,
 }
 
 impl World {
@@ -89,6 +91,7 @@ impl World {
             indicators: scenario_indicators.0,
             next_indicator_id: scenario_indicators.1,
             investigations: Vec::new(),
+            next_created_alert: 1,
         }
     }
 }

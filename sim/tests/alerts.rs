@@ -372,3 +372,159 @@ async fn reading_needs_an_alert_role() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// POSTs to the control API (loopback, no token).
+async fn control(sim: &SimHandle, path: &str, body: Value) -> (u16, Value) {
+    let resp = common::client()
+        .post(format!("{}{path}", sim.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    answer(resp).await
+}
+
+/// Follows every nextLink from `first`, answering all items in order.
+async fn all_pages(token: &str, first: String) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut url = Some(first);
+    while let Some(u) = url {
+        let resp = common::client()
+            .get(&u)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = answer(resp).await;
+        assert_eq!(status, 200, "{body}");
+        out.extend(body["value"].as_array().unwrap().iter().cloned());
+        url = body["@odata.nextLink"].as_str().map(str::to_string);
+    }
+    out
+}
+
+async fn graph_token(sim: &SimHandle) -> String {
+    let s = sim.scenario();
+    let tenant = &s.tenants[0];
+    let a = &tenant.apps[0];
+    let resp = common::client()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            tenant.id
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", a.client_id.as_str()),
+            ("client_secret", a.secret.as_str()),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn alerts_created_and_updated_over_time_list_by_last_update_in_both_apis() {
+    let sim = common::start(common::scenario()).await;
+    // Graph data is generated on first use, with last updates up to that moment: use it first.
+    let token = graph_token(&sim).await;
+    let (status, _) = common::client()
+        .get(format!("{}/v1.0/security/alerts_v2?$top=1", sim.base_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    sim.clock.advance(std::time::Duration::from_secs(1));
+    let (status, created) = control(
+        &sim,
+        "/_sim/alerts",
+        json!({"count": 250, "severity": "high", "same_timestamp": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let ids: Vec<String> = created["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 250);
+    let at = sim.world().alerts[0]["lastUpdateTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // MDE: $filter ge + $orderby asc, paged (default page size) with nextLinks that keep both.
+    let filter = format!("lastUpdateTime ge {at}");
+    let first = format!(
+        "{}/api/alerts?$top=100&$orderby=lastUpdateTime%20asc&$filter={}",
+        sim.base_url(),
+        filter.replace(' ', "%20")
+    );
+    let mde = all_pages(&common::token(&sim), first).await;
+    assert_eq!(mde.len(), 250);
+    assert!(mde.iter().all(|a| a["severity"] == "High"));
+    // Graph: the same alerts, same ids.
+    let filter = format!("lastUpdateDateTime ge {at}");
+    let first = format!(
+        "{}/v1.0/security/alerts_v2?$top=100&$orderby=lastUpdateDateTime%20asc&$filter={}",
+        sim.base_url(),
+        filter.replace(' ', "%20")
+    );
+    let graph = all_pages(&token, first.clone()).await;
+    let mut graph_ids: Vec<String> = graph
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    graph_ids.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(graph_ids, want);
+    assert!(graph.iter().all(|a| a["severity"] == "high"));
+
+    // An update moves the alert's last update after the others, in both lists.
+    sim.clock.advance(std::time::Duration::from_secs(5));
+    let (status, updated) = control(
+        &sim,
+        &format!("/_sim/alerts/{}", ids[7]),
+        json!({"status": "inProgress", "severity": "low"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    let graph = all_pages(&token, first).await;
+    assert_eq!(graph.last().unwrap()["id"], json!(ids[7]));
+    assert_eq!(graph.last().unwrap()["status"], "inProgress");
+    let stamps: Vec<&str> = graph
+        .iter()
+        .map(|a| a["lastUpdateDateTime"].as_str().unwrap())
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(updated["mde"]["severity"], "Low");
+
+    // Descending order and distinct timestamps.
+    let (status, _) = control(&sim, "/_sim/alerts", json!({"count": 3})).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(&sim, "/api/alerts?$top=3&$orderby=lastUpdateTime%20desc").await;
+    assert_eq!(status, 200, "{body}");
+    let v = body["value"].as_array().unwrap();
+    assert!(v[0]["lastUpdateTime"].as_str() >= v[1]["lastUpdateTime"].as_str());
+
+    // Bad requests.
+    for (path, body) in [
+        ("/_sim/alerts", json!({"count": 0})),
+        ("/_sim/alerts", json!({"count": 1, "severity": "severe"})),
+        ("/_sim/alerts", json!({"count": 1, "bogus": 1})),
+        ("/_sim/alerts", json!({"count": 1, "machine_id": "nope"})),
+    ] {
+        let (status, answer) = control(&sim, path, body).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    let (status, _) = control(&sim, "/_sim/alerts/nope", json!({"title": "x"})).await;
+    assert_eq!(status, 404);
+    let (status, body) = get(&sim, "/api/alerts?$orderby=title%20sideways").await;
+    assert_eq!(status, 400, "{body}");
+}

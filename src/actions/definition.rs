@@ -15,7 +15,14 @@ use serde_json::{Map, Value};
 include!(concat!(env!("OUT_DIR"), "/action_definitions.rs"));
 
 /// The action types a definition may declare (the Splunk SOAR action types).
-pub const ACTION_TYPES: &[&str] = &["test", "investigate", "contain", "correct", "generic"];
+pub const ACTION_TYPES: &[&str] = &[
+    "test",
+    "investigate",
+    "contain",
+    "correct",
+    "generic",
+    "ingest",
+];
 
 /// One action's definition, as written in `actions/<id>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod enrichment;
 pub mod graph;
 pub mod hunting;
 pub mod indicators;
+pub mod ingestion;
 pub mod library;
 pub mod listing;
 pub mod live_response;
@@ -139,6 +140,7 @@ pub fn handlers() -> &'static BTreeMap<&'static str, HandlerFn> {
         .chain(enrichment::handlers())
         .chain(device_info::handlers())
         .chain(vulnerabilities::handlers())
+        .chain(ingestion::handlers())
         .collect()
     })
 }

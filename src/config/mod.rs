@@ -45,6 +45,93 @@ pub struct Config {
     /// Request budgets by asset id (`[assets.<id>.budget]`, defaults filled in); an asset
     /// without an entry uses [`BudgetConfig::default`] (see [`Config::budget`]).
     pub budgets: BTreeMap<String, BudgetConfig>,
+    /// Alert ingestion by asset id (`[assets.<id>.ingestion]`, defaults filled in); only assets
+    /// with the section have an entry. See [`Config::ingestion`].
+    pub ingestion: BTreeMap<String, IngestionConfig>,
+}
+
+/// Where ingestion reads alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IngestionSource {
+    /// Microsoft Graph `security/alerts_v2` (default).
+    #[default]
+    Graph,
+    /// Defender for Endpoint `/api/alerts`.
+    Mde,
+}
+
+impl IngestionSource {
+    /// The configured spelling (`graph`, `mde`), also written in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestionSource::Graph => "graph",
+            IngestionSource::Mde => "mde",
+        }
+    }
+}
+
+impl FromStr for IngestionSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "graph" => Ok(IngestionSource::Graph),
+            "mde" => Ok(IngestionSource::Mde),
+            _ => Err(format!(
+                "{:?} is not a source; use graph or mde",
+                crate::actions::truncate(s, 40)
+            )),
+        }
+    }
+}
+
+/// An asset's alert ingestion (`[assets.<id>.ingestion]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestionConfig {
+    /// `enabled` (default false): whether the host polls this asset's alerts.
+    pub enabled: bool,
+    /// `source` (default graph).
+    pub source: IngestionSource,
+    /// `interval_secs` (default 60, at least 10): time between polls.
+    pub interval_secs: u64,
+    /// `statuses`: only alerts with one of these statuses (any case); empty keeps all.
+    pub statuses: Vec<String>,
+    /// `severities`: only alerts with one of these severities (any case); empty keeps all.
+    pub severities: Vec<String>,
+    /// `categories`: only alerts in one of these categories (any case); empty keeps all.
+    pub categories: Vec<String>,
+    /// `detection_sources`: only alerts from one of these detection sources; empty keeps all.
+    pub detection_sources: Vec<String>,
+    /// `service_sources`: only alerts from one of these service sources (Graph); empty keeps all.
+    pub service_sources: Vec<String>,
+    /// `include_updates` (default false): an alert whose last update moved is delivered again.
+    pub include_updates: bool,
+    /// `first_run_lookback` in seconds (default 1 day, at most 30 days): how far the first
+    /// poll reaches back.
+    pub first_run_lookback_secs: u64,
+    /// `max_per_poll` (default 1000, 1..=10000): most alerts read by one poll.
+    pub max_per_poll: u32,
+    /// `expand_evidence` (default false): MDE alerts are read with `$expand=evidence`.
+    pub expand_evidence: bool,
+}
+
+impl Default for IngestionConfig {
+    fn default() -> Self {
+        IngestionConfig {
+            enabled: false,
+            source: IngestionSource::Graph,
+            interval_secs: 60,
+            statuses: Vec::new(),
+            severities: Vec::new(),
+            categories: Vec::new(),
+            detection_sources: Vec::new(),
+            service_sources: Vec::new(),
+            include_updates: false,
+            first_run_lookback_secs: 86_400,
+            max_per_poll: 1000,
+            expand_evidence: false,
+        }
+    }
 }
 
 /// Settings of the HTTP host.
@@ -722,6 +809,11 @@ impl Config {
     /// The asset with this id.
     pub fn asset(&self, id: &str) -> Option<&AssetConfig> {
         self.assets.get(id)
+    }
+
+    /// The ingestion settings of the asset `id` when its ingestion is enabled.
+    pub fn ingestion(&self, id: &str) -> Option<&IngestionConfig> {
+        self.ingestion.get(id).filter(|i| i.enabled)
     }
 
     /// The request budget of the asset `id`: its `[assets.<id>.budget]`, or the defaults.

@@ -69,6 +69,28 @@ pub(super) struct RawAsset {
     pub http_timeout_secs: Option<Text>,
     /// `[assets.<id>.budget]`.
     pub budget: Option<RawBudget>,
+    /// `[assets.<id>.ingestion]`.
+    pub ingestion: Option<RawIngestion>,
+}
+
+/// `[assets.<id>.ingestion]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIngestion {
+    pub enabled: Option<Text>,
+    pub source: Option<Text>,
+    pub interval_secs: Option<Text>,
+    pub statuses: Option<TextList>,
+    pub severities: Option<TextList>,
+    pub categories: Option<TextList>,
+    pub detection_sources: Option<TextList>,
+    pub service_sources: Option<TextList>,
+    pub include_updates: Option<Text>,
+    pub first_run_lookback: Option<Text>,
+    pub max_per_poll: Option<Text>,
+    pub expand_evidence: Option<Text>,
+    /// Push delivery (not built yet): refused with a clear message rather than ignored.
+    pub webhooks: Option<IgnoredAny>,
 }
 
 /// `[assets.<id>.budget]` as written.

@@ -12,11 +12,11 @@ use secrecy::SecretString;
 
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
-use super::raw::{RawAsset, RawBudget, RawConfig, RawServer, Text, TextList};
+use super::raw::{RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, Text, TextList};
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
-    HuntingDisplay, LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig, TokenEndpoint,
-    TriageFilters,
+    HuntingDisplay, IngestionConfig, LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig,
+    TokenEndpoint, TriageFilters,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -157,16 +157,25 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let server = resolve_server(raw.server, env, &mut problems);
     let mut assets = BTreeMap::new();
     let mut budgets = BTreeMap::new();
+    let mut ingestion = BTreeMap::new();
     for (id, mut raw_asset) in raw.assets {
         let raw_budget = raw_asset.budget.take();
+        let raw_ingestion = raw_asset.ingestion.take();
         let asset = resolve_asset(&id, raw_asset, env, &mut problems);
         let budget = match asset {
             Some(_) => resolve_budget(&id, raw_budget, &mut problems),
             None if is_valid_asset_id(&id) => resolve_budget(&id, raw_budget, &mut problems),
             None => None,
         };
-        if let (Some(asset), Some(budget)) = (asset, budget) {
+        let ingest = match raw_ingestion {
+            Some(raw) if is_valid_asset_id(&id) => resolve_ingestion(&id, raw, &mut problems),
+            _ => Some(None),
+        };
+        if let (Some(asset), Some(budget), Some(ingest)) = (asset, budget, ingest) {
             assets.insert(id.clone(), asset);
+            if let Some(i) = ingest {
+                ingestion.insert(id.clone(), i);
+            }
             budgets.insert(id, budget);
         }
     }
@@ -176,6 +185,7 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             server,
             assets,
             budgets,
+            ingestion,
         }),
         (None, None) => Err(ConfigError::invalid("server", "invalid")),
     }
@@ -792,6 +802,172 @@ fn resolve_budget(
         graph: graph?,
         max_wait_secs: max_wait_secs?,
     })
+}
+
+/// Longest `first_run_lookback` (30 days), in seconds.
+const MAX_FIRST_RUN_LOOKBACK_SECS: u64 = 30 * 86_400;
+/// Shortest `interval_secs`.
+const MIN_INGESTION_INTERVAL_SECS: u64 = 10;
+/// Largest `max_per_poll`.
+const MAX_PER_POLL: u32 = 10_000;
+
+/// `[assets.<id>.ingestion]`: `Some(Some(..))` when valid, `None` after recording problems.
+fn resolve_ingestion(
+    id: &str,
+    raw: RawIngestion,
+    problems: &mut Problems,
+) -> Option<Option<IngestionConfig>> {
+    let key = |field: &str| format!("assets.{id}.ingestion.{field}");
+    let before = problems.0.len();
+    let defaults = IngestionConfig::default();
+    let mut flag = |name: &str, value: Option<Text>, default: bool| match value {
+        None => Some(default),
+        Some(Text(v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                problems.push(
+                    key(name),
+                    format!(
+                        "{:?} is not true or false",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let enabled = flag("enabled", raw.enabled, false);
+    let include_updates = flag("include_updates", raw.include_updates, false);
+    let expand_evidence = flag("expand_evidence", raw.expand_evidence, false);
+    let source = parse_or(problems, &key("source"), raw.source, defaults.source);
+    let interval_secs = match raw.interval_secs {
+        None => Some(defaults.interval_secs),
+        Some(Text(v)) => match v.trim().parse::<u64>() {
+            Ok(n) if (MIN_INGESTION_INTERVAL_SECS..=86_400).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    key("interval_secs"),
+                    format!(
+                        "{:?} is not a whole number of seconds from {MIN_INGESTION_INTERVAL_SECS} to 86400",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let max_per_poll = match raw.max_per_poll {
+        None => Some(defaults.max_per_poll),
+        Some(Text(v)) => match v.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_PER_POLL).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    key("max_per_poll"),
+                    format!(
+                        "{:?} is not a whole number from 1 to {MAX_PER_POLL}",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let first_run_lookback_secs = match raw.first_run_lookback {
+        None => Some(defaults.first_run_lookback_secs),
+        Some(Text(v)) => match parse_span(&v) {
+            Some(n) if (1..=MAX_FIRST_RUN_LOOKBACK_SECS).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    key("first_run_lookback"),
+                    format!(
+                        "{:?} is not a span like \"12h\" or \"7d\" (s, m, h, d) of at most 30d",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let mut filter = |name: &str, value: Option<TextList>, allowed: Option<&[&str]>| {
+        let mut out = Vec::new();
+        for (i, v) in value
+            .map(|l| l.0)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let v = v.trim().to_string();
+            let known = allowed.is_none_or(|a| a.iter().any(|x| x.eq_ignore_ascii_case(&v)));
+            if v.is_empty() || v.len() > 128 || !known {
+                let also = allowed
+                    .map(|a| format!("; allowed: {}", a.join(", ")))
+                    .unwrap_or_default();
+                problems.push(
+                    format!("{}[{i}]", key(name)),
+                    format!(
+                        "{:?} is not a valid value{also}",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+            } else {
+                out.push(v);
+            }
+        }
+        out
+    };
+    let statuses = filter(
+        "statuses",
+        raw.statuses,
+        Some(&["new", "inProgress", "resolved", "unknown"]),
+    );
+    let severities = filter(
+        "severities",
+        raw.severities,
+        Some(&["informational", "low", "medium", "high", "unknown"]),
+    );
+    let categories = filter("categories", raw.categories, None);
+    let detection_sources = filter("detection_sources", raw.detection_sources, None);
+    let service_sources = filter("service_sources", raw.service_sources, None);
+    if raw.webhooks.is_some() {
+        problems.push(
+            key("webhooks"),
+            "push delivery is not available in this version; read events from \
+             GET /assets/{asset}/alerts/feed instead",
+        );
+    }
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Some(IngestionConfig {
+        enabled: enabled?,
+        source: source?,
+        interval_secs: interval_secs?,
+        statuses,
+        severities,
+        categories,
+        detection_sources,
+        service_sources,
+        include_updates: include_updates?,
+        first_run_lookback_secs: first_run_lookback_secs?,
+        max_per_poll: max_per_poll?,
+        expand_evidence: expand_evidence?,
+    }))
+}
+
+/// A span like `90s`, `30m`, `12h`, `7d` in seconds.
+fn parse_span(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let unit = t.chars().last()?;
+    let n: u64 = t[..t.len() - unit.len_utf8()].trim().parse().ok()?;
+    let mult = match unit.to_ascii_lowercase() {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// A budget's number of calls: `Some(None)` when not set, `None` after recording a problem.

@@ -1304,3 +1304,114 @@ fn allow_offboard_is_off_unless_set_true() {
     assert!(e.contains("assets.contoso.allow_offboard"), "{e}");
     assert!(e.contains("true or false"), "{e}");
 }
+
+#[test]
+fn ingestion_defaults_and_values() {
+    let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    assert!(config.ingestion("contoso").is_none());
+    let config = parse(&asset_toml("[assets.contoso.ingestion]\n"), SECRET_ENV).unwrap();
+    assert_eq!(
+        config.ingestion.get("contoso"),
+        Some(&IngestionConfig::default())
+    );
+    assert!(config.ingestion("contoso").is_none(), "disabled by default");
+    let config = parse(
+        &asset_toml(
+            "[assets.contoso.ingestion]\nenabled = true\nsource = \"mde\"\ninterval_secs = 10\n\
+             statuses = [\"New\", \"inProgress\"]\nseverities = [\"high\"]\n\
+             categories = [\"Malware\"]\ndetection_sources = [\"antivirus\"]\n\
+             service_sources = [\"microsoftDefenderForEndpoint\"]\ninclude_updates = true\n\
+             first_run_lookback = \"7d\"\nmax_per_poll = 10000\nexpand_evidence = true\n",
+        ),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let i = config.ingestion("contoso").unwrap();
+    assert_eq!(i.source, IngestionSource::Mde);
+    assert_eq!(i.interval_secs, 10);
+    assert_eq!(i.statuses, ["New", "inProgress"]);
+    assert_eq!(i.severities, ["high"]);
+    assert_eq!(i.categories, ["Malware"]);
+    assert_eq!(i.detection_sources, ["antivirus"]);
+    assert_eq!(i.service_sources, ["microsoftDefenderForEndpoint"]);
+    assert!(i.include_updates && i.expand_evidence);
+    assert_eq!(i.first_run_lookback_secs, 7 * 86_400);
+    assert_eq!(i.max_per_poll, 10_000);
+    let config = parse(
+        &asset_toml("[assets.contoso.ingestion]\nenabled = true\nfirst_run_lookback = \"12h\"\n"),
+        SECRET_ENV,
+    )
+    .unwrap();
+    assert_eq!(
+        config.ingestion("contoso").unwrap().first_run_lookback_secs,
+        43_200
+    );
+}
+
+#[test]
+fn bad_ingestion_values_name_their_key() {
+    for (line, key) in [
+        ("enabled = \"yes\"", "assets.contoso.ingestion.enabled"),
+        ("source = \"kafka\"", "assets.contoso.ingestion.source"),
+        (
+            "interval_secs = 9",
+            "assets.contoso.ingestion.interval_secs",
+        ),
+        (
+            "interval_secs = \"soon\"",
+            "assets.contoso.ingestion.interval_secs",
+        ),
+        (
+            "statuses = [\"Open\"]",
+            "assets.contoso.ingestion.statuses[0]",
+        ),
+        (
+            "severities = [\"low\", \"severe\"]",
+            "assets.contoso.ingestion.severities[1]",
+        ),
+        (
+            "categories = [\"\"]",
+            "assets.contoso.ingestion.categories[0]",
+        ),
+        (
+            "include_updates = 1",
+            "assets.contoso.ingestion.include_updates",
+        ),
+        (
+            "first_run_lookback = \"31d\"",
+            "assets.contoso.ingestion.first_run_lookback",
+        ),
+        (
+            "first_run_lookback = \"7 weeks\"",
+            "assets.contoso.ingestion.first_run_lookback",
+        ),
+        (
+            "first_run_lookback = \"0h\"",
+            "assets.contoso.ingestion.first_run_lookback",
+        ),
+        ("max_per_poll = 0", "assets.contoso.ingestion.max_per_poll"),
+        (
+            "max_per_poll = 10001",
+            "assets.contoso.ingestion.max_per_poll",
+        ),
+        (
+            "expand_evidence = \"maybe\"",
+            "assets.contoso.ingestion.expand_evidence",
+        ),
+        (
+            "webhooks = [{url = \"https://x.example\", secret_env = \"S\"}]",
+            "assets.contoso.ingestion.webhooks",
+        ),
+    ] {
+        let message = error_of(
+            &asset_toml(&format!("[assets.contoso.ingestion]\n{line}\n")),
+            SECRET_ENV,
+        );
+        assert!(message.contains(key), "{line}: {message}");
+    }
+    let message = error_of(
+        &asset_toml("[assets.contoso.ingestion]\nintervall = 10\n"),
+        SECRET_ENV,
+    );
+    assert!(message.contains("intervall"), "{message}");
+}

@@ -55,6 +55,15 @@ impl Filter {
         Filter(format!("{field} ge {text}"))
     }
 
+    /// `field ge <date-time>` keeping fractions of a second (RFC 3339 UTC, formatted here).
+    pub fn ge_datetime_exact(field: &'static str, at: time::OffsetDateTime) -> Filter {
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        let text = utc
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string());
+        Filter(format!("{field} ge {text}"))
+    }
+
     /// A caller's own `$filter` expression, passed through after checking that it is one
     /// expression and nothing else: no character that ends or adds a query option (`&`, `$`,
     /// `#`, `?`, `;`) or is a control character, string literals closed, parentheses balanced.

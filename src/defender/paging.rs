@@ -40,6 +40,11 @@ impl ListQuery {
         self.param("$expand", relation)
     }
 
+    /// Orders the list by `field`, ascending (`$orderby=<field> asc`).
+    pub fn order_by_asc(self, field: &'static str) -> ListQuery {
+        self.param("$orderby", format!("{field} asc"))
+    }
+
     /// Starts `n` records in (`$skip`); the pages that follow continue from there.
     pub fn skip(self, n: u64) -> ListQuery {
         self.param("$skip", n.to_string())

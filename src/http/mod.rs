@@ -5,6 +5,7 @@
 //! body limit and the whole-request timeout itself so every rejection is an envelope).
 
 pub mod api_key;
+pub mod feed;
 pub mod oauth;
 pub mod openapi;
 pub mod routes;
@@ -38,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/actions", get(routes::list_actions))
         .route("/assets/{asset}/actions/{action}", post(routes::run_action))
         .route("/assets/{asset}/consent", post(oauth::request_consent))
+        .route("/assets/{asset}/alerts/feed", get(feed::feed))
         .route("/vault/{vault_id}", get(vault::file))
         .route("/vault/{vault_id}/info", get(vault::info))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -84,13 +86,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let pollers = crate::ingest::start(&app);
     let router = router(app);
-    axum::serve(
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    for p in pollers {
+        p.abort();
+    }
+    served
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -31,6 +31,7 @@ use crate::actions::{Definition, definitions};
         super::routes::openapi,
         super::routes::list_actions,
         super::oauth::request_consent,
+        super::feed::feed,
         super::oauth::start_oauth,
         super::oauth::result,
         super::vault::file,
@@ -407,6 +408,11 @@ fn action_rules(id: &str) -> Rules {
                 input_when("User", json!({"pattern": trimmed(USER_BODY)})),
                 input_when("Device", device_schema()),
             ],
+            ..Rules::default()
+        },
+        // Counts and their ranges are in the definition; ingestion_status takes nothing.
+        "on_poll" => Rules {
+            narrow: vec![("start_time", moment_schema())],
             ..Rules::default()
         },
         "list_graph_alerts" | "list_incidents" => Rules {
@@ -1173,6 +1179,35 @@ mod tests {
         }
         for bad in ["[a]", "a\tb", " [x", &"a".repeat(201)] {
             assert!(!any(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ingestion_actions_are_described_as_their_handlers_take_them() {
+        let def = |id: &str| {
+            definitions()
+                .iter()
+                .find(|d| d.id == id)
+                .unwrap_or_else(|| panic!("{id}"))
+        };
+        let (status, needs) = parameters_schema(def("ingestion_status"));
+        assert!(!needs);
+        assert_eq!(status["properties"], json!({}));
+        assert_eq!(status["additionalProperties"], false);
+        let (poll, needs) = parameters_schema(def("on_poll"));
+        assert!(!needs);
+        assert_eq!(poll["additionalProperties"], false);
+        assert_eq!(poll["required"], json!([]));
+        let start = poll["properties"]["start_time"].to_string();
+        assert!(
+            start.contains("date-time") && start.contains("\"date\""),
+            "{start}"
+        );
+        for (name, lo, hi) in [("container_count", 1, 10000), ("artifact_count", 1, 1000)] {
+            let strict = &poll["properties"][name]["anyOf"][0];
+            assert_eq!(strict["type"], "integer", "{name}");
+            assert_eq!(strict["minimum"], lo, "{name}");
+            assert_eq!(strict["maximum"], hi, "{name}");
         }
     }
 

@@ -51,6 +51,8 @@ struct DiskFile {
     idempotency: BTreeMap<String, IdempotencyRecord>,
     #[serde(default)]
     checkpoints: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ingestion: Option<super::IngestionState>,
 }
 
 /// Token pair; `access_token` and `refresh_token` are sealed.
@@ -232,6 +234,7 @@ pub(crate) fn decode(
         consent_tickets: file.consent_tickets,
         idempotency: file.idempotency,
         checkpoints: file.checkpoints,
+        ingestion: file.ingestion,
     })
 }
 
@@ -288,6 +291,7 @@ fn encode(
         consent_tickets: state.consent_tickets.clone(),
         idempotency: state.idempotency.clone(),
         checkpoints: state.checkpoints.clone(),
+        ingestion: state.ingestion.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Internal {
         path: path.to_path_buf(),

@@ -60,6 +60,42 @@ pub struct AssetState {
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
     /// Named checkpoints (ingestion cursors and the like), free-form JSON.
     pub checkpoints: BTreeMap<String, serde_json::Value>,
+    /// Alert ingestion: the poller's checkpoint and its last outcome.
+    pub ingestion: Option<IngestionState>,
+}
+
+/// Where an asset's alert ingestion stands (kept in the asset's state file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestionState {
+    /// Alerts with a last update before this instant (RFC 3339) are all in the journal, and
+    /// so are those at exactly this instant whose ids are in `ids_at_checkpoint`.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Ids of the alerts already journaled whose last update is exactly `checkpoint`.
+    #[serde(default)]
+    pub ids_at_checkpoint: Vec<String>,
+    /// The last poll stopped at `max_per_poll`: the next one continues from the checkpoint
+    /// itself (past the ids already seen there) instead of reading the overlap again.
+    #[serde(default)]
+    pub more: bool,
+    /// When the last poll ended (unix seconds).
+    #[serde(default)]
+    pub last_poll_at: Option<i64>,
+    /// `ok` or `failed` (the last poll's outcome).
+    #[serde(default)]
+    pub last_outcome: Option<String>,
+    /// Why the last poll failed (no secrets), if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Polls run so far.
+    #[serde(default)]
+    pub polls: u64,
+    /// Events appended to the journal so far.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Polls that failed so far.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 impl fmt::Debug for AssetState {
@@ -71,6 +107,7 @@ impl fmt::Debug for AssetState {
             .field("consent_tickets", &self.consent_tickets)
             .field("idempotency", &self.idempotency)
             .field("checkpoints", &self.checkpoints.keys().collect::<Vec<_>>())
+            .field("ingestion", &self.ingestion)
             .finish()
     }
 }

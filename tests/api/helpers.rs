@@ -404,6 +404,8 @@ pub struct Rig {
     pub sim: SimHandle,
     pub dir: tempfile::TempDir,
     pub assets: Vec<AssetConfig>,
+    /// `[assets.<id>.ingestion]` of the hosts the rig starts.
+    pub ingestion: std::collections::BTreeMap<String, defender_soar::config::IngestionConfig>,
     pub host: Host,
     /// A client that does not follow redirects (for the simulator's authorize endpoint).
     pub browser: reqwest::Client,
@@ -418,17 +420,27 @@ impl Rig {
         scenario: Scenario,
         assets: impl FnOnce(&Scenario, &str) -> Vec<AssetConfig>,
     ) -> Rig {
+        Self::with_ingestion(scenario, assets, Default::default()).await
+    }
+
+    /// Like [`Rig::new`], the hosts ingesting alerts of the assets in `ingestion`.
+    pub async fn with_ingestion(
+        scenario: Scenario,
+        assets: impl FnOnce(&Scenario, &str) -> Vec<AssetConfig>,
+        ingestion: std::collections::BTreeMap<String, defender_soar::config::IngestionConfig>,
+    ) -> Rig {
         capture_logs();
         let sim = defender_sim::start("127.0.0.1:0".parse().unwrap(), scenario.clone())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let assets = assets(&scenario, &sim.base_url());
-        let host = start_host(Self::config(dir.path(), &assets)).await;
+        let host = start_host(Self::config(dir.path(), &assets, &ingestion)).await;
         Rig {
             sim,
             dir,
             assets,
+            ingestion,
             host,
             browser: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -438,7 +450,11 @@ impl Rig {
         }
     }
 
-    fn config(dir: &std::path::Path, assets: &[AssetConfig]) -> Config {
+    fn config(
+        dir: &std::path::Path,
+        assets: &[AssetConfig],
+        ingestion: &std::collections::BTreeMap<String, defender_soar::config::IngestionConfig>,
+    ) -> Config {
         let mut config = Config::from_toml_str("").unwrap();
         config.server.state_dir = dir.to_path_buf();
         // Tests make hundreds of calls a minute: no client-side budget in the way.
@@ -450,20 +466,21 @@ impl Rig {
             config.assets.insert(a.id.clone(), a.clone());
             config.budgets.insert(a.id.clone(), budget);
         }
+        config.ingestion = ingestion.clone();
         config
     }
 
     /// Stops the host and starts a new one (new port, empty memory) over the same state
     /// directory and simulator.
     pub async fn restart(&mut self) {
-        let host = start_host(Self::config(self.dir.path(), &self.assets)).await;
+        let host = start_host(Self::config(self.dir.path(), &self.assets, &self.ingestion)).await;
         self.host = host;
     }
 
     /// Another host over the same state directory and simulator (as a second process sharing
     /// the directory would be), running next to the rig's own host.
     pub async fn second_host(&self) -> Host {
-        start_host(Self::config(self.dir.path(), &self.assets)).await
+        start_host(Self::config(self.dir.path(), &self.assets, &self.ingestion)).await
     }
 
     /// `<state dir>/<asset>_state.json`.

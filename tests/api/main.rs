@@ -15,6 +15,7 @@ mod graph_audience;
 mod host;
 mod hunting;
 mod indicators;
+mod ingestion;
 mod library;
 mod live_response;
 mod machine;

@@ -176,6 +176,9 @@ fn list_answer(
     };
     q.list.check_filterable(&spec, &items).map_err(from_api)?;
     let mut filtered: Vec<Value> = items.into_iter().filter(|v| q.list.matches(v)).collect();
+    if let Some(o) = &q.list.orderby {
+        o.sort(&mut filtered);
+    }
     let total = filtered.len();
     let page = q.top.unwrap_or(max_top).min(max_top).min(page_cap.max(1));
     let start = q.list.skip.min(total);
@@ -196,6 +199,9 @@ fn list_answer(
         }
         if let Some(f) = &q.list.filter {
             add("$filter", &f.text);
+        }
+        if let Some(o) = &q.list.orderby {
+            add("$orderby", &o.text());
         }
         if q.count {
             add("$count", "true");

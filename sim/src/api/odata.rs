@@ -32,6 +32,72 @@ pub struct ListQuery {
     pub skip: usize,
     /// `$filter`, parsed.
     pub filter: Option<Filter>,
+    /// `$orderby`: one property, ascending unless `desc`.
+    pub orderby: Option<OrderBy>,
+}
+
+/// A parsed `$orderby` on one property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    /// The property.
+    pub field: String,
+    /// Descending (`desc`) rather than ascending.
+    pub descending: bool,
+}
+
+impl OrderBy {
+    /// Parses `field [asc|desc]`.
+    fn parse(text: &str) -> Result<OrderBy, ApiError> {
+        let mut words = text.split_whitespace();
+        let field = words.next().unwrap_or_default();
+        let valid_field = !field.is_empty()
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/');
+        let descending = match words.next() {
+            None => false,
+            Some(w) if w.eq_ignore_ascii_case("asc") => false,
+            Some(w) if w.eq_ignore_ascii_case("desc") => true,
+            Some(_) => return Err(odata_error(format!("Invalid $orderby '{text}'."))),
+        };
+        if !valid_field || words.next().is_some() || field.contains(',') {
+            return Err(odata_error(format!(
+                "Invalid $orderby '{text}': one property, then asc or desc."
+            )));
+        }
+        Ok(OrderBy {
+            field: field.to_string(),
+            descending,
+        })
+    }
+
+    /// The text as sent again in a nextLink.
+    pub fn text(&self) -> String {
+        if self.descending {
+            format!("{} desc", self.field)
+        } else {
+            format!("{} asc", self.field)
+        }
+    }
+
+    /// Sorts `items` by the property (stable; items without it first when ascending).
+    pub fn sort(&self, items: &mut [Value]) {
+        let key = |v: &Value| -> Option<Value> {
+            v.as_object().and_then(|o| lookup(o, &self.field)).cloned()
+        };
+        items.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            let ord = match (&ka, &kb) {
+                (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
+                (None | Some(Value::Null), _) => Ordering::Less,
+                (_, None | Some(Value::Null)) => Ordering::Greater,
+                (Some(x), Some(y)) => {
+                    order(&Val::from_json(x), &Val::from_json(y)).unwrap_or(Ordering::Equal)
+                }
+            };
+            if self.descending { ord.reverse() } else { ord }
+        });
+    }
 }
 
 /// A parsed `$filter` with its original text (kept for the nextLink).
@@ -178,6 +244,9 @@ impl ListQuery {
                         ))
                     })?;
                 }
+                "$orderby" => {
+                    q.orderby = Some(OrderBy::parse(&value)?);
+                }
                 "$filter" => {
                     let expr = parse_filter(&value)?;
                     q.filter = Some(Filter {
@@ -194,11 +263,13 @@ impl ListQuery {
     /// Refuses a `$filter` that references a property outside `spec.filterable`.
     /// `items` tell an unknown property from a known but non-filterable one (message only).
     pub fn check_filterable(&self, spec: &ListSpec<'_>, items: &[Value]) -> Result<(), ApiError> {
-        let Some(filter) = &self.filter else {
-            return Ok(());
-        };
         let mut roots = Vec::new();
-        collect_roots(&filter.expr, &mut Vec::new(), &mut roots);
+        if let Some(filter) = &self.filter {
+            collect_roots(&filter.expr, &mut Vec::new(), &mut roots);
+        }
+        if let Some(o) = &self.orderby {
+            roots.push(o.field.split('/').next().unwrap_or_default().to_string());
+        }
         for root in roots {
             if spec
                 .filterable
@@ -260,6 +331,9 @@ pub fn list_response(
 ) -> Result<Json<Value>, ApiError> {
     query.check_filterable(spec, &items)?;
     let mut filtered: Vec<Value> = items.into_iter().filter(|v| query.matches(v)).collect();
+    if let Some(o) = &query.orderby {
+        o.sort(&mut filtered);
+    }
     let total = filtered.len();
     let page = query.top.unwrap_or(usize::MAX).min(spec.page_size.max(1));
     let start = query.skip.min(total);
@@ -304,6 +378,10 @@ fn next_link(headers: &HeaderMap, path: &str, skip: usize, query: &ListQuery) ->
     if let Some(f) = &query.filter {
         link.push_str("&$filter=");
         link.push_str(&encode_component(&f.text));
+    }
+    if let Some(o) = &query.orderby {
+        link.push_str("&$orderby=");
+        link.push_str(&encode_component(&o.text()));
     }
     link
 }
