@@ -67,19 +67,7 @@ async fn feed(app: &TestApp, limit: usize) -> Vec<Value> {
     let mut cursor = "0".to_string();
     let mut out = Vec::new();
     loop {
-        let resp = app
-            .client
-            .get(app.url(&format!(
-                "/assets/contoso/alerts/feed?cursor={cursor}&limit={limit}"
-            )))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let body: Value = resp.json().await.unwrap();
-        let events = body["events"].as_array().unwrap().clone();
-        let next = body["next_cursor"].as_str().unwrap().to_string();
+        let (events, next) = page_of(&app.client, app.url(""), &cursor, limit).await;
         if events.is_empty() {
             assert_eq!(next, cursor);
             return out;
@@ -595,11 +583,21 @@ async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint()
 
 /// One page of a host's feed: (events, next_cursor).
 async fn feed_page(host: &Host, cursor: &str, limit: usize) -> (Vec<Value>, String) {
-    let resp = host
-        .client
-        .get(host.url(&format!(
-            "/assets/contoso/alerts/feed?cursor={cursor}&limit={limit}"
-        )))
+    page_of(&host.client, host.url(""), cursor, limit).await
+}
+
+/// One page of the contoso feed of the host at `base`: (events, next_cursor).
+async fn page_of(
+    client: &reqwest::Client,
+    base: String,
+    cursor: &str,
+    limit: usize,
+) -> (Vec<Value>, String) {
+    let resp = client
+        .get(format!(
+            "{}/assets/contoso/alerts/feed?cursor={cursor}&limit={limit}",
+            base.trim_end_matches('/')
+        ))
         .bearer_auth(API_KEY)
         .send()
         .await
