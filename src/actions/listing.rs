@@ -80,7 +80,7 @@ pub struct Noun {
     pub total_key: &'static str,
 }
 
-/// The query of a list: `parts` joined with `and` as its `$filter`, and `$skip` = `offset`.
+/// The query of a list: `parts` joined with `and` as its filter, skipping `offset` items.
 pub fn query(parts: Vec<Filter>, offset: u64) -> ListQuery {
     let mut query = ListQuery::new();
     if let Some(f) = parts.into_iter().reduce(Filter::and) {

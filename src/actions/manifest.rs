@@ -35,8 +35,29 @@ fn build(defs: &[Definition]) -> Value {
         "license": env!("CARGO_PKG_LICENSE"),
         "package_name": "defender_soar",
         "configuration": configuration(),
-        "actions": defs.iter().map(action).collect::<Vec<_>>(),
+        "actions": defs
+            .iter()
+            .flat_map(|d| {
+                std::iter::once(action(d))
+                    .chain(d.aliases.iter().map(|a| action(&under_alias(d, a))))
+            })
+            .collect::<Vec<_>>(),
     })
+}
+
+/// `def` as its alias `alias` presents it (Splunk's identifier and parameter names), so a
+/// migrated playbook finds the action it calls in the manifest.
+fn under_alias(def: &Definition, alias: &super::definition::Alias) -> Definition {
+    let mut shown = def.clone();
+    shown.id = alias.id.clone();
+    shown.name = alias.id.replace('_', " ");
+    shown.aliases = Vec::new();
+    for param in &mut shown.parameters {
+        if let Some((theirs, _)) = alias.parameters.iter().find(|(_, own)| **own == param.name) {
+            param.name = theirs.clone();
+        }
+    }
+    shown
 }
 
 /// The asset configuration schema (the keys of an `[assets.<id>]` table).
@@ -256,8 +277,21 @@ mod tests {
             .iter()
             .map(|a| a["identifier"].as_str().unwrap())
             .collect();
-        let want: Vec<&str> = definitions().iter().map(|d| d.id.as_str()).collect();
+        let want: Vec<&str> = definitions()
+            .iter()
+            .flat_map(|d| {
+                std::iter::once(d.id.as_str()).chain(d.aliases.iter().map(|a| a.id.as_str()))
+            })
+            .collect();
         assert_eq!(ids, want);
+        // An alias is listed under its own identifier and parameter names.
+        let cancel = actions
+            .iter()
+            .find(|a| a["identifier"] == "cancel_live_response")
+            .unwrap();
+        assert_eq!(cancel["action"], "cancel live response");
+        assert!(cancel["parameters"].get("action_id").is_some(), "{cancel}");
+        assert!(cancel["parameters"].get("event_id").is_none(), "{cancel}");
         assert!(ids.contains(&"test_connectivity"));
         assert!(ids.contains(&"list_devices"));
         for a in actions {

@@ -4,7 +4,7 @@
 //! vulnerabilities by device and software, the devices a CVE affects; the exposure score and
 //! the secure score for devices.
 //!
-//! Every filter goes to Defender as OData `$filter` built with [`Filter`] (never as plain query
+//! Every filter goes to Defender as an OData filter built with [`Filter`] (never as plain query
 //! arguments); `offset` is `$skip` and `limit` bounds the items read, following nextLinks past
 //! one page.
 
