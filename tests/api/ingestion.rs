@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use defender_sim::{Fault, FaultKind, Scenario};
 use defender_soar::config::IngestionConfig;
+use defender_soar::state::IngestionState;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -213,18 +214,22 @@ async fn filters_are_honoured() {
     );
 }
 
-#[tokio::test]
-async fn a_429_during_a_poll_keeps_the_checkpoint() {
-    let app = host(IngestionConfig::default()).await;
-    drain(&app).await;
-    let before = app
-        .app
+/// The contoso asset's stored ingestion state.
+async fn ingestion_state(app: &TestApp) -> IngestionState {
+    app.app
         .state
         .load("contoso")
         .await
         .unwrap()
         .ingestion
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_429_during_a_poll_keeps_the_checkpoint() {
+    let app = host(IngestionConfig::default()).await;
+    drain(&app).await;
+    let before = ingestion_state(&app).await;
     assert!(before.checkpoint.is_some());
     sim_post(&app, "/_sim/alerts", json!({"count": 5})).await;
     app.sim.inject_fault(Fault {
@@ -241,28 +246,14 @@ async fn a_429_during_a_poll_keeps_the_checkpoint() {
     });
     let err = app.app.ingestors["contoso"].poll_now().await.unwrap_err();
     assert!(!err.is_empty());
-    let after = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let after = ingestion_state(&app).await;
     assert_eq!(after.checkpoint, before.checkpoint);
     assert_eq!(after.ids_at_checkpoint, before.ids_at_checkpoint);
     assert_eq!(after.last_outcome.as_deref(), Some("failed"));
     assert!(after.errors >= 1);
     app.sim.clear_faults();
     drain(&app).await;
-    let after = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let after = ingestion_state(&app).await;
     assert_ne!(after.checkpoint, before.checkpoint);
     assert_eq!(after.last_outcome.as_deref(), Some("ok"));
 }
@@ -341,14 +332,7 @@ async fn an_alert_updated_between_continued_polls_loses_no_unseen_alert() {
         }
     }
     assert!(!seen.is_empty() && seen.len() < tied.len(), "{seen:?}");
-    let state = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let state = ingestion_state(&app).await;
     assert!(state.more);
     for id in &seen {
         assert!(state.ids_at_checkpoint.contains(id), "{id}");
@@ -383,14 +367,7 @@ async fn ingestion_status_reports_the_poller_state_and_journal() {
     assert_eq!(status, 200, "{body}");
     assert_envelope(&body, "ingestion_status", "contoso");
     assert_eq!(body["status"], "success", "{body}");
-    let state = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let state = ingestion_state(&app).await;
     let (last_seq, size) = {
         let j = app.app.ingestors["contoso"].journal().await;
         (j.last_seq(), j.size_bytes())
@@ -463,14 +440,7 @@ async fn ingestion_status_reports_the_poller_state_and_journal() {
 async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint() {
     let app = host(IngestionConfig::default()).await;
     drain(&app).await;
-    let before = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let before = ingestion_state(&app).await;
     let seq_before = app.app.ingestors["contoso"].journal().await.last_seq();
     // Alerts an hour from now (simulated), so a start time picks them alone.
     app.sim.clock.advance(std::time::Duration::from_secs(3600));
@@ -544,14 +514,7 @@ async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint()
     assert_eq!(status, 200, "{body}");
     assert!(body["summary"]["total_containers"].as_u64().unwrap() >= 5);
     // The poller's checkpoint and journal did not move.
-    let after = app
-        .app
-        .state
-        .load("contoso")
-        .await
-        .unwrap()
-        .ingestion
-        .unwrap();
+    let after = ingestion_state(&app).await;
     assert_eq!(after.checkpoint, before.checkpoint);
     assert_eq!(after.ids_at_checkpoint, before.ids_at_checkpoint);
     assert_eq!(
