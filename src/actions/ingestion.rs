@@ -47,10 +47,12 @@ impl Action for IngestionStatus {
                  enabled = true to turn it on"
             )));
         };
-        let (last_seq, size) = {
-            let journal = ingestor.journal().await;
-            (journal.last_seq(), journal.size_bytes())
-        };
+        let stats = ingestor
+            .journal()
+            .stats()
+            .await
+            .map_err(|e| ActionError::Internal(format!("reading the alert journal: {e}")))?;
+        let (last_seq, size) = (stats.last_seq, stats.size_bytes);
         let state = ctx
             .app
             .state
@@ -61,6 +63,30 @@ impl Action for IngestionStatus {
             .unwrap_or_default();
         let config = ingestor.config();
         let last_poll_at = state.last_poll_at.and_then(unix_to_text);
+        let webhooks: Vec<Value> = config
+            .webhooks
+            .iter()
+            .map(|hook| {
+                let id = hook.id();
+                let w = state.webhooks.get(&id).cloned().unwrap_or_default();
+                json!({
+                    "id": id,
+                    "receiver": hook.shown(),
+                    "cursor": w.cursor,
+                    "backlog": last_seq.saturating_sub(w.cursor),
+                    "delivered": w.delivered,
+                    "failures": w.failures,
+                    "consecutive_failures": w.consecutive_failures,
+                    "dropped": w.dropped,
+                    "last_success_at": w.last_success_at.and_then(unix_to_text),
+                    "last_failure_at": w.last_failure_at.and_then(unix_to_text),
+                    "failing_since": w.failing_since.and_then(unix_to_text),
+                    "last_error": w.last_error,
+                    "healthy": w.consecutive_failures == 0,
+                })
+            })
+            .collect();
+        let failing = webhooks.iter().filter(|w| w["healthy"] == false).count();
         let data = json!({
             "enabled": config.enabled,
             "source": config.source.as_str(),
@@ -76,8 +102,12 @@ impl Action for IngestionStatus {
             "more": state.more,
             "journal_last_seq": last_seq,
             "journal_size_bytes": size,
+            "journal_events_kept": stats.events,
+            "journal_dropped_since_start": stats.dropped,
+            "outbox_max_events": config.outbox_max_events,
             "delivered": state.delivered,
             "errors": state.errors,
+            "webhooks": webhooks,
         });
         let message = match (&state.last_outcome, &last_poll_at) {
             (Some(outcome), Some(at)) => format!(
@@ -93,7 +123,9 @@ impl Action for IngestionStatus {
             .with_summary("checkpoint", data["checkpoint"].clone())
             .with_summary("journal_last_seq", last_seq)
             .with_summary("delivered", state.delivered)
-            .with_summary("errors", state.errors);
+            .with_summary("errors", state.errors)
+            .with_summary("webhooks", webhooks.len())
+            .with_summary("webhooks_failing", failing);
         outcome.data = vec![data];
         Ok(outcome)
     }

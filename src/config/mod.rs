@@ -113,6 +113,64 @@ pub struct IngestionConfig {
     pub max_per_poll: u32,
     /// `expand_evidence` (default false): MDE alerts are read with `$expand=evidence`.
     pub expand_evidence: bool,
+    /// `outbox_max_events` (default 100000, 100..=10000000): most events the journal keeps
+    /// (the webhooks' outbox and the feed); older ones are dropped first.
+    pub outbox_max_events: usize,
+    /// `webhooks`: where events are pushed.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A push receiver of ingestion events (`[[assets.<id>.ingestion.webhooks]]`).
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// `url`: http or https, no user name or password in it.
+    pub url: url::Url,
+    /// `secret_env`: the environment variable holding the signing secret.
+    pub secret_env: String,
+    /// The signing secret (at least 16 characters).
+    pub secret: SecretString,
+    /// `batch_size` (default 100, 1..=1000): most events in one POST.
+    pub batch_size: usize,
+    /// `retry_max_secs` (default 300, 1..=3600): longest wait between failed POSTs (the wait
+    /// starts at 1 s and doubles).
+    pub retry_max_secs: u64,
+}
+
+impl WebhookConfig {
+    /// A stable identifier of the receiver (derived from its URL), under which its delivery
+    /// cursor is kept: the URL itself may carry a token in its path or query.
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.url.as_str().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The URL without its path and query (which may carry a token), for logs and status.
+    pub fn shown(&self) -> String {
+        self.url.origin().ascii_serialization()
+    }
+}
+
+impl PartialEq for WebhookConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+            && self.secret_env == other.secret_env
+            && self.batch_size == other.batch_size
+            && self.retry_max_secs == other.retry_max_secs
+    }
+}
+
+impl Eq for WebhookConfig {}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.shown())
+            .field("secret_env", &self.secret_env)
+            .field("batch_size", &self.batch_size)
+            .field("retry_max_secs", &self.retry_max_secs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for IngestionConfig {
@@ -130,6 +188,8 @@ impl Default for IngestionConfig {
             first_run_lookback_secs: 86_400,
             max_per_poll: 1000,
             expand_evidence: false,
+            outbox_max_events: crate::ingest::journal::DEFAULT_MAX_EVENTS,
+            webhooks: Vec::new(),
         }
     }
 }

@@ -89,8 +89,18 @@ pub(super) struct RawIngestion {
     pub first_run_lookback: Option<Text>,
     pub max_per_poll: Option<Text>,
     pub expand_evidence: Option<Text>,
-    /// Push delivery (not built yet): refused with a clear message rather than ignored.
-    pub webhooks: Option<IgnoredAny>,
+    pub outbox_max_events: Option<Text>,
+    pub webhooks: Option<Vec<RawWebhook>>,
+}
+
+/// One entry of `[[assets.<id>.ingestion.webhooks]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWebhook {
+    pub url: Option<Text>,
+    pub secret_env: Option<Text>,
+    pub batch_size: Option<Text>,
+    pub retry_max_secs: Option<Text>,
 }
 
 /// `[assets.<id>.budget]` as written.

@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use figment::Figment;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
-use super::raw::{RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, Text, TextList};
+use super::raw::{
+    RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawWebhook, Text, TextList,
+};
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
     HuntingDisplay, IngestionConfig, LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig,
-    TokenEndpoint, TriageFilters,
+    TokenEndpoint, TriageFilters, WebhookConfig,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -168,7 +170,7 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             None => None,
         };
         let ingest = match raw_ingestion {
-            Some(raw) if is_valid_asset_id(&id) => resolve_ingestion(&id, raw, &mut problems),
+            Some(raw) if is_valid_asset_id(&id) => resolve_ingestion(&id, raw, env, &mut problems),
             _ => Some(None),
         };
         if let (Some(asset), Some(budget), Some(ingest)) = (asset, budget, ingest) {
@@ -815,6 +817,7 @@ const MAX_PER_POLL: u32 = 10_000;
 fn resolve_ingestion(
     id: &str,
     raw: RawIngestion,
+    env: EnvLookup<'_>,
     problems: &mut Problems,
 ) -> Option<Option<IngestionConfig>> {
     let key = |field: &str| format!("assets.{id}.ingestion.{field}");
@@ -929,12 +932,32 @@ fn resolve_ingestion(
     let categories = filter("categories", raw.categories, None);
     let detection_sources = filter("detection_sources", raw.detection_sources, None);
     let service_sources = filter("service_sources", raw.service_sources, None);
-    if raw.webhooks.is_some() {
-        problems.push(
-            key("webhooks"),
-            "push delivery is not available in this version; read events from \
-             GET /assets/{asset}/alerts/feed instead",
-        );
+    let outbox_max_events = match raw.outbox_max_events {
+        None => Some(defaults.outbox_max_events),
+        Some(Text(v)) => match v.trim().parse::<usize>() {
+            Ok(n) if (MIN_OUTBOX..=MAX_OUTBOX).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    key("outbox_max_events"),
+                    format!(
+                        "{:?} is not a whole number from {MIN_OUTBOX} to {MAX_OUTBOX}",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let mut webhooks = Vec::new();
+    for (i, hook) in raw.webhooks.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("{}[{i}]", key("webhooks"));
+        if let Some(w) = resolve_webhook(&at, hook, env, problems) {
+            if webhooks.iter().any(|o: &WebhookConfig| o.url == w.url) {
+                problems.push(format!("{at}.url"), "is listed twice; each receiver once");
+            } else {
+                webhooks.push(w);
+            }
+        }
     }
     if problems.0.len() != before {
         return None;
@@ -952,8 +975,132 @@ fn resolve_ingestion(
         first_run_lookback_secs: first_run_lookback_secs?,
         max_per_poll: max_per_poll?,
         expand_evidence: expand_evidence?,
+        outbox_max_events: outbox_max_events?,
+        webhooks,
     }))
 }
+
+/// Smallest `outbox_max_events`.
+const MIN_OUTBOX: usize = 100;
+/// Largest `outbox_max_events`.
+const MAX_OUTBOX: usize = 10_000_000;
+/// Shortest webhook signing secret.
+const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// One webhook (`at` is its key, e.g. `assets.contoso.ingestion.webhooks[0]`).
+fn resolve_webhook(
+    at: &str,
+    raw: RawWebhook,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<WebhookConfig> {
+    let before = problems.0.len();
+    let url = match raw.url {
+        None => {
+            problems.push(format!("{at}.url"), "is required (an http or https URL)");
+            None
+        }
+        Some(Text(v)) => match url::Url::parse(v.trim()) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() => {
+                problems.push(
+                    format!("{at}.url"),
+                    "must be an http or https URL with a host",
+                );
+                None
+            }
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                problems.push(
+                    format!("{at}.url"),
+                    "must not carry a user name or password; receivers check the X-Signature \
+                     header instead",
+                );
+                None
+            }
+            Ok(u) => Some(u),
+            Err(_) => {
+                problems.push(
+                    format!("{at}.url"),
+                    format!("{:?} is not a URL", crate::actions::truncate(&v, 40)),
+                );
+                None
+            }
+        },
+    };
+    let secret = match &raw.secret_env {
+        None => {
+            problems.push(
+                format!("{at}.secret_env"),
+                "is required: the environment variable holding the signing secret",
+            );
+            None
+        }
+        Some(Text(name)) => match secret_from_env(name.trim(), env) {
+            Ok(s) if s.expose_secret().chars().count() >= MIN_WEBHOOK_SECRET => Some(s),
+            Ok(_) => {
+                problems.push(
+                    format!("{at}.secret_env"),
+                    format!(
+                        "the secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters",
+                        name.trim()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                problems.push(format!("{at}.secret_env"), e);
+                None
+            }
+        },
+    };
+    let batch_size = match raw.batch_size {
+        None => Some(DEFAULT_WEBHOOK_BATCH),
+        Some(Text(v)) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    format!("{at}.batch_size"),
+                    format!(
+                        "{:?} is not a whole number from 1 to 1000",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let retry_max_secs = match raw.retry_max_secs {
+        None => Some(DEFAULT_WEBHOOK_RETRY_MAX_SECS),
+        Some(Text(v)) => match v.trim().parse::<u64>() {
+            Ok(n) if (1..=3600).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    format!("{at}.retry_max_secs"),
+                    format!(
+                        "{:?} is not a whole number of seconds from 1 to 3600",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(WebhookConfig {
+        url: url?,
+        secret_env: raw.secret_env.map(|t| t.0.trim().to_string())?,
+        secret: secret?,
+        batch_size: batch_size?,
+        retry_max_secs: retry_max_secs?,
+    })
+}
+
+/// Default longest wait between failed webhook POSTs.
+pub(crate) const DEFAULT_WEBHOOK_RETRY_MAX_SECS: u64 = 300;
+
+/// Default most events in one webhook POST.
+const DEFAULT_WEBHOOK_BATCH: usize = 100;
 
 /// A span like `90s`, `30m`, `12h`, `7d` in seconds.
 fn parse_span(text: &str) -> Option<u64> {

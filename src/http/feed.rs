@@ -100,13 +100,14 @@ pub async fn feed(
         Ok(q) => q,
         Err(e) => return error(&asset, ActionError::InvalidParameter(e)),
     };
-    let records = {
-        let journal = ingestor.journal().await;
-        journal.read_from(cursor, limit)
-    };
+    let records = ingestor.journal().read_from(cursor, limit).await;
     match records {
         Ok(records) => {
             let next = records.last().map_or(cursor, |r| r.seq);
+            // Events the bounded journal dropped before this consumer read them.
+            let missed = records
+                .first()
+                .map_or(0, |r| r.seq.saturating_sub(cursor.saturating_add(1)));
             let events: Vec<Value> = records
                 .into_iter()
                 .map(|r| {
@@ -117,7 +118,11 @@ pub async fn feed(
                     e
                 })
                 .collect();
-            Json(json!({"events": events, "next_cursor": next.to_string()})).into_response()
+            let mut body = json!({"events": events, "next_cursor": next.to_string()});
+            if missed > 0 {
+                body["missed"] = json!(missed);
+            }
+            Json(body).into_response()
         }
         Err(e) => {
             tracing::error!(asset = %asset, "reading the alert journal: {e}");

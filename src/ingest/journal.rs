@@ -2,11 +2,19 @@
 //! (`<state_dir>/<asset>_alerts.journal`), each `{"seq": N, "event": {...}}`, fsynced on every
 //! append. Event keys already in the journal are skipped (an in-memory index, rebuilt on
 //! open). A torn last line left by a crash is dropped (the file is truncated) on open.
+//!
+//! The journal is the outbox of the webhooks and the store of the feed, and it is bounded: once
+//! it holds more than `max_events` (plus a tenth, so compaction is rare) it is rewritten with
+//! the newest `max_events` only — into a new file, fsynced, then renamed over the old one, so a
+//! crash leaves one or the other. The rewritten file starts with a header line
+//! `{"base": B, "alert_ids": [...]}`: the sequence number before its first record, and the ids
+//! of every alert ever journaled (so an alert whose events were dropped is still known).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,6 +49,16 @@ impl Event {
     pub fn alert_id(&self) -> Option<&str> {
         self.alert.get("id").and_then(Value::as_str)
     }
+}
+
+/// The first line of a compacted journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    /// Sequence number before the first record.
+    base: u64,
+    /// Ids of every alert journaled, including those whose events were dropped.
+    alert_ids: Vec<String>,
 }
 
 /// A journal line.
@@ -79,12 +97,21 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     keys: HashSet<String>,
-    /// Ids of the alerts with an event in the journal.
+    /// Ids of the alerts with an event in the journal (or dropped from it).
     alert_ids: HashSet<String>,
-    /// Byte offset of each record's line; record `seq` is at `offsets[seq - 1]`.
+    /// Sequence number before the first record kept.
+    base: u64,
+    /// Byte offset of each record's line; record `seq` is at `offsets[seq - base - 1]`.
     offsets: Vec<u64>,
     end: u64,
+    /// Most records kept (see the module documentation).
+    max_events: usize,
+    /// Events dropped by compaction since the journal was opened.
+    dropped: u64,
 }
+
+/// Default most events a journal keeps.
+pub const DEFAULT_MAX_EVENTS: usize = 100_000;
 
 /// The journal file of an asset in a state directory.
 pub fn journal_path(state_dir: &Path, asset: &str) -> PathBuf {
@@ -92,13 +119,15 @@ pub fn journal_path(state_dir: &Path, asset: &str) -> PathBuf {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`, rebuilding the index and dropping a torn
-    /// last line.
-    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+    /// Opens (or creates) the journal at `path`, keeping at most `max_events` events (at
+    /// least 1), rebuilding the index and dropping a torn last line.
+    pub fn open(path: &Path, max_events: usize) -> Result<Journal, JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_owned(),
             source,
         };
+        // A compaction the host did not finish: the journal itself is intact.
+        let _ = std::fs::remove_file(path.with_extension("journal.compacting"));
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -112,6 +141,15 @@ impl Journal {
         let mut offsets = Vec::new();
         let mut pos = 0usize;
         let mut line_no = 0usize;
+        let mut base = 0u64;
+        if let Some(n) = bytes.iter().position(|b| *b == b'\n')
+            && let Ok(header) = serde_json::from_slice::<Header>(&bytes[..n])
+        {
+            base = header.base;
+            alert_ids.extend(header.alert_ids);
+            pos = n + 1;
+            line_no = 1;
+        }
         while pos < bytes.len() {
             line_no += 1;
             let rest = &bytes[pos..];
@@ -121,7 +159,7 @@ impl Journal {
             };
             let parsed = serde_json::from_slice::<Record>(line)
                 .ok()
-                .filter(|r| r.seq == offsets.len() as u64 + 1);
+                .filter(|r| r.seq == base + offsets.len() as u64 + 1);
             match parsed {
                 Some(r) if complete => {
                     offsets.push(pos as u64);
@@ -154,8 +192,11 @@ impl Journal {
             file,
             keys,
             alert_ids,
+            base,
             offsets,
             end: pos as u64,
+            max_events: max_events.max(1),
+            dropped: 0,
         })
     }
 
@@ -170,7 +211,7 @@ impl Journal {
                 continue;
             }
             let record = Record {
-                seq: (self.offsets.len() + new_offsets.len()) as u64 + 1,
+                seq: self.base + (self.offsets.len() + new_offsets.len()) as u64 + 1,
                 event: event.clone(),
             };
             new_offsets.push(self.end + buf.len() as u64);
@@ -207,7 +248,71 @@ impl Journal {
         self.keys.extend(new_keys.into_iter().cloned());
         self.offsets.extend(new_offsets);
         self.end += buf.len() as u64;
+        if self.offsets.len() > self.max_events + self.max_events / 10 {
+            self.compact()?;
+        }
         Ok(n)
+    }
+
+    /// Rewrites the journal with its newest `max_events` records (see the module docs).
+    fn compact(&mut self) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let drop_n = self.offsets.len().saturating_sub(self.max_events);
+        let Some(&keep_from) = self.offsets.get(drop_n) else {
+            return Ok(());
+        };
+        let mut old = File::open(&self.path).map_err(io)?;
+        // The keys of dropped events leave the index: their alerts are past every overlap.
+        old.seek(SeekFrom::Start(self.offsets[0])).map_err(io)?;
+        let dropped_part = BufReader::new((&mut old).take(keep_from - self.offsets[0]));
+        for line in dropped_part.lines() {
+            let line = line.map_err(io)?;
+            if let Ok(r) = serde_json::from_str::<Record>(&line) {
+                self.keys.remove(&r.event.event_key);
+            }
+        }
+        let mut alert_ids: Vec<String> = self.alert_ids.iter().cloned().collect();
+        alert_ids.sort();
+        let new_base = self.base + drop_n as u64;
+        let mut header = serde_json::to_vec(&Header {
+            base: new_base,
+            alert_ids,
+        })
+        .map_err(|e| io(e.into()))?;
+        header.push(b'\n');
+        let tmp = self.path.with_extension("journal.compacting");
+        let mut out = File::create(&tmp).map_err(io)?;
+        out.write_all(&header).map_err(io)?;
+        old.seek(SeekFrom::Start(keep_from)).map_err(io)?;
+        std::io::copy(&mut (&mut old).take(self.end - keep_from), &mut out).map_err(io)?;
+        out.sync_all().map_err(io)?;
+        drop(out);
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        let shift = keep_from - header.len() as u64;
+        self.offsets = self.offsets[drop_n..].iter().map(|o| o - shift).collect();
+        self.end -= shift;
+        self.base = new_base;
+        self.dropped += drop_n as u64;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        tracing::info!(
+            journal = %self.path.display(),
+            dropped = drop_n,
+            kept = self.offsets.len(),
+            "alert journal compacted"
+        );
+        Ok(())
     }
 
     /// Whether an event key is in the journal.
@@ -222,7 +327,27 @@ impl Journal {
 
     /// The last sequence number (0 when empty).
     pub fn last_seq(&self) -> u64 {
-        self.offsets.len() as u64
+        self.base + self.offsets.len() as u64
+    }
+
+    /// The sequence number before the oldest event kept (0 until compaction dropped some).
+    pub fn first_kept_after(&self) -> u64 {
+        self.base
+    }
+
+    /// Events kept in the file.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Whether no event is kept.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Events dropped by compaction since the journal was opened.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Size of the file in bytes.
@@ -230,13 +355,15 @@ impl Journal {
         self.end
     }
 
-    /// Up to `limit` records with a sequence number above `cursor`, in order.
+    /// Up to `limit` records with a sequence number above `cursor`, in order (from the oldest
+    /// kept when `cursor` is older than that).
     pub fn read_from(&self, cursor: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
         let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
         };
-        let Some(&start) = usize::try_from(cursor)
+        let cursor = cursor.max(self.base);
+        let Some(&start) = usize::try_from(cursor - self.base)
             .ok()
             .and_then(|c| self.offsets.get(c))
         else {
@@ -254,11 +381,107 @@ impl Journal {
             let record: Record =
                 serde_json::from_str(&line).map_err(|_| JournalError::Damaged {
                     path: self.path.clone(),
-                    line: cursor as usize + i + 1,
+                    line: (cursor - self.base) as usize + i + 1 + usize::from(self.base > 0),
                 })?;
             out.push(record);
         }
         Ok(out)
+    }
+}
+
+/// Numbers about a journal, for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// The last sequence number.
+    pub last_seq: u64,
+    /// The sequence number before the oldest event kept.
+    pub first_kept_after: u64,
+    /// Events kept.
+    pub events: usize,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Events dropped by compaction since start.
+    pub dropped: u64,
+}
+
+/// A journal shared by the poller, the webhook deliveries and the feed. File work runs on the
+/// blocking pool, never on the async workers; [`SharedJournal::subscribe`] wakes whoever waits
+/// for new events.
+#[derive(Debug, Clone)]
+pub struct SharedJournal {
+    inner: Arc<Mutex<Journal>>,
+    path: PathBuf,
+    last_seq: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl SharedJournal {
+    /// Shares `journal`.
+    pub fn new(journal: Journal) -> SharedJournal {
+        let (tx, _) = tokio::sync::watch::channel(journal.last_seq());
+        SharedJournal {
+            path: journal.path.clone(),
+            inner: Arc::new(Mutex::new(journal)),
+            last_seq: Arc::new(tx),
+        }
+    }
+
+    /// Runs `f` on the journal on the blocking pool.
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+    ) -> Result<R, JournalError> {
+        let shared = self.inner.clone();
+        match tokio::task::spawn_blocking(move || {
+            let mut journal = shared.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut journal)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(JournalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("journal task ended: {e}")),
+            }),
+        }
+    }
+
+    /// [`Journal::append`], then wakes the subscribers.
+    pub async fn append(&self, events: Vec<Event>) -> Result<usize, JournalError> {
+        let (n, last) = self
+            .with(move |j| j.append(&events).map(|n| (n, j.last_seq())))
+            .await?;
+        self.last_seq.send_replace(last);
+        Ok(n)
+    }
+
+    /// [`Journal::read_from`].
+    pub async fn read_from(&self, cursor: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
+        self.with(move |j| j.read_from(cursor, limit)).await
+    }
+
+    /// Whether the journal has an event of the alert `id` (checks on the blocking pool).
+    pub async fn alerts_known(&self, ids: Vec<String>) -> Result<HashSet<String>, JournalError> {
+        self.with(move |j| Ok(ids.into_iter().filter(|i| j.has_alert(i)).collect()))
+            .await
+    }
+
+    /// Numbers about the journal.
+    pub async fn stats(&self) -> Result<JournalStats, JournalError> {
+        self.with(|j| {
+            Ok(JournalStats {
+                last_seq: j.last_seq(),
+                first_kept_after: j.first_kept_after(),
+                events: j.len(),
+                size_bytes: j.size_bytes(),
+                dropped: j.dropped(),
+            })
+        })
+        .await
+    }
+
+    /// The last sequence number, updated after every append.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.last_seq.subscribe()
     }
 }
 
@@ -281,7 +504,7 @@ mod tests {
     fn appends_skip_known_keys_and_read_from_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let path = journal_path(dir.path(), "contoso");
-        let mut j = Journal::open(&path).unwrap();
+        let mut j = Journal::open(&path, DEFAULT_MAX_EVENTS).unwrap();
         assert_eq!(
             j.append(&[event("a@1"), event("b@1"), event("a@1")])
                 .unwrap(),
@@ -309,7 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = journal_path(dir.path(), "contoso");
         {
-            let mut j = Journal::open(&path).unwrap();
+            let mut j = Journal::open(&path, DEFAULT_MAX_EVENTS).unwrap();
             j.append(&[event("a@1"), event("b@1")]).unwrap();
         }
         let good_len = std::fs::metadata(&path).unwrap().len();
@@ -317,19 +540,19 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"event\":{\"event_k").unwrap();
         drop(f);
-        let mut j = Journal::open(&path).unwrap();
+        let mut j = Journal::open(&path, DEFAULT_MAX_EVENTS).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
         assert_eq!(j.last_seq(), 2);
         assert!(j.contains("a@1"));
         assert_eq!(j.append(&[event("a@1"), event("c@1")]).unwrap(), 1);
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, DEFAULT_MAX_EVENTS).unwrap();
         assert_eq!(j.last_seq(), 3);
         assert_eq!(j.read_from(2, 10).unwrap()[0].event.event_key, "c@1");
         // Damage before the end is refused, not silently skipped.
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("{\"seq\":2", "{\"seq\":x", 1)).unwrap();
         assert!(matches!(
-            Journal::open(&path),
+            Journal::open(&path, DEFAULT_MAX_EVENTS),
             Err(JournalError::Damaged { line: 2, .. })
         ));
     }

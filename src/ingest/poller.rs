@@ -14,7 +14,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::journal::{Event, EventKind, Journal, JournalError, journal_path};
+use super::journal::{Event, EventKind, Journal, JournalError, SharedJournal, journal_path};
 use crate::app::Asset;
 use crate::config::{IngestionConfig, IngestionSource};
 use crate::defender::ListQuery;
@@ -102,8 +102,10 @@ pub struct Ingestor {
     asset: Arc<Asset>,
     config: IngestionConfig,
     store: StateStore,
-    /// The journal; holding it also serialises polls.
-    journal: tokio::sync::Mutex<Journal>,
+    /// The journal (outbox of the webhooks, store of the feed).
+    journal: SharedJournal,
+    /// Held by a poll: one at a time.
+    polling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -144,12 +146,13 @@ impl Ingestor {
         store: StateStore,
     ) -> Result<Ingestor, JournalError> {
         let path = journal_path(store.dir(), &asset.config.id);
-        let journal = Journal::open(&path)?;
+        let journal = Journal::open(&path, config.outbox_max_events)?;
         Ok(Ingestor {
             asset,
             config,
             store,
-            journal: tokio::sync::Mutex::new(journal),
+            journal: SharedJournal::new(journal),
+            polling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -158,9 +161,19 @@ impl Ingestor {
         &self.config
     }
 
-    /// The journal (locked while held: polls wait).
-    pub async fn journal(&self) -> tokio::sync::MutexGuard<'_, Journal> {
-        self.journal.lock().await
+    /// The journal.
+    pub fn journal(&self) -> &SharedJournal {
+        &self.journal
+    }
+
+    /// The asset.
+    pub fn asset(&self) -> &Arc<Asset> {
+        &self.asset
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &StateStore {
+        &self.store
     }
 
     /// Whether the alert passes the configured filters.
@@ -175,9 +188,9 @@ impl Ingestor {
 
     /// Runs one poll now (waiting for one in progress to end first).
     pub async fn poll_now(&self) -> Result<PollReport, String> {
-        let mut journal = self.journal.lock().await;
+        let _polling = self.polling.lock().await;
         let asset_id = self.asset.config.id.clone();
-        let result = self.poll(&mut journal).await;
+        let result = self.poll().await;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let outcome = result.clone();
         let saved = self
@@ -208,7 +221,7 @@ impl Ingestor {
     }
 
     /// One poll: list, journal, then checkpoint. Answers the report and the new state.
-    async fn poll(&self, journal: &mut Journal) -> Result<(PollReport, IngestionState), String> {
+    async fn poll(&self) -> Result<(PollReport, IngestionState), String> {
         let asset_id = self.asset.config.id.clone();
         let state = self
             .store
@@ -281,6 +294,18 @@ impl Ingestor {
         }
         .map_err(|e| format!("listing alerts: {e}"))?;
 
+        let known = if self.config.include_updates {
+            HashSet::new()
+        } else {
+            let ids = alerts
+                .iter()
+                .filter_map(|a| text(a, "id").map(str::to_string))
+                .collect();
+            self.journal
+                .alerts_known(ids)
+                .await
+                .map_err(|e| format!("reading the alert journal: {e}"))?
+        };
         let mut events = Vec::new();
         let mut newest_read: Option<Mark> = None;
         let mut skipped = 0usize;
@@ -308,8 +333,7 @@ impl Ingestor {
             if !self.keeps(alert) {
                 continue;
             }
-            let already = id.is_some_and(|i| journal.has_alert(i));
-            if already && !self.config.include_updates {
+            if id.is_some_and(|i| known.contains(i)) {
                 continue;
             }
             let created = text(alert, created_field);
@@ -327,8 +351,10 @@ impl Ingestor {
                 alert: alert.clone(),
             });
         }
-        let appended = journal
-            .append(&events)
+        let appended = self
+            .journal
+            .append(events)
+            .await
             .map_err(|e| format!("writing the alert journal: {e}"))?;
         let more = alerts.len() >= wanted;
         let old = checkpoint.map(|at| Mark {

@@ -96,6 +96,41 @@ pub struct IngestionState {
     /// Polls that failed so far.
     #[serde(default)]
     pub errors: u64,
+    /// Push delivery by webhook id (see `WebhookConfig::id`).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookState>,
+}
+
+/// Where the push delivery to one webhook stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookState {
+    /// The sequence number of the last journal event the receiver acknowledged (2xx).
+    #[serde(default)]
+    pub cursor: u64,
+    /// Events acknowledged so far.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Failed POSTs so far.
+    #[serde(default)]
+    pub failures: u64,
+    /// Failed POSTs since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u64,
+    /// Events dropped from the full journal before the receiver acknowledged them.
+    #[serde(default)]
+    pub dropped: u64,
+    /// When the receiver last acknowledged a batch (unix seconds).
+    #[serde(default)]
+    pub last_success_at: Option<i64>,
+    /// When the last POST failed (unix seconds).
+    #[serde(default)]
+    pub last_failure_at: Option<i64>,
+    /// Since when POSTs fail without a success in between (unix seconds).
+    #[serde(default)]
+    pub failing_since: Option<i64>,
+    /// Why the last POST failed (status or kind of failure, no URL).
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 impl fmt::Debug for AssetState {

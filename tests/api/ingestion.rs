@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use defender_sim::{Fault, FaultKind, Scenario};
-use defender_soar::config::IngestionConfig;
+use defender_soar::config::{IngestionConfig, WebhookConfig};
 use defender_soar::state::IngestionState;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::webhook_receiver::Receiver;
 
 /// A host whose `contoso` asset ingests with `settings` (the poller's own interval is long,
 /// so tests drive polls with `poll_now`). Answers once the host's own poller has run the poll
@@ -369,8 +370,12 @@ async fn ingestion_status_reports_the_poller_state_and_journal() {
     assert_eq!(body["status"], "success", "{body}");
     let state = ingestion_state(&app).await;
     let (last_seq, size) = {
-        let j = app.app.ingestors["contoso"].journal().await;
-        (j.last_seq(), j.size_bytes())
+        let j = app.app.ingestors["contoso"]
+            .journal()
+            .stats()
+            .await
+            .unwrap();
+        (j.last_seq, j.size_bytes)
     };
     assert!(last_seq >= 3);
     let d = &body["data"][0];
@@ -441,7 +446,12 @@ async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint()
     let app = host(IngestionConfig::default()).await;
     drain(&app).await;
     let before = ingestion_state(&app).await;
-    let seq_before = app.app.ingestors["contoso"].journal().await.last_seq();
+    let seq_before = app.app.ingestors["contoso"]
+        .journal()
+        .stats()
+        .await
+        .unwrap()
+        .last_seq;
     // Alerts an hour from now (simulated), so a start time picks them alone.
     app.sim.clock.advance(std::time::Duration::from_secs(3600));
     let high = ids(&sim_post(
@@ -518,7 +528,12 @@ async fn on_poll_answers_a_container_per_alert_without_touching_the_checkpoint()
     assert_eq!(after.checkpoint, before.checkpoint);
     assert_eq!(after.ids_at_checkpoint, before.ids_at_checkpoint);
     assert_eq!(
-        app.app.ingestors["contoso"].journal().await.last_seq(),
+        app.app.ingestors["contoso"]
+            .journal()
+            .stats()
+            .await
+            .unwrap()
+            .last_seq,
         seq_before
     );
     // An asset without ingestion can run it too (it reads Defender directly).
@@ -630,7 +645,12 @@ async fn the_feed_cursor_survives_a_host_restart() {
     // The new host's poller (it polls at start) and another poll add nothing already journaled.
     drain_host(&rig.host).await;
     assert_eq!(
-        rig.host.app.ingestors["contoso"].journal().await.last_seq(),
+        rig.host.app.ingestors["contoso"]
+            .journal()
+            .stats()
+            .await
+            .unwrap()
+            .last_seq,
         last_seq
     );
     // The cursor handed out before the restart continues where it was.
@@ -655,4 +675,159 @@ async fn the_feed_cursor_survives_a_host_restart() {
         assert!(new_ids.contains(&id), "{id}");
     }
     assert_eq!(new[0]["seq"], json!(last_seq + 1));
+}
+
+// --- push delivery -------------------------------------------------------------------------
+
+const HOOK_SECRET: &str = "webhook-signing-secret-7f3a9c";
+
+fn hook(receiver: &Receiver, retry_max_secs: u64) -> WebhookConfig {
+    WebhookConfig {
+        url: receiver.url.parse().unwrap(),
+        secret_env: "CONTOSO_HOOK_SECRET".into(),
+        secret: HOOK_SECRET.to_string().into(),
+        batch_size: 100,
+        retry_max_secs,
+    }
+}
+
+/// Each key's number of acknowledged deliveries.
+fn acked_counts(r: &Receiver) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for k in r.acked_keys() {
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn a_backfill_is_pushed_exactly_once_to_two_signed_webhooks() {
+    let a = Receiver::start(HOOK_SECRET).await;
+    let b = Receiver::start(HOOK_SECRET).await;
+    let app = host(IngestionConfig {
+        webhooks: vec![hook(&a, 1), hook(&b, 1)],
+        ..IngestionConfig::default()
+    })
+    .await;
+    let same = sim_post(
+        &app,
+        "/_sim/alerts",
+        json!({"count": 300, "same_timestamp": true}),
+    )
+    .await;
+    let rest = sim_post(&app, "/_sim/alerts", json!({"count": 4700})).await;
+    drain(&app).await;
+    let within = std::time::Duration::from_secs(60);
+    a.wait_for_keys(5000, within).await;
+    b.wait_for_keys(5000, within).await;
+    let journal = feed(&app, 1000).await;
+    for r in [&a, &b] {
+        let counts = acked_counts(r);
+        assert_eq!(counts.len(), journal.len(), "the receiver got every event");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "an event_key was pushed twice"
+        );
+        let posts = r.posts();
+        assert!(posts.iter().all(|p| p.signature_ok && p.accepted));
+        assert!(
+            posts.iter().all(|p| p.keys.len() <= 100),
+            "batches of batch_size"
+        );
+        // The events are the feed's, in the journal's order.
+        let pushed: Vec<String> = r.acked_keys();
+        let fed: Vec<String> = journal
+            .iter()
+            .map(|e| e["event_key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(pushed, fed);
+        let first = &posts[0].events[0];
+        for field in ["event_key", "kind", "asset", "source", "alert"] {
+            assert!(first.get(field).is_some(), "{field} in {first}");
+        }
+        let ids: std::collections::HashSet<String> = posts
+            .iter()
+            .flat_map(|p| p.events.iter())
+            .map(|e| e["alert"]["id"].as_str().unwrap().to_string())
+            .collect();
+        for id in ids_of(&same).iter().chain(ids_of(&rest).iter()) {
+            assert!(ids.contains(id), "{id} was not pushed");
+        }
+    }
+    // The status reports both receivers caught up, by origin only.
+    let status = invoke(&app, "ingestion_status", json!({})).await;
+    let hooks = status["data"][0]["webhooks"].as_array().unwrap().clone();
+    assert_eq!(hooks.len(), 2);
+    for h in &hooks {
+        assert_eq!(h["backlog"], 0, "{h}");
+        assert_eq!(h["healthy"], true);
+        assert_eq!(h["delivered"], json!(journal.len()));
+        assert!(!h["receiver"].as_str().unwrap().contains("/hook"));
+    }
+    let text = status.to_string();
+    assert!(!text.contains(HOOK_SECRET));
+    assert!(!String::from_utf8_lossy(&logs().lock().unwrap()).contains(HOOK_SECRET));
+}
+
+fn ids_of(created: &Value) -> Vec<String> {
+    ids(created)
+}
+
+async fn invoke(app: &TestApp, action: &str, params: Value) -> Value {
+    let (status, body) = app.invoke("contoso", action, params).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_receiver_that_was_down_catches_up_and_never_held_up_the_other() {
+    let down = Receiver::start(HOOK_SECRET).await;
+    let up = Receiver::start(HOOK_SECRET).await;
+    down.set_failing(true);
+    let app = host(IngestionConfig {
+        webhooks: vec![hook(&down, 1), hook(&up, 1)],
+        ..IngestionConfig::default()
+    })
+    .await;
+    sim_post(&app, "/_sim/alerts", json!({"count": 250})).await;
+    drain(&app).await;
+    // The working receiver gets everything while the other keeps refusing.
+    up.wait_for_keys(250, std::time::Duration::from_secs(30))
+        .await;
+    let first_batch = up.acked_keys().len();
+    // Down for a long stretch of retries (1 s apart at most here), while alerts keep coming.
+    down.wait_until(
+        "ten refused deliveries",
+        std::time::Duration::from_secs(60),
+        |r| r.refused() >= 10,
+    )
+    .await;
+    sim_post(&app, "/_sim/alerts", json!({"count": 50})).await;
+    drain(&app).await;
+    up.wait_for_keys(first_batch + 50, std::time::Duration::from_secs(30))
+        .await;
+    assert!(down.acked_keys().is_empty());
+    let status = invoke(&app, "ingestion_status", json!({})).await;
+    let hooks = status["data"][0]["webhooks"].as_array().unwrap().clone();
+    let failing = hooks.iter().find(|h| h["healthy"] == false).unwrap();
+    let last_seq = app.app.ingestors["contoso"]
+        .journal()
+        .stats()
+        .await
+        .unwrap()
+        .last_seq;
+    assert!(last_seq >= 300);
+    assert_eq!(failing["backlog"], json!(last_seq), "{failing}");
+    assert!(failing["consecutive_failures"].as_u64().unwrap() >= 10);
+    assert!(failing["last_error"].as_str().unwrap().contains("503"));
+    assert!(failing["failing_since"].is_string());
+    assert_eq!(status["summary"]["webhooks_failing"], 1);
+    // Back up: it catches up, each event once, in order.
+    down.set_failing(false);
+    down.wait_for_keys(last_seq as usize, std::time::Duration::from_secs(30))
+        .await;
+    assert!(acked_counts(&down).values().all(|n| *n == 1));
+    assert_eq!(down.acked_keys(), up.acked_keys());
+    let status = invoke(&app, "ingestion_status", json!({})).await;
+    assert_eq!(status["summary"]["webhooks_failing"], 0);
 }

@@ -1,6 +1,8 @@
 //! Integration tests: the real host over HTTP on a random port against an in-process simulator.
 
 mod helpers;
+#[path = "../support/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod actions_framework;
 mod alerts;
