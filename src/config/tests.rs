@@ -1348,6 +1348,103 @@ fn ingestion_defaults_and_values() {
     );
 }
 
+const HOOK_SECRET: &str = "a-webhook-secret-of-some-length";
+
+#[test]
+fn webhooks_are_read_with_their_secrets() {
+    let vars = [("CONTOSO_SECRET", SECRET), ("HOOK", HOOK_SECRET)];
+    let config = parse(
+        &asset_toml(
+            "[assets.contoso.ingestion]\nenabled = true\noutbox_max_events = 500\n\
+             [[assets.contoso.ingestion.webhooks]]\nurl = \"https://soar.example/hook?token=abc\"\n\
+             secret_env = \"HOOK\"\n\
+             [[assets.contoso.ingestion.webhooks]]\nurl = \"http://127.0.0.1:9000/in\"\n\
+             secret_env = \"HOOK\"\nbatch_size = 5\nretry_max_secs = 30\n",
+        ),
+        &vars,
+    )
+    .unwrap();
+    let i = config.ingestion("contoso").unwrap();
+    assert_eq!(i.outbox_max_events, 500);
+    assert_eq!(i.webhooks.len(), 2);
+    let (a, b) = (&i.webhooks[0], &i.webhooks[1]);
+    assert_eq!(a.batch_size, 100);
+    assert_eq!(a.retry_max_secs, 300);
+    assert_eq!((b.batch_size, b.retry_max_secs), (5, 30));
+    assert_ne!(a.id(), b.id());
+    assert_eq!(a.id().len(), 16);
+    // Shown and debugged without path, query or secret.
+    assert_eq!(a.shown(), "https://soar.example");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(HOOK_SECRET), "{debug}");
+    assert!(!debug.contains("token=abc"), "{debug}");
+}
+
+#[test]
+fn bad_webhooks_name_their_key() {
+    let vars = [
+        ("CONTOSO_SECRET", SECRET),
+        ("HOOK", HOOK_SECRET),
+        ("SHORT", "too-short"),
+    ];
+    let at = "assets.contoso.ingestion.webhooks[0]";
+    for (entry, key) in [
+        ("secret_env = \"HOOK\"", format!("{at}.url")),
+        (
+            "url = \"ftp://x.example/in\"\nsecret_env = \"HOOK\"",
+            format!("{at}.url"),
+        ),
+        (
+            "url = \"not a url\"\nsecret_env = \"HOOK\"",
+            format!("{at}.url"),
+        ),
+        (
+            "url = \"https://user:pw@x.example/in\"\nsecret_env = \"HOOK\"",
+            format!("{at}.url"),
+        ),
+        ("url = \"https://x.example/in\"", format!("{at}.secret_env")),
+        (
+            "url = \"https://x.example/in\"\nsecret_env = \"MISSING\"",
+            format!("{at}.secret_env"),
+        ),
+        (
+            "url = \"https://x.example/in\"\nsecret_env = \"SHORT\"",
+            format!("{at}.secret_env"),
+        ),
+        (
+            "url = \"https://x.example/in\"\nsecret_env = \"HOOK\"\nbatch_size = 0",
+            format!("{at}.batch_size"),
+        ),
+        (
+            "url = \"https://x.example/in\"\nsecret_env = \"HOOK\"\nretry_max_secs = 3601",
+            format!("{at}.retry_max_secs"),
+        ),
+        (
+            "url = \"https://x.example/in\"\nsecret_env = \"HOOK\"\nheaders = 1",
+            "headers".to_string(),
+        ),
+    ] {
+        let message = error_of(
+            &asset_toml(&format!(
+                "[assets.contoso.ingestion]\n[[assets.contoso.ingestion.webhooks]]\n{entry}\n"
+            )),
+            &vars,
+        );
+        assert!(message.contains(&key), "{entry}: {message}");
+        assert!(!message.contains(HOOK_SECRET) && !message.contains("too-short"));
+    }
+    let twice = "[[assets.contoso.ingestion.webhooks]]\nurl = \"https://x.example/in\"\n\
+                 secret_env = \"HOOK\"\n";
+    let message = error_of(
+        &asset_toml(&format!("[assets.contoso.ingestion]\n{twice}{twice}")),
+        &vars,
+    );
+    assert!(
+        message.contains("assets.contoso.ingestion.webhooks[1].url"),
+        "{message}"
+    );
+}
+
 #[test]
 fn bad_ingestion_values_name_their_key() {
     for (line, key) in [
@@ -1399,8 +1496,8 @@ fn bad_ingestion_values_name_their_key() {
             "assets.contoso.ingestion.expand_evidence",
         ),
         (
-            "webhooks = [{url = \"https://x.example\", secret_env = \"S\"}]",
-            "assets.contoso.ingestion.webhooks",
+            "outbox_max_events = 99",
+            "assets.contoso.ingestion.outbox_max_events",
         ),
     ] {
         let message = error_of(

@@ -556,4 +556,37 @@ mod tests {
             Err(JournalError::Damaged { line: 2, .. })
         ));
     }
+
+    #[test]
+    fn a_full_journal_keeps_the_newest_events_and_remembers_every_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "contoso");
+        let mut j = Journal::open(&path, 10).unwrap();
+        for i in 0..25 {
+            j.append(&[event(&format!("e{i}@1"))]).unwrap();
+        }
+        assert_eq!(j.last_seq(), 25);
+        assert!(j.len() <= 11, "{}", j.len());
+        let base = j.first_kept_after();
+        assert!(base >= 14, "{base}");
+        assert_eq!(j.dropped(), base);
+        // A cursor before the oldest kept reads from the oldest kept.
+        let from_start = j.read_from(0, 100).unwrap();
+        assert_eq!(from_start[0].seq, base + 1);
+        assert_eq!(from_start.last().unwrap().seq, 25);
+        assert_eq!(j.read_from(20, 2).unwrap()[0].event.event_key, "e20@1");
+        assert!(j.has_alert("e0@1"), "a dropped alert is still known");
+        assert!(!j.contains("e0@1"));
+        assert!(j.contains("e24@1"));
+        // Reopened: the same numbering, the same alerts known, appends continue.
+        drop(j);
+        let mut j = Journal::open(&path, 10).unwrap();
+        assert_eq!((j.last_seq(), j.first_kept_after()), (25, base));
+        assert!(j.has_alert("e3@1"));
+        assert_eq!(j.append(&[event("e25@1")]).unwrap(), 1);
+        assert_eq!(j.read_from(25, 10).unwrap()[0].seq, 26);
+        let j = Journal::open(&path, 10).unwrap();
+        assert_eq!(j.last_seq(), 26);
+        assert!(!path.with_extension("journal.compacting").exists());
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -26,6 +26,8 @@ pub struct Post {
     pub accepted: bool,
     /// The signature matched the body and its time was within five minutes.
     pub signature_ok: bool,
+    /// The sender's address (one host process keeps one connection).
+    pub peer: std::net::SocketAddr,
 }
 
 struct Inner {
@@ -79,7 +81,12 @@ fn signature_ok(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
     want == v1
 }
 
-async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let signature_ok = signature_ok(&inner.secret, &headers, &body);
     let events: Vec<Value> = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -101,6 +108,7 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         events,
         accepted,
         signature_ok,
+        peer,
     });
     if accepted {
         StatusCode::OK
@@ -133,7 +141,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
         });
         Receiver { url, inner }
     }
