@@ -15,7 +15,10 @@ use serde_json::{Map, Value};
 use crate::actions::{self, Invocation};
 use crate::app::App;
 use crate::auth::DeviceCodeOutcome;
-use crate::config::{AssetConfig, AuthKind, Config, Environment, LogFormat, TokenEndpoint};
+use crate::config::{
+    AssetConfig, AuthKind, Config, Environment, IngestionConfig, IngestionSource, LogFormat,
+    TokenEndpoint,
+};
 
 /// SOAR actions for Microsoft Defender for Endpoint over one REST host.
 #[derive(Parser)]
@@ -378,8 +381,20 @@ pub fn demo_config(listen: SocketAddr, sim_base: &str) -> Result<Config, String>
         .map_err(|e| format!("public url: {e}"))?;
     let scenario = defender_sim::Scenario::default_scenario();
     let asset = demo_asset(&scenario, sim_base).ok_or("the default scenario has no app")?;
+    config.ingestion.insert(asset.id.clone(), demo_ingestion());
     config.assets.insert(asset.id.clone(), asset);
     Ok(config)
+}
+
+/// Alert ingestion of the demo asset: Microsoft Graph's alerts every 10 s (the shortest
+/// interval allowed), the first poll reaching back a day.
+pub fn demo_ingestion() -> IngestionConfig {
+    IngestionConfig {
+        enabled: true,
+        source: IngestionSource::Graph,
+        interval_secs: 10,
+        ..IngestionConfig::default()
+    }
 }
 
 /// The application for a command that runs in this process (`invoke`, `consent`): no HTTP
@@ -465,6 +480,7 @@ pub fn demo_banner(addr: SocketAddr, key: &str, sim: &str) -> String {
          \n  # alert triage: new high-severity alerts, the first one with its evidence, then assign and classify it\n  ALERTS=$(curl -s -X POST {base}/assets/demo/actions/list_alerts \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"status\":\"New\",\"severity\":\"High\",\"limit\":5}}}}'); echo \"$ALERTS\"\n  ALERT=$(echo \"$ALERTS\" | grep -o '\"id\":\"da[^\"]*\"' | head -n 1 | cut -d'\"' -f4)\n  curl -s -X POST {base}/assets/demo/actions/get_alert \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"alert_id\":\"'\"$ALERT\"'\",\"expand_evidence\":true}}}}'; echo\n  curl -s -X POST {base}/assets/demo/actions/update_alert \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"alert_id\":\"'\"$ALERT\"'\",\"status\":\"InProgress\",\"assigned_to\":\"analyst@contoso.com\",\"classification\":\"TruePositive\",\"determination\":\"Malware\",\"comment\":\"Triaged from the playbook\"}}}}'; echo\n\
          \n  # hunting: every device that reached a phishing domain (a template), then a KQL query of your own\n  curl -s -X POST {base}/assets/demo/actions/run_hunting_template \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"template\":\"devices_reached_domain\",\"entity\":\"login-microsoft-verify.example\",\"timespan\":\"P30D\"}}}}'; echo\n  curl -s -X POST {base}/assets/demo/actions/run_query \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\\n    -d '{{\"parameters\":{{\"query\":\"DeviceProcessEvents | where ProcessCommandLine contains \\\"wevtutil\\\" | project Timestamp, DeviceName, ProcessCommandLine | take 5\"}}}}'; echo\n\
          \n  # the actions and the manifest\n  curl -s {base}/actions -H \"Authorization: Bearer $KEY\"; echo\n  curl -s {base}/manifest.json -H \"Authorization: Bearer $KEY\"; echo\n\
+         \n  # alert feed: the host reads the demo asset's alerts every 10 s; make three new alerts in the simulator, then read the feed\n  curl -s -X POST {sim}/_sim/alerts -H 'Content-Type: application/json' -d '{{\"count\":3,\"severity\":\"High\"}}'; echo\n  curl -s \"{base}/assets/demo/alerts/feed?cursor=0&limit=100\" -H \"Authorization: Bearer $KEY\"; echo\n  # next_cursor in the answer is the seq of the last event read: pass it as cursor= to get only newer events\n\
          \nPress ctrl-c to stop.\n"
     )
 }

@@ -135,4 +135,90 @@ fn demo_curl_examples_work_when_pasted() {
     );
     assert!(answers[7].is_array(), "{}", answers[7]);
     assert!(answers[8]["actions"].is_array(), "{}", answers[8]);
+    // Alert ingestion: the simulator made three alerts, the feed answered a page, and the
+    // three alerts reach the feed within a few polls (every 10 s).
+    assert_eq!(answers.len(), 11, "{text}");
+    assert_eq!(answers[9]["created"], 3, "{}", answers[9]);
+    let created: Vec<String> = answers[9]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(created.len(), 3, "{}", answers[9]);
+    assert!(answers[10]["events"].is_array(), "{}", answers[10]);
+    assert!(answers[10]["next_cursor"].is_string(), "{}", answers[10]);
+    let base = banner_value(&banner, "host:");
+    let key = banner_value(&banner, "API key:");
+    let delivered = feed_until(&base, &key, &created, Duration::from_secs(60));
+    for id in &created {
+        let events: Vec<&serde_json::Value> = delivered
+            .iter()
+            .filter(|e| e["alert"]["id"] == id.as_str())
+            .collect();
+        assert_eq!(events.len(), 1, "alert {id} in the feed: {events:?}");
+        let e = events[0];
+        assert_eq!(e["asset"], "demo", "{e}");
+        assert_eq!(e["source"], "graph", "{e}");
+        assert_eq!(e["kind"], "created", "{e}");
+        assert_eq!(e["alert"]["severity"], "high", "{e}");
+        assert!(e["seq"].as_u64().unwrap() >= 1, "{e}");
+        assert!(
+            e["event_key"].as_str().unwrap().starts_with(id.as_str()),
+            "{e}"
+        );
+    }
+}
+
+/// The value after `label` on its banner line (`  host:      http://...`).
+fn banner_value(banner: &str, label: &str) -> String {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} line in the banner: {banner}"))
+        .trim()
+        .to_string()
+}
+
+/// Reads the demo asset's alert feed from the start, following `next_cursor`, until it holds
+/// every alert of `ids` or `deadline` has passed; answers every event read.
+fn feed_until(base: &str, key: &str, ids: &[String], deadline: Duration) -> Vec<serde_json::Value> {
+    let until = std::time::Instant::now() + deadline;
+    let mut cursor = "0".to_string();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-H"])
+            .arg(format!("Authorization: Bearer {key}"))
+            .arg(format!(
+                "{base}/assets/demo/alerts/feed?cursor={cursor}&limit=1000"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let page_events = page["events"].as_array().unwrap().clone();
+        let full_page = page_events.len() == 1000;
+        events.extend(page_events);
+        cursor = page["next_cursor"].as_str().unwrap().to_string();
+        let all_in = ids
+            .iter()
+            .all(|id| events.iter().any(|e| e["alert"]["id"] == id.as_str()));
+        if all_in {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the feed did not deliver {ids:?} within {deadline:?}; {} events read",
+            events.len()
+        );
+        if !full_page {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }

@@ -40,6 +40,21 @@ pub struct HostSpec {
     pub families: Vec<&'static str>,
     /// `RUST_LOG` of the host process.
     pub log_level: String,
+    /// `[assets.bench.ingestion]`, when the asset ingests alerts.
+    pub ingestion: Option<IngestionSpec>,
+}
+
+/// `[assets.bench.ingestion]` of the generated configuration (`enabled = true`).
+#[derive(Debug, Clone)]
+pub struct IngestionSpec {
+    /// `source`: `graph` or `mde`.
+    pub source: &'static str,
+    /// `interval_secs`.
+    pub interval_secs: u64,
+    /// `first_run_lookback`, e.g. `"1h"`.
+    pub first_run_lookback: &'static str,
+    /// `max_per_poll`.
+    pub max_per_poll: u32,
 }
 
 impl HostSpec {
@@ -51,6 +66,7 @@ impl HostSpec {
             max_wait_secs: None,
             families: Vec::new(),
             log_level: log_level.to_string(),
+            ingestion: None,
         }
     }
 }
@@ -98,6 +114,16 @@ pub fn config_toml(
     }
     if let Some(w) = spec.max_wait_secs {
         out.push_str(&format!("max_wait_secs = {w}\n"));
+    }
+    if let Some(i) = &spec.ingestion {
+        out.push_str(&format!(
+            "\n[assets.{ASSET}.ingestion]\nenabled = true\nsource = {}\ninterval_secs = {}\n\
+             first_run_lookback = {}\nmax_per_poll = {}\n",
+            toml_str(i.source),
+            i.interval_secs,
+            toml_str(i.first_run_lookback),
+            i.max_per_poll,
+        ));
     }
     out
 }
@@ -393,5 +419,20 @@ mod tests {
         assert!(text.contains("login_url = \"http://127.0.0.1:1\""));
         assert!(text.contains("graph_url = \"http://127.0.0.1:1\""));
         assert!(!text.contains("never-written"));
+        assert!(!text.contains("ingestion"));
+        let spec = HostSpec {
+            ingestion: Some(IngestionSpec {
+                source: "graph",
+                interval_secs: 10,
+                first_run_lookback: "1h",
+                max_per_poll: 1000,
+            }),
+            ..HostSpec::unlimited("warn")
+        };
+        let text = config_toml(8080, Path::new("/s"), "http://127.0.0.1:1", &app, &spec);
+        assert!(text.ends_with(
+            "[assets.bench.ingestion]\nenabled = true\nsource = \"graph\"\ninterval_secs = 10\n\
+             first_run_lookback = \"1h\"\nmax_per_poll = 1000\n"
+        ));
     }
 }

@@ -61,6 +61,10 @@ struct Cli {
     /// Rows of the large answer in hunting (default 100000, 20000 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1000..=100000))]
     hunting_rows: Option<u64>,
+    /// Seconds the bench creates alerts in the lag part of ingestion (default 180, 30 with
+    /// --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    ingestion_secs: Option<u64>,
     /// Host start-ups measured in startup (default 5).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     startup_runs: u64,
@@ -146,6 +150,7 @@ async fn main() -> ExitCode {
         hunting_rows: cli
             .hunting_rows
             .unwrap_or(if quick { 20_000 } else { 100_000 }) as usize,
+        ingestion: Duration::from_secs(cli.ingestion_secs.unwrap_or(if quick { 30 } else { 180 })),
         sim_bin,
         host_bin,
         host_log: cli.host_log.clone(),

@@ -120,6 +120,32 @@ impl SimControl {
         Ok(serde_json::from_value(v)?)
     }
 
+    /// `POST /_sim/alerts` with `{"count": count}`: alerts created now (1 ms apart, the last
+    /// one now), in the MDE list and Graph `alerts_v2`; answers their ids, oldest first.
+    pub async fn create_alerts(&self, count: usize) -> Result<Vec<String>, BoxError> {
+        let v = ok_json(
+            self.client
+                .post(self.url("/_sim/alerts"))
+                .timeout(CONTROL_TIMEOUT)
+                .json(&json!({ "count": count }))
+                .send()
+                .await?,
+        )
+        .await?;
+        let ids: Vec<String> = v["ids"]
+            .as_array()
+            .ok_or("the create answer has no ids")?
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        if ids.len() != count {
+            return Err(
+                format!("asked for {count} alerts, the simulator made {}", ids.len()).into(),
+            );
+        }
+        Ok(ids)
+    }
+
     /// A client credentials token (v2) for `app`.
     pub async fn token(&self, app: &AppCreds) -> Result<String, BoxError> {
         self.token_for(app, SCOPE).await

@@ -6,6 +6,7 @@ pub mod completion_lag;
 pub mod final_status;
 pub mod host_overhead;
 pub mod hunting;
+pub mod ingestion;
 pub mod large_file;
 pub mod overload;
 pub mod shared_polling;
@@ -48,11 +49,14 @@ pub enum ScenarioName {
     SimThroughput,
     /// Advanced hunting: small queries through the host vs direct, and a 100,000-row answer.
     Hunting,
+    /// Alert ingestion: lag through the feed vs a scheduled `on_poll`, and a 10,000-alert
+    /// backlog.
+    Ingestion,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 10] = [
+    pub const ALL: [ScenarioName; 11] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -63,6 +67,7 @@ impl ScenarioName {
         ScenarioName::FinalStatus,
         ScenarioName::SimThroughput,
         ScenarioName::Hunting,
+        ScenarioName::Ingestion,
     ];
 
     /// The name as given on the command line.
@@ -78,6 +83,7 @@ impl ScenarioName {
             ScenarioName::FinalStatus => "final-status",
             ScenarioName::SimThroughput => "sim-throughput",
             ScenarioName::Hunting => "hunting",
+            ScenarioName::Ingestion => "ingestion",
         }
     }
 
@@ -104,6 +110,9 @@ impl ScenarioName {
             ScenarioName::Hunting => {
                 "8. hunting: run_query through the host vs direct, and a large answer"
             }
+            ScenarioName::Ingestion => {
+                "9. ingestion: alert lag through the feed vs a scheduled on_poll, and a 10,000-alert backlog"
+            }
         }
     }
 
@@ -119,6 +128,7 @@ impl ScenarioName {
             ScenarioName::LargeFile => large_file::TARGETS,
             ScenarioName::Startup => startup::TARGETS,
             ScenarioName::FinalStatus => final_status::TARGETS,
+            ScenarioName::Ingestion => ingestion::TARGETS,
             ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
@@ -152,6 +162,8 @@ pub struct Options {
     pub hunting_queries: usize,
     /// Rows of the large answer in hunting.
     pub hunting_rows: usize,
+    /// Time the bench creates alerts in the lag part of ingestion.
+    pub ingestion: Duration,
     /// The `defender-sim` executable.
     pub sim_bin: PathBuf,
     /// The `defender-soar` executable.
@@ -180,6 +192,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::FinalStatus => final_status::run(options).await,
         ScenarioName::SimThroughput => sim_throughput::run(options).await,
         ScenarioName::Hunting => hunting::run(options).await,
+        ScenarioName::Ingestion => ingestion::run(options).await,
     };
     match result {
         Ok(mut section) => {

@@ -66,6 +66,7 @@ pub async fn run(options: &Options) -> Result<Section, BoxError> {
         max_wait_secs: None,
         families: Vec::new(),
         log_level: options.host_log.clone(),
+        ingestion: None,
     };
     let stack = Stack::start(
         options,
