@@ -113,6 +113,12 @@ pub struct IngestionConfig {
     pub max_per_poll: u32,
     /// `expand_evidence` (default false): MDE alerts are read with `$expand=evidence`.
     pub expand_evidence: bool,
+    /// `adaptive` (default true): the next poll comes sooner after one that found new alerts
+    /// and backs off after failures (see [`crate::ingest::poller::next_wait`]).
+    pub adaptive: bool,
+    /// `actions_floor_percent` (default 50, 10..=90): the share of every budget window that
+    /// ingestion's polls leave free for playbook actions.
+    pub actions_floor_percent: u8,
 }
 
 impl Default for IngestionConfig {
@@ -130,6 +136,8 @@ impl Default for IngestionConfig {
             first_run_lookback_secs: 86_400,
             max_per_poll: 1000,
             expand_evidence: false,
+            adaptive: true,
+            actions_floor_percent: crate::defender::DEFAULT_ACTIONS_FLOOR_PERCENT,
         }
     }
 }

@@ -91,6 +91,8 @@ pub(super) struct RawIngestion {
     pub expand_evidence: Option<Text>,
     /// Push delivery (not built yet): refused with a clear message rather than ignored.
     pub webhooks: Option<IgnoredAny>,
+    pub adaptive: Option<Text>,
+    pub actions_floor_percent: Option<Text>,
 }
 
 /// `[assets.<id>.budget]` as written.

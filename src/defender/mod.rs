@@ -51,7 +51,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
-pub use budget::{Budget, Family};
+pub use budget::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, Family};
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
 pub use models::{
@@ -87,6 +87,9 @@ pub struct DefenderClient {
     deadline: Option<tokio::time::Instant>,
     /// When set, replaces the client's total timeout for each request (hunting queries).
     request_timeout: Option<Duration>,
+    /// When set, every call takes its budget permit at this priority instead of its
+    /// endpoint's (alert ingestion reads in the background).
+    priority: Option<Priority>,
 }
 
 struct Inner {
@@ -107,6 +110,7 @@ impl fmt::Debug for DefenderClient {
             .field("budget", &self.inner.budget)
             .field("deadline", &self.deadline)
             .field("request_timeout", &self.request_timeout)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +212,7 @@ impl DefenderClient {
             }),
             deadline: None,
             request_timeout: None,
+            priority: None,
         }
     }
 
@@ -232,6 +237,7 @@ impl DefenderClient {
             }),
             deadline: self.deadline,
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -246,6 +252,7 @@ impl DefenderClient {
             inner: self.inner.clone(),
             deadline: Some(at),
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -256,6 +263,20 @@ impl DefenderClient {
             inner: self.inner.clone(),
             deadline: self.deadline,
             request_timeout: Some(timeout),
+            priority: self.priority,
+        }
+    }
+
+    /// The same client taking the budget permit of every call at `priority`, whatever its
+    /// endpoint's: alert ingestion lists with [`Priority::Background`], so its polls only
+    /// use the share of each window above the actions floor and never queue ahead of a
+    /// playbook's calls.
+    pub fn with_priority(&self, priority: Priority) -> DefenderClient {
+        DefenderClient {
+            inner: self.inner.clone(),
+            deadline: self.deadline,
+            request_timeout: self.request_timeout,
+            priority: Some(priority),
         }
     }
 
@@ -278,6 +299,7 @@ impl DefenderClient {
             }),
             deadline: self.deadline,
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -556,6 +578,7 @@ impl DefenderClient {
             label: endpoint,
             stream,
         } = route;
+        let priority = self.priority.unwrap_or(priority);
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
         let mut refreshed = false;
@@ -642,9 +665,30 @@ impl DefenderClient {
     /// Takes a permit of the asset's budget for `family`: at once, after a wait that ends
     /// within the wait limit, or not at all ([`DefenderError::Throttled`], nothing sent).
     async fn permit(&self, family: Family, priority: Priority) -> Result<(), DefenderError> {
-        let now = tokio::time::Instant::now();
+        let mut now = tokio::time::Instant::now();
         let (latest, gave_up) = self.wait_limit(now);
-        match self.inner.budget.reserve(family, priority, now, latest) {
+        // A background call reserves nothing ahead: it asks again, within the wait limit,
+        // until its family's windows have room above the actions floor.
+        let mut waited = false;
+        let mut reserved = self.inner.budget.reserve(family, priority, now, latest);
+        while priority == Priority::Background
+            && let Err(spent) = &reserved
+            && spent.at <= latest
+        {
+            if !waited {
+                waited = true;
+                count_budget_wait(family);
+                tracing::debug!(
+                    family = family.name(),
+                    wait_ms = millis(spent.at - now),
+                    "request budget above the actions floor spent; waiting"
+                );
+            }
+            tokio::time::sleep_until(spent.at).await;
+            now = tokio::time::Instant::now();
+            reserved = self.inner.budget.reserve(family, priority, now, latest);
+        }
+        match reserved {
             Ok(at) if at <= now => Ok(()),
             Ok(at) => {
                 count_budget_wait(family);

@@ -96,6 +96,9 @@ pub struct IngestionState {
     /// Polls that failed so far.
     #[serde(default)]
     pub errors: u64,
+    /// When the poller means to poll next (unix seconds), set after each poll it runs.
+    #[serde(default)]
+    pub next_poll_at: Option<i64>,
 }
 
 impl fmt::Debug for AssetState {
