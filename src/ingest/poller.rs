@@ -192,8 +192,11 @@ pub struct Ingestor {
     asset: Arc<Asset>,
     config: IngestionConfig,
     store: StateStore,
-    /// The journal; holding it also serialises polls.
+    /// The journal, locked by a poll only while it turns alerts into events and appends them
+    /// (not while it waits for the request budget or Microsoft), so readers seldom wait.
     journal: tokio::sync::Mutex<Journal>,
+    /// Held for a whole poll: polls run one at a time.
+    polling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -240,6 +243,7 @@ impl Ingestor {
             config,
             store,
             journal: tokio::sync::Mutex::new(journal),
+            polling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -248,7 +252,7 @@ impl Ingestor {
         &self.config
     }
 
-    /// The journal (locked while held: polls wait).
+    /// The journal (locked while held: a poll waits before appending).
     pub async fn journal(&self) -> tokio::sync::MutexGuard<'_, Journal> {
         self.journal.lock().await
     }
@@ -270,9 +274,9 @@ impl Ingestor {
 
     /// Runs one poll and records its outcome in the state and the metrics.
     async fn poll_recorded(&self) -> Result<PollReport, PollError> {
-        let mut journal = self.journal.lock().await;
+        let _polling = self.polling.lock().await;
         let asset_id = self.asset.config.id.clone();
-        let result = self.poll(&mut journal).await;
+        let result = self.poll().await;
         let now = OffsetDateTime::now_utc();
         let now_secs = now.unix_timestamp();
         let outcome = result.clone();
@@ -325,11 +329,9 @@ impl Ingestor {
         result.map(|(report, _)| report)
     }
 
-    /// One poll: list, journal, then checkpoint. Answers the report and the new state.
-    async fn poll(
-        &self,
-        journal: &mut Journal,
-    ) -> Result<(PollReport, IngestionState), PollError> {
+    /// One poll: list, journal, then checkpoint (the caller holds `polling`). Answers the
+    /// report and the new state.
+    async fn poll(&self) -> Result<(PollReport, IngestionState), PollError> {
         let asset_id = self.asset.config.id.clone();
         let state = self
             .store
@@ -408,6 +410,7 @@ impl Ingestor {
             message: format!("listing alerts: {e}"),
             retry_after: e.retry_after(),
         })?;
+        let mut journal = self.journal.lock().await;
 
         let mut events: Vec<(Event, Option<OffsetDateTime>)> = Vec::new();
         let mut keys: HashSet<String> = HashSet::new();
