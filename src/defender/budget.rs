@@ -308,9 +308,7 @@ impl Window {
 
     fn set_background_share(&mut self, floor_percent: u8) {
         self.background_per_minute = background_share(self.per_minute, floor_percent);
-        self.background_per_hour = self
-            .per_hour
-            .map(|h| background_share(h, floor_percent));
+        self.background_per_hour = self.per_hour.map(|h| background_share(h, floor_percent));
     }
 
     /// How long entries matter.
@@ -382,8 +380,8 @@ impl Window {
         log: &mut VecDeque<Instant>,
         now: Instant,
     ) -> Result<Instant, Spent> {
-        let minute_full = Self::max_in_windows_around(log, now, self.minute)
-            >= self.background_per_minute;
+        let minute_full =
+            Self::max_in_windows_around(log, now, self.minute) >= self.background_per_minute;
         let hour_full = self
             .background_per_hour
             .is_some_and(|h| Self::max_in_windows_around(log, now, self.hour) >= h);
@@ -401,9 +399,7 @@ impl Window {
         {
             again = again.max(at);
         }
-        if hour_full
-            && let Some(per_hour) = self.background_per_hour
-        {
+        if hour_full && let Some(per_hour) = self.background_per_hour {
             limit = format!("{}/h", self.per_hour.unwrap_or(per_hour));
             if let Some(at) = Self::frees_at(log, per_hour, self.hour) {
                 again = again.max(at);

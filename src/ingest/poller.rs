@@ -22,9 +22,9 @@ use time::format_description::well_known::Rfc3339;
 use super::journal::{Event, EventKind, Journal, JournalError, journal_path};
 use crate::app::Asset;
 use crate::config::{IngestionConfig, IngestionSource};
-use crate::defender::{ListQuery, Priority};
 use crate::defender::endpoints::{ALERTS, GRAPH_ALERTS, GRAPH_ALERTS_MAX_TOP};
 use crate::defender::odata::Filter;
+use crate::defender::{ListQuery, Priority};
 use crate::state::{IngestionState, StateStore};
 
 /// How far before the checkpoint each poll reads again (clock skew, late writes).

@@ -705,9 +705,10 @@ async fn a_hammering_poller_leaves_the_actions_floor_to_playbooks() {
         }
     });
     // Ingestion takes its share, half the minute (floor 50 %), and then waits.
-    until("ingestion did not take its share of the budget", async || {
-        app.sim.counters().route("GET", "/api/alerts") >= 5
-    })
+    until(
+        "ingestion did not take its share of the budget",
+        async || app.sim.counters().route("GET", "/api/alerts") >= 5,
+    )
     .await;
     // Playbook reads and a state-changing call get the other half at once, though
     // background polls are waiting for a permit.
