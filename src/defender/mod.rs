@@ -1496,6 +1496,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn background_calls_wait_for_room_above_the_floor_without_delaying_reads() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        // 4 a "minute" of one second, half kept for actions: background calls get 2 a window.
+        let shared = Budget::with_windows(
+            &budget(4, None),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .with_actions_floor(50);
+        let client = client_for(&server, Arc::new(FakeTokens::default())).with_budget(shared);
+        let background = client.with_priority(Priority::Background);
+        let list = endpoints::MACHINES.at(&[]);
+        background.get(&list).await.unwrap();
+        background.get(&list).await.unwrap();
+        // The third background call waits for the window to pass, holding no reservation ...
+        let started = tokio::time::Instant::now();
+        let waiting = {
+            let background = background.clone();
+            let list = list.clone();
+            tokio::spawn(async move { background.get(&list).await })
+        };
+        tokio::task::yield_now().await;
+        // ... so a read goes at once, and so does a state-changing call.
+        client.get(&list).await.unwrap();
+        client
+            .post(&endpoints::ISOLATE.at(&["m1"]), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(server.count(), 4);
+        assert!(started.elapsed() < Duration::from_millis(900));
+        waiting.await.unwrap().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(server.count(), 5);
+        // Without a wait limit that covers the window, a background call fails at once.
+        let impatient = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&crate::config::BudgetConfig {
+                max_wait_secs: 0,
+                ..budget(2, None)
+            }))
+            .with_priority(Priority::Background);
+        impatient.get(&list).await.unwrap();
+        let err = impatient.get(&list).await.unwrap_err();
+        assert!(err.retry_after().is_some(), "{err:?}");
+        assert_eq!(server.count(), 6);
+    }
+
+    #[tokio::test]
     async fn retries_take_permits_too() {
         let server = TestServer::start(|n, _| {
             if n == 0 {
