@@ -776,4 +776,12 @@ async fn a_hammering_poller_leaves_the_actions_floor_to_playbooks() {
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
+    // No secret of the asset in the status or the metrics.
+    let secret = app.app.config.assets["contoso"]
+        .client_secret
+        .as_ref()
+        .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
+        .unwrap();
+    assert!(!metrics.contains(&secret));
+    assert!(!body.to_string().contains(&secret));
 }
