@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::actions;
 use crate::auth::TokenManager;
 use crate::config::{AssetConfig, BudgetConfig, Config, ServerConfig};
-use crate::defender::{Budget, DefenderClient};
+use crate::defender::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, DefenderClient};
 use crate::state::StateStore;
 
 /// One configured tenant with its token manager and API client.
@@ -57,11 +57,13 @@ impl KeyedLocks {
 
 impl Asset {
     /// Builds an asset's token manager (over `store`) and API client (with its request
-    /// `budget`) from its configuration.
+    /// `budget`, whose windows keep `actions_floor_percent` free of background calls) from its
+    /// configuration.
     pub fn build(
         config: AssetConfig,
         server: &ServerConfig,
         budget: &BudgetConfig,
+        actions_floor_percent: u8,
         store: StateStore,
     ) -> Result<Asset, String> {
         let http = DefenderClient::http_client(
@@ -77,7 +79,7 @@ impl Asset {
                 .map_err(|e| e.to_string())?,
         );
         // One budget for both clients: each family has its own windows.
-        let budget = Arc::new(Budget::new(budget));
+        let budget = Arc::new(Budget::new(budget).with_actions_floor(actions_floor_percent));
         let defender = DefenderClient::new(http.clone(), &config.api_url, tokens.clone())
             .with_shared_budget(budget.clone());
         let graph = DefenderClient::new(http, &config.graph_url, graph_tokens.clone())
@@ -150,6 +152,9 @@ impl App {
                     asset.clone(),
                     &config.server,
                     &config.budget(id),
+                    config
+                        .ingestion(id)
+                        .map_or(DEFAULT_ACTIONS_FLOOR_PERCENT, |i| i.actions_floor_percent),
                     state.clone(),
                 )?),
             );

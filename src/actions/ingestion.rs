@@ -87,13 +87,17 @@ impl Action for IngestionStatus {
             })
             .collect();
         let failing = webhooks.iter().filter(|w| w["healthy"] == false).count();
+        let next_poll_at = state.next_poll_at.and_then(unix_to_text);
         let data = json!({
             "enabled": config.enabled,
             "source": config.source.as_str(),
             "interval_secs": config.interval_secs,
             "max_per_poll": config.max_per_poll,
             "include_updates": config.include_updates,
+            "adaptive": config.adaptive,
+            "actions_floor_percent": config.actions_floor_percent,
             "last_poll_at": last_poll_at,
+            "next_poll_at": next_poll_at,
             "last_outcome": state.last_outcome,
             "last_error": state.last_error,
             "polls": state.polls,
@@ -120,6 +124,7 @@ impl Action for IngestionStatus {
             .with_summary("enabled", config.enabled)
             .with_summary("last_outcome", data["last_outcome"].clone())
             .with_summary("last_poll_at", data["last_poll_at"].clone())
+            .with_summary("next_poll_at", data["next_poll_at"].clone())
             .with_summary("checkpoint", data["checkpoint"].clone())
             .with_summary("journal_last_seq", last_seq)
             .with_summary("delivered", state.delivered)

@@ -118,6 +118,12 @@ pub struct IngestionConfig {
     pub outbox_max_events: usize,
     /// `webhooks`: where events are pushed.
     pub webhooks: Vec<WebhookConfig>,
+    /// `adaptive` (default true): the next poll comes sooner after one that found new alerts
+    /// and backs off after failures (see [`crate::ingest::poller::next_wait`]).
+    pub adaptive: bool,
+    /// `actions_floor_percent` (default 50, 10..=90): the share of every budget window that
+    /// ingestion's polls leave free for playbook actions.
+    pub actions_floor_percent: u8,
 }
 
 /// A push receiver of ingestion events (`[[assets.<id>.ingestion.webhooks]]`).
@@ -190,6 +196,8 @@ impl Default for IngestionConfig {
             expand_evidence: false,
             outbox_max_events: crate::ingest::journal::DEFAULT_MAX_EVENTS,
             webhooks: Vec::new(),
+            adaptive: true,
+            actions_floor_percent: crate::defender::DEFAULT_ACTIONS_FLOOR_PERCENT,
         }
     }
 }

@@ -91,6 +91,8 @@ pub(super) struct RawIngestion {
     pub expand_evidence: Option<Text>,
     pub outbox_max_events: Option<Text>,
     pub webhooks: Option<Vec<RawWebhook>>,
+    pub adaptive: Option<Text>,
+    pub actions_floor_percent: Option<Text>,
 }
 
 /// One entry of `[[assets.<id>.ingestion.webhooks]]` as written.

@@ -843,6 +843,7 @@ fn resolve_ingestion(
     let enabled = flag("enabled", raw.enabled, false);
     let include_updates = flag("include_updates", raw.include_updates, false);
     let expand_evidence = flag("expand_evidence", raw.expand_evidence, false);
+    let adaptive = flag("adaptive", raw.adaptive, defaults.adaptive);
     let source = parse_or(problems, &key("source"), raw.source, defaults.source);
     let interval_secs = match raw.interval_secs {
         None => Some(defaults.interval_secs),
@@ -869,6 +870,22 @@ fn resolve_ingestion(
                     key("max_per_poll"),
                     format!(
                         "{:?} is not a whole number from 1 to {MAX_PER_POLL}",
+                        crate::actions::truncate(&v, 40)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let actions_floor_percent = match raw.actions_floor_percent {
+        None => Some(defaults.actions_floor_percent),
+        Some(Text(v)) => match v.trim().parse::<u8>() {
+            Ok(n) if (10..=90).contains(&n) => Some(n),
+            _ => {
+                problems.push(
+                    key("actions_floor_percent"),
+                    format!(
+                        "{:?} is not a whole number of per cent from 10 to 90",
                         crate::actions::truncate(&v, 40)
                     ),
                 );
@@ -977,6 +994,8 @@ fn resolve_ingestion(
         expand_evidence: expand_evidence?,
         outbox_max_events: outbox_max_events?,
         webhooks,
+        adaptive: adaptive?,
+        actions_floor_percent: actions_floor_percent?,
     }))
 }
 

@@ -1512,3 +1512,53 @@ fn bad_ingestion_values_name_their_key() {
     );
     assert!(message.contains("intervall"), "{message}");
 }
+
+#[test]
+fn ingestion_adaptive_and_actions_floor() {
+    let config = parse(
+        &asset_toml("[assets.contoso.ingestion]\nenabled = true\n"),
+        SECRET_ENV,
+    )
+    .unwrap();
+    let i = config.ingestion("contoso").unwrap();
+    assert!(i.adaptive);
+    assert_eq!(i.actions_floor_percent, 50);
+    for (value, want) in [("10", 10), ("90", 90), ("\"35\"", 35)] {
+        let config = parse(
+            &asset_toml(&format!(
+                "[assets.contoso.ingestion]\nenabled = true\nadaptive = false\n\
+                 actions_floor_percent = {value}\n"
+            )),
+            SECRET_ENV,
+        )
+        .unwrap();
+        let i = config.ingestion("contoso").unwrap();
+        assert!(!i.adaptive);
+        assert_eq!(i.actions_floor_percent, want, "{value}");
+    }
+    for line in [
+        "actions_floor_percent = 9",
+        "actions_floor_percent = 91",
+        "actions_floor_percent = -5",
+        "actions_floor_percent = \"half\"",
+        "actions_floor_percent = 50.5",
+    ] {
+        let message = error_of(
+            &asset_toml(&format!("[assets.contoso.ingestion]\n{line}\n")),
+            SECRET_ENV,
+        );
+        assert!(
+            message.contains("assets.contoso.ingestion.actions_floor_percent")
+                && message.contains("10 to 90"),
+            "{line}: {message}"
+        );
+    }
+    let message = error_of(
+        &asset_toml("[assets.contoso.ingestion]\nadaptive = \"often\"\n"),
+        SECRET_ENV,
+    );
+    assert!(
+        message.contains("assets.contoso.ingestion.adaptive"),
+        "{message}"
+    );
+}

@@ -10,6 +10,12 @@
 //! permits that refills at N per minute lets through up to 2N − 1 calls in one rolling minute,
 //! exactly the burst that makes Defender answer 429. Windows are one second longer than their
 //! nominal length, for the time a request takes to reach Defender.
+//!
+//! Background calls (alert ingestion) never reserve a moment ahead: one gets a permit only when
+//! sending it now keeps every window of its family at most `100 − actions_floor_percent` per
+//! cent full, counting every call, so at least the floor share of each window is left to
+//! playbook actions. A background caller that gets no permit holds nothing in the log and
+//! asks again later, so it never stands in front of a read or a state-changing call.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,6 +39,8 @@ const HOUR: Duration = Duration::from_secs(3600);
 const HEADROOM_DIVISOR: usize = 10;
 /// Upper bound of the longest wait without a deadline (config allows at most an hour).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 3600);
+/// The share of each window kept for playbook actions unless configured otherwise.
+pub const DEFAULT_ACTIONS_FLOOR_PERCENT: u8 = 50;
 
 /// Who goes first when the request budget is short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +50,9 @@ pub enum Priority {
     Respond,
     /// Reads (status polls, lists, enrichment, downloads of links).
     Read,
+    /// Work nobody waits for (alert ingestion's polls): a permit only while the family's
+    /// windows keep the actions floor free, never a reservation ahead of time.
+    Background,
 }
 
 /// Endpoint families with limits of their own, picked from the method and the path.
@@ -155,6 +166,7 @@ pub(crate) struct Spent {
 pub struct Budget {
     config: BudgetConfig,
     max_wait: Duration,
+    actions_floor_percent: u8,
     families: [Window; 5],
 }
 
@@ -193,6 +205,24 @@ impl Budget {
         self.max_wait
     }
 
+    /// The same budget keeping `percent` (clamped to 10..=90) of every window free of
+    /// [`Priority::Background`] calls, for playbook actions (default
+    /// [`DEFAULT_ACTIONS_FLOOR_PERCENT`]). Background calls get the rest, rounded down but at
+    /// least one call a window.
+    pub fn with_actions_floor(mut self, percent: u8) -> Budget {
+        let percent = percent.clamp(10, 90);
+        self.actions_floor_percent = percent;
+        for window in &mut self.families {
+            window.set_background_share(percent);
+        }
+        self
+    }
+
+    /// The share of each window, in per cent, kept free of background calls.
+    pub fn actions_floor_percent(&self) -> u8 {
+        self.actions_floor_percent
+    }
+
     /// The limits of one family.
     pub fn limit(&self, family: Family) -> RateLimit {
         match family {
@@ -207,9 +237,10 @@ impl Budget {
     /// A budget whose "minute" and "hour" last `minute` and `hour` (tests use short ones).
     pub(crate) fn with_windows(config: &BudgetConfig, minute: Duration, hour: Duration) -> Budget {
         let window = |limit: RateLimit| Window::new(limit, minute, hour);
-        Budget {
+        let budget = Budget {
             config: *config,
             max_wait: Duration::from_secs(config.max_wait_secs).min(MAX_WAIT_CAP),
+            actions_floor_percent: DEFAULT_ACTIONS_FLOOR_PERCENT,
             families: [
                 window(config.default),
                 window(config.live_response),
@@ -217,12 +248,15 @@ impl Budget {
                 window(config.hunting),
                 window(config.graph),
             ],
-        }
+        };
+        budget.with_actions_floor(DEFAULT_ACTIONS_FLOOR_PERCENT)
     }
 
     /// Reserves the earliest moment, not before `now`, at which a call of `family` keeps
     /// every window within its limit, provided it is not after `latest`; otherwise reserves
     /// nothing and says when a permit frees up. The caller sleeps until the returned moment.
+    /// A [`Priority::Background`] call is only ever given `now`; otherwise `Spent::at` is when
+    /// to ask again (nothing is reserved for it, whatever `latest` says).
     pub(crate) fn reserve(
         &self,
         family: Family,
@@ -242,6 +276,10 @@ struct Window {
     minute_headroom: usize,
     /// Permits of each hour that reads leave for state-changing calls.
     hour_headroom: usize,
+    /// Most calls of any kind in a minute window for a background call to go.
+    background_per_minute: usize,
+    /// Most calls of any kind in an hour window for a background call to go.
+    background_per_hour: Option<usize>,
     minute: Duration,
     hour: Duration,
     /// Send moments, oldest first; the last ones may lie in the future (reserved).
@@ -259,10 +297,18 @@ impl Window {
             per_hour,
             minute_headroom: per_minute / HEADROOM_DIVISOR,
             hour_headroom: per_hour.map_or(0, |h| h / HEADROOM_DIVISOR),
+            background_per_minute: background_share(per_minute, DEFAULT_ACTIONS_FLOOR_PERCENT),
+            background_per_hour: per_hour
+                .map(|h| background_share(h, DEFAULT_ACTIONS_FLOOR_PERCENT)),
             minute,
             hour,
             log: Mutex::new(VecDeque::new()),
         }
+    }
+
+    fn set_background_share(&mut self, floor_percent: u8) {
+        self.background_per_minute = background_share(self.per_minute, floor_percent);
+        self.background_per_hour = self.per_hour.map(|h| background_share(h, floor_percent));
     }
 
     /// How long entries matter.
@@ -281,6 +327,9 @@ impl Window {
                 log.pop_front();
             }
         }
+        if priority == Priority::Background {
+            return self.reserve_background(&mut log, now);
+        }
         // A state-changing call goes now when every window containing `now` has room,
         // counting the reads already reserved for later: it overtakes queued reads.
         if priority == Priority::Respond && self.fits_now(&log, now) {
@@ -292,7 +341,7 @@ impl Window {
         // each window free, so state-changing calls find room even under a flood of reads.
         let (minute_limit, hour_limit) = match priority {
             Priority::Respond => (self.per_minute, self.per_hour),
-            Priority::Read => (
+            Priority::Read | Priority::Background => (
                 self.per_minute.saturating_sub(self.minute_headroom).max(1),
                 self.per_hour
                     .map(|h| h.saturating_sub(self.hour_headroom).max(1)),
@@ -322,6 +371,41 @@ impl Window {
         }
         log.push_back(slot);
         Ok(slot)
+    }
+
+    /// A background call: now, when every window containing `now` holds fewer calls than the
+    /// background share (reservations in the future included), else when to ask again.
+    fn reserve_background(
+        &self,
+        log: &mut VecDeque<Instant>,
+        now: Instant,
+    ) -> Result<Instant, Spent> {
+        let minute_full =
+            Self::max_in_windows_around(log, now, self.minute) >= self.background_per_minute;
+        let hour_full = self
+            .background_per_hour
+            .is_some_and(|h| Self::max_in_windows_around(log, now, self.hour) >= h);
+        if !minute_full && !hour_full {
+            let at = log.partition_point(|t| *t <= now);
+            log.insert(at, now);
+            return Ok(now);
+        }
+        // Ask again once the entry that fills the fullest window has left it (a guess when
+        // reservations lie ahead; the next ask checks again), and not in a busy loop.
+        let mut again = now + self.minute / 120;
+        let mut limit = format!("{}/min", self.per_minute);
+        if minute_full
+            && let Some(at) = Self::frees_at(log, self.background_per_minute, self.minute)
+        {
+            again = again.max(at);
+        }
+        if hour_full && let Some(per_hour) = self.background_per_hour {
+            limit = format!("{}/h", self.per_hour.unwrap_or(per_hour));
+            if let Some(at) = Self::frees_at(log, per_hour, self.hour) {
+                again = again.max(at);
+            }
+        }
+        Err(Spent { at: again, limit })
     }
 
     /// Whether one more call at `now` keeps every minute and hour window that contains `now`
@@ -363,6 +447,13 @@ impl Window {
         // An instant a window past an existing one always fits; saturate just in case.
         Some(entry.checked_add(length).unwrap_or(*entry))
     }
+}
+
+/// The calls of a window of `limit` that background calls may fill: the share above the
+/// actions floor, rounded down, at least one.
+fn background_share(limit: usize, floor_percent: u8) -> usize {
+    let share = 100usize.saturating_sub(usize::from(floor_percent));
+    (limit.saturating_mul(share) / 100).max(1)
 }
 
 #[cfg(test)]
@@ -647,6 +738,168 @@ mod tests {
             b.reserve(Family::Default, Priority::Respond, t1, t1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn background_calls_leave_the_actions_floor_to_reads_and_responds() {
+        // 20 a minute, floor 50 %: background calls may fill 10 of each window.
+        let b = Budget::with_windows(&config(20, None), MINUTE, HOUR).with_actions_floor(50);
+        assert_eq!(b.actions_floor_percent(), 50);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(3600);
+        let granted = (0..100)
+            .filter(|_| {
+                b.reserve(Family::Default, Priority::Background, t0, far)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(granted, 10);
+        // A refused background call is told when to ask again and holds no reservation.
+        let spent = b
+            .reserve(Family::Default, Priority::Background, t0, far)
+            .unwrap_err();
+        assert_eq!(spent.at, t0 + MINUTE);
+        // Reads still go now, up to the read limit (18) less what background took ...
+        for _ in 0..8 {
+            assert_eq!(b.reserve(Family::Default, Priority::Read, t0, far), Ok(t0));
+        }
+        // ... and state-changing calls get the last two of the window.
+        for _ in 0..2 {
+            assert_eq!(
+                b.reserve(Family::Default, Priority::Respond, t0, t0),
+                Ok(t0)
+            );
+        }
+        // Background keeps being refused while the window is full of playbook calls.
+        assert!(
+            b.reserve(Family::Default, Priority::Background, t0, far)
+                .is_err()
+        );
+        // Once the window has passed, background calls go again.
+        let later = t0 + MINUTE;
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Background, later, later),
+            Ok(later)
+        );
+    }
+
+    #[test]
+    fn queued_reads_are_not_pushed_back_by_waiting_background_callers() {
+        let b = Budget::with_windows(&config(10, None), MINUTE, HOUR).with_actions_floor(10);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(3600);
+        // Reads fill the minute (9, headroom 1) and queue one a minute on.
+        for _ in 0..10 {
+            b.reserve(Family::Default, Priority::Read, t0, far).unwrap();
+        }
+        // Hammering background callers get nothing and reserve nothing ...
+        for i in 0..100 {
+            let now = t0 + Duration::from_millis(i * 100);
+            assert!(
+                b.reserve(Family::Default, Priority::Background, now, far)
+                    .is_err()
+            );
+        }
+        // ... so the next read queues right behind the last one.
+        assert_eq!(
+            b.reserve(Family::Default, Priority::Read, t0, far),
+            Ok(t0 + MINUTE)
+        );
+    }
+
+    #[test]
+    fn the_background_share_rounds_down_but_is_at_least_one_call() {
+        assert_eq!(background_share(100, 50), 50);
+        assert_eq!(background_share(100, 10), 90);
+        assert_eq!(background_share(100, 90), 10);
+        assert_eq!(background_share(3, 50), 1);
+        assert_eq!(background_share(1, 90), 1);
+        assert_eq!(background_share(1500, 25), 1125);
+        // Out-of-range floors are clamped to 10..=90.
+        let b = Budget::standard().with_actions_floor(0);
+        assert_eq!(b.actions_floor_percent(), 10);
+        let b = Budget::standard().with_actions_floor(100);
+        assert_eq!(b.actions_floor_percent(), 90);
+    }
+
+    /// Calls in `[start, start + length)` of a log of millisecond offsets.
+    fn in_window(log: &[u64], start: u64, length: u64) -> usize {
+        log.iter()
+            .filter(|t| **t >= start && **t < start + length)
+            .count()
+    }
+
+    /// The most playbook calls (`all` less `background`) in any window of `length` ms that
+    /// contains `now` (the fullest starts at the earliest start or at a call).
+    fn playbook_around(all: &[u64], background: &[u64], now: u64, length: u64) -> usize {
+        let first = now.saturating_sub(length - 1);
+        std::iter::once(first)
+            .chain(all.iter().copied().filter(|t| *t >= first && *t <= now))
+            .map(|s| in_window(all, s, length) - in_window(background, s, length))
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest::proptest! {
+        /// Background callers hammering never hold more than their share of any window, every
+        /// window stays within its limit, and a state-changing call that arrives while
+        /// playbook calls hold less than the floor share of every window around it goes at
+        /// once, however many background calls came first.
+        #[test]
+        fn background_callers_never_take_the_floor(
+            per_minute in 2u32..30,
+            per_hour in proptest::option::of(2u32..60),
+            floor in 10u8..=90,
+            arrivals in proptest::collection::vec((0u64..30, 0u8..5, 0u64..300), 1..120),
+        ) {
+            let (minute, hour) = (100u64, 1000u64);
+            let b = Budget::with_windows(
+                &config(per_minute, per_hour),
+                Duration::from_millis(minute),
+                Duration::from_millis(hour),
+            )
+            .with_actions_floor(floor);
+            let bg_minute = background_share(per_minute as usize, floor);
+            let bg_hour = per_hour.map(|h| background_share(h as usize, floor));
+            let t0 = Instant::now();
+            let ms = |at: Instant| u64::try_from((at - t0).as_millis()).unwrap();
+            let (mut offset, mut all, mut background) = (0u64, Vec::new(), Vec::new());
+            for (gap, kind, patience) in arrivals {
+                offset += gap;
+                let now = t0 + Duration::from_millis(offset);
+                let priority = match kind {
+                    0 => Priority::Respond,
+                    1 => Priority::Read,
+                    _ => Priority::Background,
+                };
+                let floor_free = playbook_around(&all, &background, offset, minute)
+                    < per_minute as usize - bg_minute
+                    && per_hour.zip(bg_hour).is_none_or(|(h, bg)| {
+                        playbook_around(&all, &background, offset, hour) < h as usize - bg
+                    });
+                let latest = now + Duration::from_millis(patience);
+                let got = b.reserve(Family::Default, priority, now, latest);
+                if priority == Priority::Respond && floor_free {
+                    proptest::prop_assert_eq!(got.clone(), Ok(now));
+                }
+                if let Ok(at) = got {
+                    proptest::prop_assert!(at >= now);
+                    all.push(ms(at));
+                    if priority == Priority::Background {
+                        proptest::prop_assert_eq!(at, now);
+                        background.push(ms(at));
+                    }
+                }
+            }
+            for start in all.iter().copied() {
+                proptest::prop_assert!(in_window(&all, start, minute) <= per_minute as usize);
+                proptest::prop_assert!(in_window(&background, start, minute) <= bg_minute);
+                if let (Some(h), Some(bg)) = (per_hour, bg_hour) {
+                    proptest::prop_assert!(in_window(&all, start, hour) <= h as usize);
+                    proptest::prop_assert!(in_window(&background, start, hour) <= bg);
+                }
+            }
+        }
     }
 
     #[tokio::test]

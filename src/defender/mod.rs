@@ -51,7 +51,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
-pub use budget::{Budget, Family};
+pub use budget::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, Family};
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
 pub use models::{
@@ -87,6 +87,9 @@ pub struct DefenderClient {
     deadline: Option<tokio::time::Instant>,
     /// When set, replaces the client's total timeout for each request (hunting queries).
     request_timeout: Option<Duration>,
+    /// When set, every call takes its budget permit at this priority instead of its
+    /// endpoint's (alert ingestion reads in the background).
+    priority: Option<Priority>,
 }
 
 struct Inner {
@@ -107,6 +110,7 @@ impl fmt::Debug for DefenderClient {
             .field("budget", &self.inner.budget)
             .field("deadline", &self.deadline)
             .field("request_timeout", &self.request_timeout)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +212,7 @@ impl DefenderClient {
             }),
             deadline: None,
             request_timeout: None,
+            priority: None,
         }
     }
 
@@ -232,6 +237,7 @@ impl DefenderClient {
             }),
             deadline: self.deadline,
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -246,6 +252,7 @@ impl DefenderClient {
             inner: self.inner.clone(),
             deadline: Some(at),
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -256,6 +263,20 @@ impl DefenderClient {
             inner: self.inner.clone(),
             deadline: self.deadline,
             request_timeout: Some(timeout),
+            priority: self.priority,
+        }
+    }
+
+    /// The same client taking the budget permit of every call at `priority`, whatever its
+    /// endpoint's: alert ingestion lists with [`Priority::Background`], so its polls only
+    /// use the share of each window above the actions floor and never queue ahead of a
+    /// playbook's calls.
+    pub fn with_priority(&self, priority: Priority) -> DefenderClient {
+        DefenderClient {
+            inner: self.inner.clone(),
+            deadline: self.deadline,
+            request_timeout: self.request_timeout,
+            priority: Some(priority),
         }
     }
 
@@ -278,6 +299,7 @@ impl DefenderClient {
             }),
             deadline: self.deadline,
             request_timeout: self.request_timeout,
+            priority: self.priority,
         }
     }
 
@@ -556,6 +578,7 @@ impl DefenderClient {
             label: endpoint,
             stream,
         } = route;
+        let priority = self.priority.unwrap_or(priority);
         let policy = self.inner.retry;
         let mut token = self.inner.tokens.token().await?;
         let mut refreshed = false;
@@ -642,9 +665,30 @@ impl DefenderClient {
     /// Takes a permit of the asset's budget for `family`: at once, after a wait that ends
     /// within the wait limit, or not at all ([`DefenderError::Throttled`], nothing sent).
     async fn permit(&self, family: Family, priority: Priority) -> Result<(), DefenderError> {
-        let now = tokio::time::Instant::now();
+        let mut now = tokio::time::Instant::now();
         let (latest, gave_up) = self.wait_limit(now);
-        match self.inner.budget.reserve(family, priority, now, latest) {
+        // A background call reserves nothing ahead: it asks again, within the wait limit,
+        // until its family's windows have room above the actions floor.
+        let mut waited = false;
+        let mut reserved = self.inner.budget.reserve(family, priority, now, latest);
+        while priority == Priority::Background
+            && let Err(spent) = &reserved
+            && spent.at <= latest
+        {
+            if !waited {
+                waited = true;
+                count_budget_wait(family);
+                tracing::debug!(
+                    family = family.name(),
+                    wait_ms = millis(spent.at - now),
+                    "request budget above the actions floor spent; waiting"
+                );
+            }
+            tokio::time::sleep_until(spent.at).await;
+            now = tokio::time::Instant::now();
+            reserved = self.inner.budget.reserve(family, priority, now, latest);
+        }
+        match reserved {
             Ok(at) if at <= now => Ok(()),
             Ok(at) => {
                 count_budget_wait(family);
@@ -1449,6 +1493,53 @@ mod tests {
             client.get_path("/api/machines").await.unwrap();
         }
         assert_eq!(server.count(), 5);
+    }
+
+    #[tokio::test]
+    async fn background_calls_wait_for_room_above_the_floor_without_delaying_reads() {
+        let server = TestServer::start(|_, _| axum::Json(json!({})).into_response()).await;
+        // 4 a "minute" of one second, half kept for actions: background calls get 2 a window.
+        let shared = Budget::with_windows(
+            &budget(4, None),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .with_actions_floor(50);
+        let client = client_for(&server, Arc::new(FakeTokens::default())).with_budget(shared);
+        let background = client.with_priority(Priority::Background);
+        let list = endpoints::MACHINES.at(&[]);
+        background.get(&list).await.unwrap();
+        background.get(&list).await.unwrap();
+        // The third background call waits for the window to pass, holding no reservation ...
+        let started = tokio::time::Instant::now();
+        let waiting = {
+            let background = background.clone();
+            let list = list.clone();
+            tokio::spawn(async move { background.get(&list).await })
+        };
+        tokio::task::yield_now().await;
+        // ... so a read goes at once, and so does a state-changing call.
+        client.get(&list).await.unwrap();
+        client
+            .post(&endpoints::ISOLATE.at(&["m1"]), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(server.count(), 4);
+        assert!(started.elapsed() < Duration::from_millis(900));
+        waiting.await.unwrap().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(server.count(), 5);
+        // Without a wait limit that covers the window, a background call fails at once.
+        let impatient = client_for(&server, Arc::new(FakeTokens::default()))
+            .with_budget(Budget::new(&crate::config::BudgetConfig {
+                max_wait_secs: 0,
+                ..budget(2, None)
+            }))
+            .with_priority(Priority::Background);
+        impatient.get(&list).await.unwrap();
+        let err = impatient.get(&list).await.unwrap_err();
+        assert!(err.retry_after().is_some(), "{err:?}");
+        assert_eq!(server.count(), 6);
     }
 
     #[tokio::test]

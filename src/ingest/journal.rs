@@ -203,13 +203,20 @@ impl Journal {
     /// Appends the events whose key is not in the journal yet (nor earlier in `events`),
     /// then fsyncs. Answers how many were appended.
     pub fn append(&mut self, events: &[Event]) -> Result<usize, JournalError> {
+        self.append_marking(events).map(|taken| taken.len())
+    }
+
+    /// [`Journal::append`], answering the positions in `events` of those appended.
+    fn append_marking(&mut self, events: &[Event]) -> Result<Vec<usize>, JournalError> {
         let mut buf = Vec::new();
         let mut new_offsets = Vec::new();
         let mut new_keys = Vec::new();
-        for event in events {
+        let mut taken = Vec::new();
+        for (i, event) in events.iter().enumerate() {
             if self.keys.contains(&event.event_key) || new_keys.contains(&&event.event_key) {
                 continue;
             }
+            taken.push(i);
             let record = Record {
                 seq: self.base + (self.offsets.len() + new_offsets.len()) as u64 + 1,
                 event: event.clone(),
@@ -224,7 +231,7 @@ impl Journal {
             new_keys.push(&event.event_key);
         }
         if buf.is_empty() {
-            return Ok(0);
+            return Ok(taken);
         }
         let io = |source| JournalError::Io {
             path: self.path.clone(),
@@ -239,7 +246,6 @@ impl Journal {
             let _ = self.file.set_len(self.end);
             return Err(io(e));
         }
-        let n = new_keys.len();
         for event in events {
             if let Some(id) = event.alert_id() {
                 self.alert_ids.insert(id.to_string());
@@ -251,7 +257,7 @@ impl Journal {
         if self.offsets.len() > self.max_events + self.max_events / 10 {
             self.compact()?;
         }
-        Ok(n)
+        Ok(taken)
     }
 
     /// Rewrites the journal with its newest `max_events` records (see the module docs).
@@ -445,13 +451,22 @@ impl SharedJournal {
         }
     }
 
-    /// [`Journal::append`], then wakes the subscribers.
-    pub async fn append(&self, events: Vec<Event>) -> Result<usize, JournalError> {
-        let (n, last) = self
-            .with(move |j| j.append(&events).map(|n| (n, j.last_seq())))
+    /// [`Journal::append`], then wakes the subscribers. Answers the events appended (those
+    /// whose key the journal did not hold).
+    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
+        let (taken, last) = self
+            .with(move |j| {
+                let taken = j.append_marking(&events)?;
+                let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+                let taken: Vec<Event> = taken
+                    .into_iter()
+                    .filter_map(|i| events.get_mut(i).and_then(Option::take))
+                    .collect();
+                Ok((taken, j.last_seq()))
+            })
             .await?;
         self.last_seq.send_replace(last);
-        Ok(n)
+        Ok(taken)
     }
 
     /// [`Journal::read_from`].

@@ -5,6 +5,11 @@
 //! the asset's state file. A poll that stopped at `max_per_poll` is continued from the
 //! checkpoint itself, leaving out by id the alerts journaled there already. A failed list
 //! (429, 5xx, transport) leaves the checkpoint alone.
+//!
+//! The lists take their budget permits at [`Priority::Background`]: a poll only uses the share
+//! of each window above the asset's `actions_floor_percent`, and never queues ahead of a
+//! playbook's calls. With `adaptive` on, the time to the next poll follows what the last one
+//! found ([`next_wait`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -17,13 +22,98 @@ use time::format_description::well_known::Rfc3339;
 use super::journal::{Event, EventKind, Journal, JournalError, SharedJournal, journal_path};
 use crate::app::Asset;
 use crate::config::{IngestionConfig, IngestionSource};
-use crate::defender::ListQuery;
 use crate::defender::endpoints::{ALERTS, GRAPH_ALERTS, GRAPH_ALERTS_MAX_TOP};
 use crate::defender::odata::Filter;
+use crate::defender::{ListQuery, Priority};
 use crate::state::{IngestionState, StateStore};
 
 /// How far before the checkpoint each poll reads again (clock skew, late writes).
 pub const OVERLAP: Duration = Duration::from_secs(120);
+
+/// The wait after a poll that stopped at `max_per_poll`.
+pub const MORE_WAIT: Duration = Duration::from_secs(1);
+/// The shortest wait after a poll that found new alerts (adaptive polling).
+pub const MIN_WAIT: Duration = Duration::from_secs(2);
+/// Failed polls back off up to this many intervals (adaptive polling).
+pub const MAX_BACKOFF_INTERVALS: u32 = 4;
+/// Longest `Retry-After` honoured between two polls.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How a poll ended, as far as the time to the next one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// New events were journaled.
+    Found,
+    /// Nothing new.
+    Quiet,
+    /// The poll stopped at `max_per_poll`: more alerts are waiting.
+    More,
+    /// The poll failed; `failures` counts it and the failures just before it, `retry_after` is
+    /// the wait the error asked for, if any.
+    Failed {
+        /// Failed polls in a row, this one included (at least 1).
+        failures: u32,
+        /// The error's `Retry-After` (Microsoft's, or the request budget's).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The wait before the next poll, from the configured `interval`, whether polling is
+/// `adaptive`, the wait before the poll that just ended (`previous`) and how it ended.
+///
+/// A poll that stopped at `max_per_poll` continues after [`MORE_WAIT`]. Adaptive: one that
+/// found new alerts is followed after max([`MIN_WAIT`], interval / 4) (never more than the
+/// interval); each quiet one doubles the wait back up to the interval; a failed one waits the
+/// interval, doubling with each failure in a row up to [`MAX_BACKOFF_INTERVALS`] intervals.
+/// Not adaptive: the interval. Either way a failure waits at least its `Retry-After` (at most
+/// [`MAX_RETRY_AFTER`]).
+pub fn next_wait(interval: Duration, adaptive: bool, previous: Duration, pace: Pace) -> Duration {
+    let fast = MIN_WAIT.max(interval / 4).min(interval);
+    match pace {
+        Pace::More => MORE_WAIT,
+        Pace::Found if adaptive => fast,
+        Pace::Quiet if adaptive => previous.saturating_mul(2).clamp(fast, interval),
+        Pace::Found | Pace::Quiet => interval,
+        Pace::Failed {
+            failures,
+            retry_after,
+        } => {
+            let backoff = if adaptive {
+                let doublings = failures.saturating_sub(1).min(8);
+                interval
+                    .saturating_mul(1u32 << doublings)
+                    .min(interval.saturating_mul(MAX_BACKOFF_INTERVALS))
+            } else {
+                interval
+            };
+            backoff.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
+        }
+    }
+}
+
+/// Why a poll failed: the message recorded in the state, and the error's `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollError {
+    /// What went wrong (no secrets).
+    pub message: String,
+    /// How long the API or the request budget asked to wait, if it did.
+    pub retry_after: Option<Duration>,
+}
+
+impl PollError {
+    fn new(message: String) -> PollError {
+        PollError {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -188,17 +278,23 @@ impl Ingestor {
 
     /// Runs one poll now (waiting for one in progress to end first).
     pub async fn poll_now(&self) -> Result<PollReport, String> {
+        self.poll_recorded().await.map_err(|e| e.message)
+    }
+
+    /// Runs one poll and records its outcome in the state and the metrics.
+    async fn poll_recorded(&self) -> Result<PollReport, PollError> {
         let _polling = self.polling.lock().await;
         let asset_id = self.asset.config.id.clone();
         let result = self.poll().await;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = OffsetDateTime::now_utc();
+        let now_secs = now.unix_timestamp();
         let outcome = result.clone();
         let saved = self
             .store
             .update(&asset_id, move |s| {
                 let st = s.ingestion.get_or_insert_with(IngestionState::default);
                 st.polls += 1;
-                st.last_poll_at = Some(now);
+                st.last_poll_at = Some(now_secs);
                 match outcome {
                     Ok((report, _)) => {
                         st.last_outcome = Some("ok".into());
@@ -207,27 +303,50 @@ impl Ingestor {
                     }
                     Err(e) => {
                         st.last_outcome = Some("failed".into());
-                        st.last_error = Some(e);
+                        st.last_error = Some(e.message);
                         st.errors += 1;
                     }
                 }
-                Ok::<_, String>(())
+                Ok::<_, String>(st.checkpoint.clone())
             })
             .await;
-        if let Err(e) = saved {
-            tracing::warn!(asset = %asset_id, "could not record the ingestion poll: {e}");
+        let checkpoint = match saved {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                tracing::warn!(asset = %asset_id, "could not record the ingestion poll: {e}");
+                None
+            }
+        };
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(
+            "defender_ingestion_polls_total",
+            "asset" => asset_id.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        if let Some(at) = checkpoint.as_deref().and_then(parse_time) {
+            metrics::gauge!(
+                "defender_ingestion_checkpoint_age_seconds",
+                "asset" => asset_id.clone()
+            )
+            .set((now - at).as_seconds_f64().max(0.0));
+        }
+        if let Ok((report, _)) = &result {
+            metrics::gauge!("defender_ingestion_backlog", "asset" => asset_id)
+                .set(if report.more { 1.0 } else { 0.0 });
         }
         result.map(|(report, _)| report)
     }
 
-    /// One poll: list, journal, then checkpoint. Answers the report and the new state.
-    async fn poll(&self) -> Result<(PollReport, IngestionState), String> {
+    /// One poll: list, journal, then checkpoint (the caller holds `polling`). Answers the
+    /// report and the new state.
+    async fn poll(&self) -> Result<(PollReport, IngestionState), PollError> {
         let asset_id = self.asset.config.id.clone();
         let state = self
             .store
             .load(&asset_id)
             .await
-            .map_err(|e| format!("reading the ingestion state: {e}"))?
+            .map_err(|e| PollError::new(format!("reading the ingestion state: {e}")))?
             .ingestion
             .unwrap_or_default();
         let (updated_field, created_field) = fields(self.config.source);
@@ -270,10 +389,13 @@ impl Ingestor {
         };
         let limit = self.config.max_per_poll as usize;
         let wanted = limit.saturating_add(seen.len());
+        // Every page at background priority: polls leave the actions floor of each budget
+        // window to playbooks and never queue ahead of their calls.
         let alerts = match self.config.source {
             IngestionSource::Graph => {
                 self.asset
                     .graph
+                    .with_priority(Priority::Background)
                     .list_with_page_size(
                         &GRAPH_ALERTS.at(&[]),
                         &query,
@@ -288,11 +410,15 @@ impl Ingestor {
                 }
                 self.asset
                     .defender
+                    .with_priority(Priority::Background)
                     .list(&ALERTS.at(&[]), &query, wanted)
                     .await
             }
         }
-        .map_err(|e| format!("listing alerts: {e}"))?;
+        .map_err(|e| PollError {
+            message: format!("listing alerts: {e}"),
+            retry_after: e.retry_after(),
+        })?;
 
         let known = if self.config.include_updates {
             HashSet::new()
@@ -304,9 +430,10 @@ impl Ingestor {
             self.journal
                 .alerts_known(ids)
                 .await
-                .map_err(|e| format!("reading the alert journal: {e}"))?
+                .map_err(|e| PollError::new(format!("reading the alert journal: {e}")))?
         };
-        let mut events = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
+        let mut keys: HashSet<String> = HashSet::new();
         let mut newest_read: Option<Mark> = None;
         let mut skipped = 0usize;
         for alert in &alerts {
@@ -336,6 +463,10 @@ impl Ingestor {
             if id.is_some_and(|i| known.contains(i)) {
                 continue;
             }
+            let event_key = format!("{}@{}", id.unwrap_or("?"), updated.unwrap_or("?"));
+            if !keys.insert(event_key.clone()) {
+                continue;
+            }
             let created = text(alert, created_field);
             let kind = if self.config.include_updates && created.and_then(parse_time) != updated_at
             {
@@ -344,7 +475,7 @@ impl Ingestor {
                 EventKind::Created
             };
             events.push(Event {
-                event_key: format!("{}@{}", id.unwrap_or("?"), updated.unwrap_or("?")),
+                event_key,
                 kind,
                 asset: asset_id.clone(),
                 source: self.config.source.as_str().to_string(),
@@ -355,7 +486,9 @@ impl Ingestor {
             .journal
             .append(events)
             .await
-            .map_err(|e| format!("writing the alert journal: {e}"))?;
+            .map_err(|e| PollError::new(format!("writing the alert journal: {e}")))?;
+        record_appended(&asset_id, &appended, updated_field);
+        let appended = appended.len();
         let more = alerts.len() >= wanted;
         let old = checkpoint.map(|at| Mark {
             at,
@@ -387,7 +520,7 @@ impl Ingestor {
                 Ok::<_, String>(())
             })
             .await
-            .map_err(|e| format!("saving the ingestion checkpoint: {e}"))?;
+            .map_err(|e| PollError::new(format!("saving the ingestion checkpoint: {e}")))?;
         Ok((
             PollReport {
                 fetched: alerts.len() - skipped,
@@ -399,20 +532,75 @@ impl Ingestor {
         ))
     }
 
-    /// Polls every `interval_secs` (the first poll at once; sooner again while a poll stops
-    /// at `max_per_poll`) until the task is aborted.
+    /// Polls until the task is aborted: the first poll at once, each next one after
+    /// [`next_wait`], recorded as the state's `next_poll_at`.
     pub async fn run(self: Arc<Self>) {
         let interval = Duration::from_secs(self.config.interval_secs);
+        let asset_id = self.asset.config.id.clone();
+        let mut wait = interval;
+        let mut failures = 0u32;
         loop {
-            let wait = match self.poll_now().await {
-                Ok(r) if r.more => Duration::from_secs(1),
-                Ok(_) => interval,
+            let pace = match self.poll_recorded().await {
+                Ok(r) => {
+                    failures = 0;
+                    if r.more {
+                        Pace::More
+                    } else if r.appended > 0 {
+                        Pace::Found
+                    } else {
+                        Pace::Quiet
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(asset = %self.asset.config.id, "ingestion poll failed: {e}");
-                    interval
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(asset = %asset_id, "ingestion poll failed: {e}");
+                    Pace::Failed {
+                        failures,
+                        retry_after: e.retry_after,
+                    }
                 }
             };
+            wait = next_wait(interval, self.config.adaptive, wait, pace);
+            let next = OffsetDateTime::now_utc() + wait;
+            let saved = self
+                .store
+                .update(&asset_id, move |s| {
+                    s.ingestion
+                        .get_or_insert_with(IngestionState::default)
+                        .next_poll_at = Some(next.unix_timestamp());
+                    Ok::<_, String>(())
+                })
+                .await;
+            if let Err(e) = saved {
+                tracing::warn!(asset = %asset_id, "could not record the next ingestion poll: {e}");
+            }
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Counts the events just journaled by kind, and how long after its last update each alert
+/// reached the journal.
+fn record_appended(asset: &str, events: &[Event], updated_field: &str) {
+    let now = OffsetDateTime::now_utc();
+    for event in events {
+        let at = text(&event.alert, updated_field).and_then(parse_time);
+        let kind = match event.kind {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+        };
+        metrics::counter!(
+            "defender_ingestion_events_total",
+            "asset" => asset.to_string(),
+            "kind" => kind
+        )
+        .increment(1);
+        if let Some(at) = at {
+            metrics::histogram!(
+                "defender_ingestion_lag_seconds",
+                "asset" => asset.to_string()
+            )
+            .record((now - at).as_seconds_f64().max(0.0));
         }
     }
 }
@@ -460,6 +648,86 @@ mod tests {
         assert_eq!(
             next_checkpoint(None, Some(mark(5, &["c"])), true),
             Some(mark(5, &["c"]))
+        );
+    }
+
+    #[test]
+    fn the_wait_follows_what_the_poll_found() {
+        let s = Duration::from_secs;
+        let interval = s(60);
+        let next = |previous, pace| next_wait(interval, true, previous, pace);
+        // New alerts: the next poll comes sooner.
+        assert_eq!(next(s(60), Pace::Found), s(15));
+        // Quiet polls double back up to the interval, never past it.
+        assert_eq!(next(s(15), Pace::Quiet), s(30));
+        assert_eq!(next(s(30), Pace::Quiet), s(60));
+        assert_eq!(next(s(60), Pace::Quiet), s(60));
+        // Stopped at max_per_poll: one second, then a quiet poll starts from the short wait.
+        assert_eq!(next(s(60), Pace::More), s(1));
+        assert_eq!(next(s(1), Pace::Quiet), s(15));
+        // A short interval: never below two seconds, never above the interval.
+        assert_eq!(next_wait(s(4), true, s(4), Pace::Found), s(2));
+        assert_eq!(next_wait(s(1), true, s(1), Pace::Found), s(1));
+        assert_eq!(next_wait(s(8), true, s(8), Pace::Found), s(2));
+        assert_eq!(next_wait(s(8), true, s(2), Pace::Quiet), s(4));
+        let ms = Duration::from_millis;
+        assert_eq!(next_wait(s(10), true, s(10), Pace::Found), ms(2500));
+        assert_eq!(next_wait(s(10), true, ms(2500), Pace::Quiet), s(5));
+    }
+
+    #[test]
+    fn failed_polls_back_off_and_honour_retry_after() {
+        let s = Duration::from_secs;
+        let interval = s(60);
+        let failed = |failures, retry_after| Pace::Failed {
+            failures,
+            retry_after,
+        };
+        let next = |pace| next_wait(interval, true, s(15), pace);
+        assert_eq!(next(failed(1, None)), s(60));
+        assert_eq!(next(failed(2, None)), s(120));
+        assert_eq!(next(failed(3, None)), s(240));
+        assert_eq!(next(failed(4, None)), s(240));
+        assert_eq!(next(failed(u32::MAX, None)), s(240));
+        // A Retry-After longer than the backoff is waited out; a shorter one changes nothing.
+        assert_eq!(next(failed(1, Some(s(90)))), s(90));
+        assert_eq!(next(failed(3, Some(s(90)))), s(240));
+        assert_eq!(next(failed(1, Some(s(3600)))), s(3600));
+        assert_eq!(next(failed(1, Some(s(10 * 86_400)))), MAX_RETRY_AFTER);
+        // The first success after failures: back to the short or the full wait.
+        assert_eq!(next_wait(interval, true, s(240), Pace::Found), s(15));
+        assert_eq!(next_wait(interval, true, s(240), Pace::Quiet), s(60));
+    }
+
+    #[test]
+    fn without_adaptive_the_interval_holds() {
+        let s = Duration::from_secs;
+        let interval = s(60);
+        for (previous, pace) in [
+            (s(60), Pace::Found),
+            (s(1), Pace::Quiet),
+            (
+                s(60),
+                Pace::Failed {
+                    failures: 3,
+                    retry_after: None,
+                },
+            ),
+        ] {
+            assert_eq!(next_wait(interval, false, previous, pace), s(60));
+        }
+        assert_eq!(next_wait(interval, false, s(60), Pace::More), s(1));
+        assert_eq!(
+            next_wait(
+                interval,
+                false,
+                s(60),
+                Pace::Failed {
+                    failures: 1,
+                    retry_after: Some(s(300))
+                }
+            ),
+            s(300)
         );
     }
 

@@ -99,6 +99,9 @@ pub struct IngestionState {
     /// Push delivery by webhook id (see `WebhookConfig::id`).
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookState>,
+    /// When the poller means to poll next (unix seconds), set after each poll it runs.
+    #[serde(default)]
+    pub next_poll_at: Option<i64>,
 }
 
 /// Where the push delivery to one webhook stands.

@@ -831,3 +831,132 @@ async fn a_receiver_that_was_down_catches_up_and_never_held_up_the_other() {
     let status = invoke(&app, "ingestion_status", json!({})).await;
     assert_eq!(status["summary"]["webhooks_failing"], 0);
 }
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hammering_poller_leaves_the_actions_floor_to_playbooks() {
+    use defender_soar::config::{BudgetConfig, IngestionSource, RateLimit};
+    // Ten Defender API calls a minute, on the host and in the simulator; ingestion reads
+    // MDE alerts (the same family as the playbook's calls), two a poll, so it always has more.
+    let mut scenario = manual();
+    scenario.rate_limits.default.per_minute = 10;
+    let app = spawn_configured(scenario, |c| {
+        c.budgets.insert(
+            "contoso".into(),
+            BudgetConfig {
+                default: RateLimit::new(10, None),
+                // Background polls wait for their permit (a minute away) instead of failing.
+                max_wait_secs: 300,
+                ..BudgetConfig::STANDARD
+            },
+        );
+        c.ingestion.insert(
+            "contoso".into(),
+            IngestionConfig {
+                enabled: true,
+                source: IngestionSource::Mde,
+                interval_secs: 3600,
+                max_per_poll: 2,
+                ..IngestionConfig::default()
+            },
+        );
+    })
+    .await;
+    sim_post(&app, "/_sim/alerts", json!({"count": 40})).await;
+    // Polls back to back besides the host's own poller (which continues every second while a
+    // poll stops at max_per_poll).
+    let ingestor = app.app.ingestors["contoso"].clone();
+    let hammer = tokio::spawn(async move {
+        loop {
+            let _ = ingestor.poll_now().await;
+        }
+    });
+    // Ingestion takes its share, half the minute (floor 50 %), and then waits.
+    until(
+        "ingestion did not take its share of the budget",
+        async || app.sim.counters().route("GET", "/api/alerts") >= 5,
+    )
+    .await;
+    // Playbook reads and a state-changing call get the other half at once, though
+    // background polls are waiting for a permit.
+    let burst = async {
+        let reads = (0..4).map(|_| app.invoke("contoso", "list_devices", json!({})));
+        let reads = futures::future::join_all(reads).await;
+        let device = app.sim.scenario().machines[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let respond = app
+            .invoke(
+                "contoso",
+                "quarantine_device",
+                json!({"device_id": device, "comment": "floor", "timeout": 5}),
+            )
+            .await;
+        (reads, respond, device)
+    };
+    let (reads, (status, body), device) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), burst)
+            .await
+            .expect("playbook calls waited behind ingestion");
+    for (status, body) in &reads {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["status"], "success", "{body}");
+    }
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    let counters = app.sim.counters();
+    assert_eq!(counters.route("GET", "/api/machines"), 4);
+    assert_eq!(
+        counters.path("POST", &format!("/api/machines/{device}/isolate")),
+        1
+    );
+    // Ingestion never went past its share, and Defender never had to say 429.
+    assert_eq!(counters.route("GET", "/api/alerts"), 5);
+    assert_eq!(counters.throttled, 0);
+    hammer.abort();
+    let state = ingestion_state(&app).await;
+    assert!(state.delivered >= 2, "{state:?}");
+    assert_eq!(state.errors, 0, "{state:?}");
+
+    // The status shows the pacing settings and when the host's poller polls next.
+    until("the poller recorded no next poll", async || {
+        ingestion_state(&app).await.next_poll_at.is_some()
+    })
+    .await;
+    let (_, body) = app.invoke("contoso", "ingestion_status", json!({})).await;
+    let d = &body["data"][0];
+    assert_eq!(d["adaptive"], true, "{body}");
+    assert_eq!(d["actions_floor_percent"], 50, "{body}");
+    assert!(d["next_poll_at"].as_str().unwrap().ends_with('Z'), "{d}");
+    assert_eq!(body["summary"]["next_poll_at"], d["next_poll_at"]);
+
+    // The ingestion metrics are exported.
+    let (status, metrics) = app.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "defender_ingestion_polls_total{asset=\"contoso\",outcome=\"ok\"}",
+        "defender_ingestion_events_total{asset=\"contoso\",kind=\"created\"}",
+        "defender_ingestion_lag_seconds_count{asset=\"contoso\"}",
+        "defender_ingestion_checkpoint_age_seconds{asset=\"contoso\"}",
+        "defender_ingestion_backlog{asset=\"contoso\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    // No secret of the asset in the status or the metrics.
+    let secret = app.app.config.assets["contoso"]
+        .client_secret
+        .as_ref()
+        .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
+        .unwrap();
+    assert!(!metrics.contains(&secret));
+    assert!(!body.to_string().contains(&secret));
+}
