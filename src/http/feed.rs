@@ -69,7 +69,7 @@ pub const MAX_CURSOR: u64 = 9_007_199_254_740_991;
             description = "Most events answered (default 100)")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "`{\"events\": [{\"seq\", \"event_key\", \"kind\", \"asset\", \"source\", \"alert\"}], \"next_cursor\": \"<seq>\"}`", body = Object),
+        (status = 200, description = "`{\"events\": [{\"seq\", \"event_key\", \"kind\", \"asset\", \"source\", \"alert\"}], \"next_cursor\": \"<seq>\"}`, and `\"missed\": n` when the bounded journal dropped events after `cursor` before they were read", body = Object),
         (status = 400, description = "Envelope: cursor or limit out of range", body = crate::envelope::Envelope),
         (status = 401, description = "Envelope: missing or wrong API key", body = crate::envelope::Envelope),
         (status = 404, description = "Envelope: no asset with this id, or the asset does not ingest alerts", body = crate::envelope::Envelope),
