@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use defender_sim::Scenario;
-use host_process::{HostProcess, free_port};
+use host_process::{HostProcess, free_port, server_section};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use webhook_receiver::Receiver;
@@ -38,12 +38,7 @@ fn start_host(
     let tenant = scenario.first_tenant().unwrap();
     let app = tenant.apps.first().unwrap();
     let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-state_dir = "{state}"
-api_key_env = "DEFENDER_SOAR_API_KEY"
-
+        r#"{server}
 [assets.contoso]
 tenant_id = "{tenant}"
 client_id = "{client}"
@@ -63,7 +58,7 @@ secret_env = "{HOOK_SECRET_ENV}"
 batch_size = 40
 retry_max_secs = 1
 "#,
-        state = dir.join("state").display(),
+        server = server_section(port, dir),
         tenant = tenant.id,
         client = app.client_id,
     );

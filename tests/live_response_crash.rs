@@ -11,7 +11,7 @@ mod host_process;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host_process::{HostProcess, free_port};
+use host_process::{HostProcess, free_port, server_section};
 
 use defender_sim::Scenario;
 use serde_json::{Value, json};
@@ -29,14 +29,8 @@ fn start_host(dir: &Path, run: u32, scenario: &Scenario, sim_base: &str) -> Host
     let port = free_port();
     let tenant = scenario.first_tenant().unwrap();
     let app = tenant.apps.first().unwrap();
-    let state_dir = dir.join("state");
     let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-state_dir = "{state}"
-api_key_env = "DEFENDER_SOAR_API_KEY"
-
+        r#"{server}
 [assets.contoso]
 tenant_id = "{tenant}"
 client_id = "{client}"
@@ -44,7 +38,7 @@ client_secret_env = "{SECRET_ENV}"
 login_url = "{sim_base}"
 api_url = "{sim_base}"
 "#,
-        state = state_dir.display(),
+        server = server_section(port, dir),
         tenant = tenant.id,
         client = app.client_id,
     );

@@ -9,7 +9,7 @@ mod host_process;
 
 use std::path::Path;
 
-use host_process::{HostProcess, free_port};
+use host_process::{HostProcess, free_port, server_section};
 
 use base64::Engine as _;
 use defender_sim::{Scenario, SimHandle};
@@ -31,12 +31,7 @@ fn start_host(dir: &Path, n: u32, scenario: &Scenario, sim_base: &str) -> HostPr
     let tenant = scenario.first_tenant().unwrap();
     let app = &tenant.apps[0];
     let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-state_dir = "{state}"
-api_key_env = "DEFENDER_SOAR_API_KEY"
-
+        r#"{server}
 [assets.{ASSET}]
 tenant_id = "{tenant}"
 client_id = "{client}"
@@ -49,7 +44,7 @@ api_url = "{sim_base}"
 per_minute = 100000
 per_hour = 100000
 "#,
-        state = dir.join("state").display(),
+        server = server_section(port, dir),
         tenant = tenant.id,
         client = app.client_id,
     );

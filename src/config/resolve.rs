@@ -845,54 +845,30 @@ fn resolve_ingestion(
     let expand_evidence = flag("expand_evidence", raw.expand_evidence, false);
     let adaptive = flag("adaptive", raw.adaptive, defaults.adaptive);
     let source = parse_or(problems, &key("source"), raw.source, defaults.source);
-    let interval_secs = match raw.interval_secs {
-        None => Some(defaults.interval_secs),
-        Some(Text(v)) => match v.trim().parse::<u64>() {
-            Ok(n) if (MIN_INGESTION_INTERVAL_SECS..=86_400).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    key("interval_secs"),
-                    format!(
-                        "{:?} is not a whole number of seconds from {MIN_INGESTION_INTERVAL_SECS} to 86400",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let max_per_poll = match raw.max_per_poll {
-        None => Some(defaults.max_per_poll),
-        Some(Text(v)) => match v.trim().parse::<u32>() {
-            Ok(n) if (1..=MAX_PER_POLL).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    key("max_per_poll"),
-                    format!(
-                        "{:?} is not a whole number from 1 to {MAX_PER_POLL}",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let actions_floor_percent = match raw.actions_floor_percent {
-        None => Some(defaults.actions_floor_percent),
-        Some(Text(v)) => match v.trim().parse::<u8>() {
-            Ok(n) if (10..=90).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    key("actions_floor_percent"),
-                    format!(
-                        "{:?} is not a whole number of per cent from 10 to 90",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let interval_secs = whole_number(
+        problems,
+        &key("interval_secs"),
+        raw.interval_secs,
+        MIN_INGESTION_INTERVAL_SECS..=86_400,
+        defaults.interval_secs,
+        "seconds",
+    );
+    let max_per_poll = whole_number(
+        problems,
+        &key("max_per_poll"),
+        raw.max_per_poll,
+        1..=MAX_PER_POLL,
+        defaults.max_per_poll,
+        "",
+    );
+    let actions_floor_percent = whole_number(
+        problems,
+        &key("actions_floor_percent"),
+        raw.actions_floor_percent,
+        10..=90,
+        defaults.actions_floor_percent,
+        "per cent",
+    );
     let first_run_lookback_secs = match raw.first_run_lookback {
         None => Some(defaults.first_run_lookback_secs),
         Some(Text(v)) => match parse_span(&v) {
@@ -949,22 +925,14 @@ fn resolve_ingestion(
     let categories = filter("categories", raw.categories, None);
     let detection_sources = filter("detection_sources", raw.detection_sources, None);
     let service_sources = filter("service_sources", raw.service_sources, None);
-    let outbox_max_events = match raw.outbox_max_events {
-        None => Some(defaults.outbox_max_events),
-        Some(Text(v)) => match v.trim().parse::<usize>() {
-            Ok(n) if (MIN_OUTBOX..=MAX_OUTBOX).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    key("outbox_max_events"),
-                    format!(
-                        "{:?} is not a whole number from {MIN_OUTBOX} to {MAX_OUTBOX}",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let outbox_max_events = whole_number(
+        problems,
+        &key("outbox_max_events"),
+        raw.outbox_max_events,
+        MIN_OUTBOX..=MAX_OUTBOX,
+        defaults.outbox_max_events,
+        "",
+    );
     let mut webhooks = Vec::new();
     for (i, hook) in raw.webhooks.unwrap_or_default().into_iter().enumerate() {
         let at = format!("{}[{i}]", key("webhooks"));
@@ -1071,38 +1039,22 @@ fn resolve_webhook(
             }
         },
     };
-    let batch_size = match raw.batch_size {
-        None => Some(DEFAULT_WEBHOOK_BATCH),
-        Some(Text(v)) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    format!("{at}.batch_size"),
-                    format!(
-                        "{:?} is not a whole number from 1 to 1000",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let retry_max_secs = match raw.retry_max_secs {
-        None => Some(DEFAULT_WEBHOOK_RETRY_MAX_SECS),
-        Some(Text(v)) => match v.trim().parse::<u64>() {
-            Ok(n) if (1..=3600).contains(&n) => Some(n),
-            _ => {
-                problems.push(
-                    format!("{at}.retry_max_secs"),
-                    format!(
-                        "{:?} is not a whole number of seconds from 1 to 3600",
-                        crate::actions::truncate(&v, 40)
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let batch_size = whole_number(
+        problems,
+        &format!("{at}.batch_size"),
+        raw.batch_size,
+        1..=1000,
+        DEFAULT_WEBHOOK_BATCH,
+        "",
+    );
+    let retry_max_secs = whole_number(
+        problems,
+        &format!("{at}.retry_max_secs"),
+        raw.retry_max_secs,
+        1..=3600,
+        DEFAULT_WEBHOOK_RETRY_MAX_SECS,
+        "seconds",
+    );
     if problems.0.len() != before {
         return None;
     }
@@ -1147,6 +1099,44 @@ fn budget_calls(problems: &mut Problems, key: &str, value: Option<Text>) -> Opti
             problems.push(
                 key,
                 format!("{v:?} is not a whole number of calls from 1 to {MAX_BUDGET_CALLS}"),
+            );
+            None
+        }
+    }
+}
+
+/// A whole number in `range` (`default` when absent), or `None` after recording a problem at
+/// `key` that says what is allowed (`unit` words it, e.g. "seconds"; may be empty).
+fn whole_number<T>(
+    problems: &mut Problems,
+    key: &str,
+    value: Option<Text>,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    unit: &str,
+) -> Option<T>
+where
+    T: FromStr + PartialOrd + Copy + std::fmt::Display,
+{
+    let Some(Text(v)) = value else {
+        return Some(default);
+    };
+    match v.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            let unit = if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" of {unit}")
+            };
+            problems.push(
+                key,
+                format!(
+                    "{:?} is not a whole number{unit} from {} to {}",
+                    crate::actions::truncate(&v, 40),
+                    range.start(),
+                    range.end()
+                ),
             );
             None
         }

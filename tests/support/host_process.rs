@@ -102,6 +102,16 @@ impl Drop for HostProcess {
     }
 }
 
+/// The `[server]` section of a host listening on `port`, its state under `dir/state`, its API
+/// key read from `DEFENDER_SOAR_API_KEY`.
+pub fn server_section(port: u16, dir: &Path) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         state_dir = \"{}\"\napi_key_env = \"DEFENDER_SOAR_API_KEY\"\n",
+        dir.join("state").display()
+    )
+}
+
 /// A port free at the moment of asking.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
