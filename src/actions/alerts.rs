@@ -69,11 +69,27 @@ pub fn alert_id(param: &str, raw: &str) -> Result<String, ActionError> {
 /// Alert ids given as a JSON list of strings or comma-separated; duplicates dropped, order
 /// kept; 400 naming `param` when empty, malformed or longer than [`MAX_BATCH`].
 pub fn alert_ids(param: &str, raw: &str) -> Result<Vec<String>, ActionError> {
+    id_list(param, raw, "alert id", "Defender updates", |item| {
+        alert_id(param, item)
+    })
+}
+
+/// Items given as a JSON list of strings or comma-separated, each checked (and normalised) by
+/// `check`; blanks skipped, duplicates dropped, order kept; 400 naming `param` when none is
+/// given or more than [`MAX_BATCH`] are (`noun` names an item, `who` what takes at most that
+/// many, e.g. "Defender updates").
+pub fn id_list(
+    param: &str,
+    raw: &str,
+    noun: &str,
+    who: &str,
+    check: impl Fn(&str) -> Result<String, ActionError>,
+) -> Result<Vec<String>, ActionError> {
     let raw = raw.trim();
     let items: Vec<String> = if raw.starts_with('[') {
         serde_json::from_str::<Vec<String>>(raw).map_err(|_| {
             ActionError::InvalidParameter(format!(
-                "parameter '{param}': a JSON list must hold alert id strings only"
+                "parameter '{param}': a JSON list must hold {noun} strings only"
             ))
         })?
     } else {
@@ -85,21 +101,20 @@ pub fn alert_ids(param: &str, raw: &str) -> Result<Vec<String>, ActionError> {
         if item.is_empty() {
             continue;
         }
-        let id = alert_id(param, item)?;
+        let id = check(item)?;
         if !ids.contains(&id) {
             ids.push(id);
         }
     }
     if ids.is_empty() {
         return Err(ActionError::InvalidParameter(format!(
-            "parameter '{param}' is required: one or more alert ids, comma-separated or as a \
+            "parameter '{param}' is required: one or more {noun}s, comma-separated or as a \
              JSON list"
         )));
     }
     if ids.len() > MAX_BATCH {
         return Err(ActionError::InvalidParameter(format!(
-            "parameter '{param}': {} alert ids given; Defender updates at most {MAX_BATCH} at \
-             once",
+            "parameter '{param}': {} {noun}s given; {who} at most {MAX_BATCH} at once",
             ids.len()
         )));
     }

@@ -8,10 +8,12 @@
 //!   the vault once the collection succeeded.
 //! - [`status`] holds `get_status` (optionally holding until final) and `cancel_action`.
 //! - [`tags`] holds `update_device_tag`.
+//! - [`bulk`] holds the bulk containment actions: one device action on up to 500 devices.
 //!
 //! Waiting itself (shared pollers, adaptive interval, the tolerant MachineAction reader) is in
 //! the `waiting` module.
 
+pub mod bulk;
 pub mod device;
 pub mod package;
 pub mod status;
@@ -34,5 +36,10 @@ pub fn handlers() -> Vec<(&'static str, HandlerFn)> {
         erase::<status::GetStatus>(),
         erase::<status::CancelAction>(),
         erase::<tags::UpdateDeviceTag>(),
+        erase::<bulk::QuarantineDevices>(),
+        erase::<bulk::UnquarantineDevices>(),
+        erase::<bulk::ScanDevices>(),
+        erase::<bulk::RestrictAppExecutions>(),
+        erase::<bulk::QuarantineFiles>(),
     ]
 }

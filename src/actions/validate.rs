@@ -76,7 +76,9 @@ pub fn validate(
                     .map_err(ActionError::InvalidParameter)?;
                 // A device is checked for shape even where a handler may not look it up
                 // (a resumption by event id), so a malformed one is never silently ignored.
+                // A list of devices (`device_ids`) is checked item by item by its handler.
                 if names_only_devices(&param.spec.contains)
+                    && !param.name.ends_with("_ids")
                     && let Some(raw) = checked.as_str()
                 {
                     super::engine::device_shape(&param.name, raw)

@@ -227,13 +227,36 @@ fn moment_schema() -> Value {
 /// Alert ids as `update_alerts` takes them: a JSON list of id strings or ids separated by
 /// commas (blank items skipped), at most 500.
 fn alert_ids_schema() -> Value {
-    let id = ALERT_ID_BODY;
+    id_list_schema(ALERT_ID_BODY, 500, 1000, Some(60000))
+}
+
+/// A list of items matching `id` as the list parameters take it (the handler trims it): a JSON
+/// list of at most `json_max` id strings, or ids separated by commas (blank items skipped), at
+/// most `comma_max` of them.
+fn id_list_schema(id: &str, json_max: usize, comma_max: usize, max_length: Option<usize>) -> Value {
     let ws = "[ \\t\\n\\r]*";
-    let json_list = format!("\\[{ws}\"{id}\"(?:{ws},{ws}\"{id}\"){{0,499}}{ws}\\]");
+    let more_json = json_max - 1;
+    let more_commas = comma_max - 1;
+    let json_list = format!("\\[{ws}\"{id}\"(?:{ws},{ws}\"{id}\"){{0,{more_json}}}{ws}\\]");
     let item = format!("{TRIMMED}{id}{TRIMMED}");
     let blank = TRIMMED;
-    let commas = format!("(?:{blank},)*{item}(?:,(?:{item}|{blank})){{0,999}}");
-    json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$"), "maxLength": 60000})
+    let commas = format!("(?:{blank},)*{item}(?:,(?:{item}|{blank})){{0,{more_commas}}}");
+    let mut schema = json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$")});
+    if let Some(n) = max_length {
+        schema["maxLength"] = json!(n);
+    }
+    schema
+}
+
+/// `device_ids` as the bulk actions take it: device ids, host names or IPv4 addresses (an
+/// IPv6 address is accepted too, but not described here), up to 500.
+fn bulk_device_ids_schema() -> Value {
+    id_list_schema(
+        "[0-9A-Za-z_-]{1,63}(?:\\.[0-9A-Za-z_-]{1,63})*",
+        500,
+        1000,
+        Some(60000),
+    )
 }
 
 /// An OData `$filter` expression as a caller may pass one through: no character that ends or
@@ -316,6 +339,22 @@ fn action_rules(id: &str) -> Rules {
             nonblank: &["comment"],
             // StopAndQuarantineFile takes the SHA1 only; an MD5 or SHA256 is refused by name.
             narrow: vec![("file_hash", json!({"pattern": "^[0-9a-fA-F]{40}$"}))],
+            ..Rules::default()
+        },
+        "quarantine_devices"
+        | "unquarantine_devices"
+        | "scan_devices"
+        | "restrict_app_executions" => Rules {
+            nonblank: &["comment"],
+            narrow: vec![("device_ids", bulk_device_ids_schema())],
+            ..Rules::default()
+        },
+        "quarantine_files" => Rules {
+            nonblank: &["comment"],
+            narrow: vec![
+                ("device_ids", bulk_device_ids_schema()),
+                ("file_hash", json!({"pattern": "^[0-9a-fA-F]{40}$"})),
+            ],
             ..Rules::default()
         },
         "update_device_tag" => Rules {
@@ -577,13 +616,7 @@ fn ip_schema() -> Value {
 /// Device ids as `get_device_details` takes them: a JSON list of 40-hex id strings or ids
 /// separated by commas (blank items skipped), at most 100 different ones.
 fn device_ids_schema() -> Value {
-    let id = "[0-9a-fA-F]{40}";
-    let ws = "[ \\t\\n\\r]*";
-    let json_list = format!("\\[{ws}\"{id}\"(?:{ws},{ws}\"{id}\"){{0,99}}{ws}\\]");
-    let item = format!("{TRIMMED}{id}{TRIMMED}");
-    let blank = TRIMMED;
-    let commas = format!("(?:{blank},)*{item}(?:,(?:{item}|{blank})){{0,99}}");
-    json!({"pattern": format!("^{TRIMMED}(?:{json_list}|{commas}){TRIMMED}$")})
+    id_list_schema("[0-9a-fA-F]{40}", 100, 100, None)
 }
 
 /// `timespan` as the hunting actions take it: an ISO 8601 duration

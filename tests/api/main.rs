@@ -6,6 +6,7 @@ mod webhook_receiver;
 
 mod actions_framework;
 mod alerts;
+mod bulk;
 mod connectivity;
 mod consent;
 mod credentials;
