@@ -2,6 +2,7 @@
 //! scenario hands to a later one, and [`Stack`], a simulator plus a host started for one
 //! scenario as separate processes.
 
+pub mod bulk;
 pub mod completion_lag;
 pub mod final_status;
 pub mod host_overhead;
@@ -52,11 +53,13 @@ pub enum ScenarioName {
     /// Alert ingestion: lag through the feed vs a scheduled `on_poll`, and a 10,000-alert
     /// backlog.
     Ingestion,
+    /// Bulk containment: one `quarantine_devices` call vs sequential `quarantine_device` calls.
+    Bulk,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 11] = [
+    pub const ALL: [ScenarioName; 12] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -68,6 +71,7 @@ impl ScenarioName {
         ScenarioName::SimThroughput,
         ScenarioName::Hunting,
         ScenarioName::Ingestion,
+        ScenarioName::Bulk,
     ];
 
     /// The name as given on the command line.
@@ -84,6 +88,7 @@ impl ScenarioName {
             ScenarioName::SimThroughput => "sim-throughput",
             ScenarioName::Hunting => "hunting",
             ScenarioName::Ingestion => "ingestion",
+            ScenarioName::Bulk => "bulk",
         }
     }
 
@@ -113,6 +118,9 @@ impl ScenarioName {
             ScenarioName::Ingestion => {
                 "9. ingestion: alert lag through the feed vs a scheduled on_poll, and a 10,000-alert backlog"
             }
+            ScenarioName::Bulk => {
+                "10. bulk: quarantine_devices on many devices vs sequential quarantine_device calls"
+            }
         }
     }
 
@@ -129,6 +137,7 @@ impl ScenarioName {
             ScenarioName::Startup => startup::TARGETS,
             ScenarioName::FinalStatus => final_status::TARGETS,
             ScenarioName::Ingestion => ingestion::TARGETS,
+            ScenarioName::Bulk => bulk::TARGETS,
             ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
@@ -164,6 +173,8 @@ pub struct Options {
     pub hunting_rows: usize,
     /// Time the bench creates alerts in the lag part of ingestion.
     pub ingestion: Duration,
+    /// Devices in each path of bulk.
+    pub bulk_devices: usize,
     /// The `defender-sim` executable.
     pub sim_bin: PathBuf,
     /// The `defender-soar` executable.
@@ -193,6 +204,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::SimThroughput => sim_throughput::run(options).await,
         ScenarioName::Hunting => hunting::run(options).await,
         ScenarioName::Ingestion => ingestion::run(options).await,
+        ScenarioName::Bulk => bulk::run(options).await,
     };
     match result {
         Ok(mut section) => {

@@ -36,8 +36,11 @@ use crate::actions::live_response::idempotency;
 use crate::actions::{Action, ActionContext, truncate};
 use crate::envelope::{ActionError, Outcome};
 
-/// Devices resolved or submitted at the same time (the request budget paces the calls).
-const CONCURRENCY: usize = 16;
+/// Devices looked up at the same time.
+const LOOKUPS: usize = 16;
+/// Devices submitted and followed at the same time (the request budget paces the calls; the
+/// shared poller follows each event).
+const IN_FLIGHT: usize = 64;
 
 /// A device as the bulk actions accept it in a list: a device id, an IP address or a host name
 /// (dot-separated labels of letters, digits, '-' and '_'); lower-cased so that one device named
@@ -218,7 +221,7 @@ impl Bulk<'_> {
                     };
                     (given, r)
                 })
-                .buffered(CONCURRENCY)
+                .buffered(LOOKUPS)
                 .collect()
                 .await;
         let mut first_of: HashMap<String, String> = HashMap::new();
@@ -265,7 +268,7 @@ impl Bulk<'_> {
                     (i, row)
                 }
             })
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
         for (i, row) in done {
