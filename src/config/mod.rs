@@ -221,6 +221,11 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Log output format; default text.
     pub log_format: LogFormat,
+    /// `callback_hosts`: hosts (besides loopback) a `callback_url` may name over plain http.
+    pub callback_hosts: Vec<String>,
+    /// `[server.callback_secrets]`: name → secret (from the environment variable named),
+    /// signing completion callbacks.
+    pub callback_secrets: BTreeMap<String, SecretString>,
 }
 
 impl ServerConfig {
@@ -241,6 +246,8 @@ impl Default for ServerConfig {
             request_timeout_secs: resolve::DEFAULT_REQUEST_TIMEOUT_SECS,
             body_limit_bytes: resolve::DEFAULT_BODY_LIMIT_BYTES,
             log_format: LogFormat::Text,
+            callback_hosts: Vec::new(),
+            callback_secrets: BTreeMap::new(),
         }
     }
 }
@@ -255,6 +262,11 @@ impl fmt::Debug for ServerConfig {
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("log_format", &self.log_format)
+            .field("callback_hosts", &self.callback_hosts)
+            .field(
+                "callback_secrets",
+                &self.callback_secrets.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct RawServer {
     pub request_timeout_secs: Option<Text>,
     pub body_limit_bytes: Option<Text>,
     pub log_format: Option<Text>,
+    pub callback_hosts: Option<TextList>,
+    pub callback_secrets: Option<BTreeMap<String, Text>>,
 }
 
 /// `[assets.<id>]` as written.

@@ -242,6 +242,62 @@ fn resolve_server(
         None => Some(LogFormat::Text),
     };
 
+    let mut callback_hosts = Vec::new();
+    for (i, host) in raw
+        .callback_hosts
+        .map(|l| l.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let h = host.trim().to_ascii_lowercase();
+        let valid = !h.is_empty()
+            && h.len() <= 253
+            && h.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if valid {
+            callback_hosts.push(h);
+        } else {
+            problems.push(
+                format!("server.callback_hosts[{i}]"),
+                format!(
+                    "{:?} is not a host name (letters, digits, '-' and dots)",
+                    crate::actions::truncate(&host, 40)
+                ),
+            );
+        }
+    }
+    let mut callback_secrets = BTreeMap::new();
+    for (name, Text(var)) in raw.callback_secrets.unwrap_or_default() {
+        let key = format!("server.callback_secrets.{name}");
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            problems.push(
+                key,
+                "a secret's name is 1 to 64 letters, digits, '_', '.' or '-'",
+            );
+            continue;
+        }
+        match secret_from_env(var.trim(), env) {
+            Ok(s) if s.expose_secret().chars().count() >= MIN_WEBHOOK_SECRET => {
+                callback_secrets.insert(name, s);
+            }
+            Ok(_) => problems.push(
+                key,
+                format!(
+                    "the secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters",
+                    var.trim()
+                ),
+            ),
+            Err(e) => problems.push(key, e),
+        }
+    }
+
     Some(ServerConfig {
         listen: listen?,
         public_url: public_url?,
@@ -250,6 +306,8 @@ fn resolve_server(
         request_timeout_secs: request_timeout_secs?,
         body_limit_bytes: body_limit_bytes?,
         log_format: log_format?,
+        callback_hosts,
+        callback_secrets,
     })
 }
 

@@ -53,6 +53,8 @@ struct DiskFile {
     checkpoints: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ingestion: Option<super::IngestionState>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    callbacks: BTreeMap<String, super::CallbackRecord>,
 }
 
 /// Token pair; `access_token` and `refresh_token` are sealed.
@@ -235,6 +237,7 @@ pub(crate) fn decode(
         idempotency: file.idempotency,
         checkpoints: file.checkpoints,
         ingestion: file.ingestion,
+        callbacks: file.callbacks,
     })
 }
 
@@ -292,6 +295,7 @@ fn encode(
         idempotency: state.idempotency.clone(),
         checkpoints: state.checkpoints.clone(),
         ingestion: state.ingestion.clone(),
+        callbacks: state.callbacks.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Internal {
         path: path.to_path_buf(),

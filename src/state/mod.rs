@@ -62,6 +62,37 @@ pub struct AssetState {
     pub checkpoints: BTreeMap<String, serde_json::Value>,
     /// Alert ingestion: the poller's checkpoint and its last outcome.
     pub ingestion: Option<IngestionState>,
+    /// Completion callbacks by event id: pending, failing, or delivered (kept a while).
+    pub callbacks: BTreeMap<String, CallbackRecord>,
+}
+
+/// A completion callback the host owes a caller (see `crate::callbacks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackRecord {
+    /// The action that asked for it.
+    pub action: String,
+    /// Where the final envelope goes.
+    pub url: String,
+    /// The configured secret that signs it.
+    pub secret_ref: String,
+    /// The action whose answer (with `event_id`) is the final envelope, and its parameters.
+    pub resume_action: String,
+    /// Parameters of `resume_action`.
+    #[serde(default)]
+    pub resume_params: serde_json::Map<String, serde_json::Value>,
+    /// When it was asked for (unix seconds).
+    pub created_at: i64,
+    /// `pending`, `failing` or `delivered`.
+    pub status: String,
+    /// POSTs tried so far.
+    #[serde(default)]
+    pub attempts: u64,
+    /// Why the last POST failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the receiver acknowledged it (unix seconds).
+    #[serde(default)]
+    pub delivered_at: Option<i64>,
 }
 
 /// Where an asset's alert ingestion stands (kept in the asset's state file).
