@@ -6,6 +6,7 @@ mod webhook_receiver;
 
 mod actions_framework;
 mod alerts;
+mod audit;
 mod connectivity;
 mod consent;
 mod credentials;
@@ -21,6 +22,7 @@ mod ingestion;
 mod library;
 mod live_response;
 mod machine;
+mod scopes;
 mod secrets;
 mod shared_dir;
 mod throttling;
