@@ -117,6 +117,11 @@ pub struct App {
     pub assets: BTreeMap<String, Arc<Asset>>,
     /// The API key callers must present.
     pub api_key: SecretString,
+    /// Every usable API key (`default`, from `api_key`, and `[[server.api_keys]]`) and the
+    /// table of addresses failing to authenticate.
+    pub keys: crate::http::api_key::KeyRing,
+    /// The audit trail (`<state_dir>/audit`).
+    pub audit: crate::audit::AuditLog,
     /// Summary keys handlers set without their definition declaring them (recorded by
     /// [`actions::invoke`] in debug builds only).
     pub summary_drift: actions::consistency::SummaryDrift,
@@ -125,7 +130,8 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the application; fails with a clear message on a configuration the host cannot
+    /// Builds the application (an empty `api_key` configures no `default` key: only the
+    /// `[[server.api_keys]]` open the host); fails with a clear message on a configuration the host cannot
     /// use (an unknown action in `disabled_actions`, an unusable token URL, a state directory
     /// or state key that cannot be used).
     pub fn build(config: Config, api_key: SecretString) -> Result<Arc<App>, String> {
@@ -171,11 +177,15 @@ impl App {
                 ingestors.insert(id.clone(), Arc::new(ingestor));
             }
         }
+        let keys = crate::http::api_key::KeyRing::new(&api_key, &config.server.api_keys);
+        let audit = crate::audit::AuditLog::new(config.server.state_dir.join("audit"));
         Ok(Arc::new(App {
             config,
             state,
             assets,
             api_key,
+            keys,
+            audit,
             summary_drift: Default::default(),
             ingestors,
         }))

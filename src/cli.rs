@@ -83,10 +83,49 @@ enum Command {
         #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The audit trail: `audit verify` checks every line's link to the previous one.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// List actions.
     Actions,
     /// Print the manifest generated from actions/.
     Manifest,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walks every file of `<state_dir>/audit` in date order: exits 0 printing how many lines
+    /// verified, or 1 naming the file and line of the first broken link.
+    Verify {
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `audit verify`.
+fn audit_verify(config: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = config.server.state_dir.join("audit");
+    match crate::audit::verify(&dir) {
+        Ok(n) => {
+            println!("audit trail {}: {n} lines verified", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs the CLI.
@@ -103,6 +142,9 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(config),
         Command::Manifest => {
             print!("{}", actions::manifest::manifest_pretty());
             ExitCode::SUCCESS
@@ -158,11 +200,17 @@ fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let listen = config.server.listen;
-    let Some(key) = config.server.api_key.clone() else {
-        eprintln!(
-            "defender-soar: configuration: server.api_key_env: no API key (set DEFENDER_SOAR_API_KEY or server.api_key_file)"
-        );
-        return ExitCode::from(2);
+    // Without api_key_env/api_key_file, the [[server.api_keys]] alone open the host (an
+    // empty default key is no key).
+    let key = match config.server.api_key.clone() {
+        Some(k) => k,
+        None if !config.server.api_keys.is_empty() => SecretString::from(String::new()),
+        None => {
+            eprintln!(
+                "defender-soar: configuration: server.api_key_env: no API key (set DEFENDER_SOAR_API_KEY, server.api_key_file or [[server.api_keys]])"
+            );
+            return ExitCode::from(2);
+        }
     };
     let app = match App::build(config, key) {
         Ok(a) => a,

@@ -31,6 +31,7 @@
 
 pub mod actions;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

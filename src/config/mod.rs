@@ -226,6 +226,90 @@ pub struct ServerConfig {
     /// `[server.callback_secrets]`: name → secret (from the environment variable named),
     /// signing completion callbacks.
     pub callback_secrets: BTreeMap<String, SecretString>,
+    /// Scoped API keys (`[[server.api_keys]]`), besides the `default` key of `api_key`.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// What a scoped API key may do (`[[server.api_keys]]` `scopes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Investigation, hunting, test and ingestion actions, status, feed and vault reads.
+    Read,
+    /// Containment and correction actions (and other state-changing generic actions).
+    Respond,
+    /// Live response: put_file, get_file, run_script, get_live_response_result, library
+    /// upload and delete.
+    LiveResponse,
+    /// Consent, manifest, metrics, OpenAPI document, audit trail.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 4] = [
+        Scope::Read,
+        Scope::Respond,
+        Scope::LiveResponse,
+        Scope::Admin,
+    ];
+
+    /// The name used in configuration and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Respond => "respond",
+            Scope::LiveResponse => "live_response",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope called `name`.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// The assets a key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetScope {
+    /// `"*"`: every asset.
+    All,
+    /// These asset ids.
+    Only(BTreeSet<String>),
+}
+
+impl AssetScope {
+    /// Whether `asset` is covered.
+    pub fn allows(&self, asset: &str) -> bool {
+        match self {
+            AssetScope::All => true,
+            AssetScope::Only(ids) => ids.contains(asset),
+        }
+    }
+}
+
+/// One scoped API key (`[[server.api_keys]]`).
+#[derive(Clone)]
+pub struct ApiKeyConfig {
+    /// Unique name (`[A-Za-z0-9_.-]{1,64}`), shown in logs and the audit trail.
+    pub name: String,
+    /// The secret callers present (at least 32 characters), from `key_env` or `key_file`.
+    pub secret: SecretString,
+    /// Assets it may use.
+    pub assets: AssetScope,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("name", &self.name)
+            .field("secret", &Redacted)
+            .field("assets", &self.assets)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -248,6 +332,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             callback_hosts: Vec::new(),
             callback_secrets: BTreeMap::new(),
+            api_keys: Vec::new(),
         }
     }
 }
@@ -267,6 +352,7 @@ impl fmt::Debug for ServerConfig {
                 "callback_secrets",
                 &self.callback_secrets.keys().collect::<Vec<_>>(),
             )
+            .field("api_keys", &self.api_keys)
             .finish()
     }
 }

@@ -33,6 +33,21 @@ pub(super) struct RawServer {
     pub log_format: Option<Text>,
     pub callback_hosts: Option<TextList>,
     pub callback_secrets: Option<BTreeMap<String, Text>>,
+    /// `[[server.api_keys]]`.
+    pub api_keys: Option<Vec<RawApiKey>>,
+}
+
+/// One `[[server.api_keys]]` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApiKey {
+    pub name: Option<Text>,
+    pub key_env: Option<Text>,
+    pub key_file: Option<Text>,
+    /// Present only to refuse inline keys with a helpful message; the value is never kept.
+    pub key: Option<IgnoredAny>,
+    pub assets: Option<TextList>,
+    pub scopes: Option<TextList>,
 }
 
 /// `[assets.<id>]` as written.

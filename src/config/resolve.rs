@@ -1,7 +1,7 @@
 //! Turns the raw configuration into [`Config`]: defaults, parsing, validation, secret lookup.
 //! Every problem found is collected (each naming its key) and reported together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::env::VarError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,12 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
 use super::raw::{
-    RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawWebhook, Text, TextList,
+    RawApiKey, RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawWebhook, Text, TextList,
 };
 use super::{
-    AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,
-    HuntingDisplay, IngestionConfig, LogFormat, ManagedIdentityConfig, RateLimit, ServerConfig,
-    TokenEndpoint, TriageFilters, WebhookConfig,
+    ApiKeyConfig, AssetConfig, AssetScope, AuthKind, BudgetConfig, Config, ConfigError,
+    DEFAULT_API_KEY_ENV, Environment, HuntingDisplay, IngestionConfig, LogFormat,
+    ManagedIdentityConfig, RateLimit, Scope, ServerConfig, TokenEndpoint, TriageFilters,
+    WebhookConfig,
 };
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
@@ -156,7 +157,11 @@ impl Problems {
 /// Validates and resolves the whole configuration.
 fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
+    let configured_assets: Vec<String> = raw.assets.keys().cloned().collect();
     let server = resolve_server(raw.server, env, &mut problems);
+    if let Some(server) = &server {
+        check_key_assets(&server.api_keys, &configured_assets, &mut problems);
+    }
     let mut assets = BTreeMap::new();
     let mut budgets = BTreeMap::new();
     let mut ingestion = BTreeMap::new();
@@ -241,6 +246,7 @@ fn resolve_server(
         Some(Text(v)) => problems.check("server.log_format", LogFormat::from_str(&v)),
         None => Some(LogFormat::Text),
     };
+    let api_keys = resolve_api_keys(raw.api_keys.unwrap_or_default(), env, problems);
 
     let mut callback_hosts = Vec::new();
     for (i, host) in raw
@@ -308,7 +314,184 @@ fn resolve_server(
         log_format: log_format?,
         callback_hosts,
         callback_secrets,
+        api_keys: api_keys?,
     })
+}
+
+/// Shortest secret of a `[[server.api_keys]]` entry.
+pub(super) const MIN_API_KEY_LEN: usize = 32;
+
+/// `[[server.api_keys]]`: every entry checked (problems name the entry by its name, or its
+/// position when it has none); `None` when any problem was found.
+fn resolve_api_keys(
+    raw: Vec<RawApiKey>,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<Vec<ApiKeyConfig>> {
+    let before = problems.0.len();
+    let mut keys: Vec<ApiKeyConfig> = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        let name = match &entry.name {
+            Some(Text(n)) if is_valid_key_name(n) => n.clone(),
+            Some(Text(n)) => {
+                problems.push(
+                    format!("server.api_keys[{i}].name"),
+                    format!(
+                        "'{}' is not a valid key name: 1 to 64 characters among A-Z a-z 0-9 _ . -",
+                        crate::actions::truncate(n, 80)
+                    ),
+                );
+                continue;
+            }
+            None => {
+                problems.push(
+                    format!("server.api_keys[{i}].name"),
+                    "required: a unique name (1 to 64 characters among A-Z a-z 0-9 _ . -)",
+                );
+                continue;
+            }
+        };
+        let key = format!("server.api_keys.{name}");
+        if name == "default" || keys.iter().any(|k| k.name == name) {
+            problems.push(
+                format!("{key}.name"),
+                "given more than once (names are unique; 'default' is the key of api_key_env)",
+            );
+            continue;
+        }
+        if entry.key.is_some() {
+            problems.push(
+                format!("{key}.key"),
+                "inline API keys are not allowed; use key_env (name of an environment variable) or key_file (path of a file holding the key)",
+            );
+            continue;
+        }
+        let secret = match (&entry.key_env, &entry.key_file) {
+            (Some(Text(var)), None) => {
+                problems.check(&format!("{key}.key_env"), secret_from_env(var, env))
+            }
+            (None, Some(Text(path))) => problems.check(
+                &format!("{key}.key_file"),
+                secret_from_file(Path::new(path)),
+            ),
+            _ => {
+                problems.push(
+                    key.clone(),
+                    "set exactly one of key_env (environment variable) and key_file (file path)",
+                );
+                None
+            }
+        };
+        let Some(secret) = secret else { continue };
+        if secret.expose_secret().chars().count() < MIN_API_KEY_LEN {
+            problems.push(
+                key.clone(),
+                format!("the key is too short: at least {MIN_API_KEY_LEN} characters are required"),
+            );
+            continue;
+        }
+        if keys
+            .iter()
+            .any(|k| k.secret.expose_secret() == secret.expose_secret())
+        {
+            problems.push(key.clone(), "the same key is configured for another entry");
+            continue;
+        }
+        let assets = match entry.assets {
+            None => {
+                problems.push(
+                    format!("{key}.assets"),
+                    "required: a list of asset ids, or \"*\" for every asset",
+                );
+                continue;
+            }
+            Some(TextList(list)) if list.len() == 1 && list[0] == "*" => AssetScope::All,
+            Some(TextList(list)) if list.is_empty() || list.iter().any(|a| a == "*") => {
+                problems.push(
+                    format!("{key}.assets"),
+                    "must be a non-empty list of asset ids, or \"*\" alone for every asset",
+                );
+                continue;
+            }
+            Some(TextList(list)) => AssetScope::Only(list.into_iter().collect()),
+        };
+        let mut scopes = BTreeSet::new();
+        let allowed = Scope::ALL.map(Scope::as_str).join(", ");
+        match entry.scopes {
+            None => {
+                problems.push(
+                    format!("{key}.scopes"),
+                    format!("required: a list among {allowed}"),
+                );
+                continue;
+            }
+            Some(TextList(list)) => {
+                let mut bad = false;
+                for s in &list {
+                    match Scope::parse(s) {
+                        Some(scope) => {
+                            scopes.insert(scope);
+                        }
+                        None => {
+                            problems.push(
+                                format!("{key}.scopes"),
+                                format!(
+                                    "unknown scope '{}' (allowed: {allowed})",
+                                    crate::actions::truncate(s, 40)
+                                ),
+                            );
+                            bad = true;
+                        }
+                    }
+                }
+                if bad {
+                    continue;
+                }
+                if scopes.is_empty() {
+                    problems.push(
+                        format!("{key}.scopes"),
+                        format!("must name at least one of {allowed}"),
+                    );
+                    continue;
+                }
+            }
+        }
+        keys.push(ApiKeyConfig {
+            name,
+            secret,
+            assets,
+            scopes,
+        });
+    }
+    (problems.0.len() == before).then_some(keys)
+}
+
+/// Whether `name` is a valid API key name: `[A-Za-z0-9_.-]{1,64}`.
+fn is_valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Every asset a key names must be configured.
+fn check_key_assets(keys: &[ApiKeyConfig], configured: &[String], problems: &mut Problems) {
+    for k in keys {
+        if let AssetScope::Only(ids) = &k.assets {
+            for id in ids {
+                if !configured.contains(id) {
+                    problems.push(
+                        format!("server.api_keys.{}.assets", k.name),
+                        format!(
+                            "unknown asset '{}' (configured: {})",
+                            crate::actions::truncate(id, 64),
+                            configured.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The API key: `Some(None)` when nothing is configured and the default variable is unset.

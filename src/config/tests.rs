@@ -1562,3 +1562,91 @@ fn ingestion_adaptive_and_actions_floor() {
         "{message}"
     );
 }
+
+const LONG_KEY: &str = "0123456789abcdef0123456789abcdef-soc";
+
+fn with_asset(extra: &str) -> String {
+    format!(
+        "[assets.a]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\nclient_secret_env = \"SECRET_A\"\n\n{extra}"
+    )
+}
+
+#[test]
+fn scoped_api_keys_are_read() {
+    let toml = with_asset(
+        "[[server.api_keys]]\nname = \"soc-read\"\nkey_env = \"K1\"\nassets = [\"a\"]\nscopes = [\"read\", \"live_response\"]\n\n[[server.api_keys]]\nname = \"admin\"\nkey_env = \"K2\"\nassets = \"*\"\nscopes = [\"admin\"]\n",
+    );
+    let k2 = format!("{LONG_KEY}-2");
+    let config = parse(&toml, &[("SECRET_A", "s"), ("K1", LONG_KEY), ("K2", &k2)]).unwrap();
+    let keys = &config.server.api_keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].name, "soc-read");
+    assert!(keys[0].assets.allows("a") && !keys[0].assets.allows("b"));
+    assert!(keys[0].scopes.contains(&Scope::LiveResponse));
+    assert_eq!(keys[1].assets, AssetScope::All);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(LONG_KEY), "{debug}");
+}
+
+#[test]
+fn bad_scoped_api_keys_name_their_key() {
+    let vars = [("SECRET_A", "s"), ("K1", LONG_KEY), ("SHORT", "too-short")];
+    let entry = |body: &str| with_asset(&format!("[[server.api_keys]]\n{body}\n"));
+    let cases = [
+        (
+            "name = \"soc\"\nkey_env = \"K1\"\nassets = [\"a\", \"zz\"]\nscopes = [\"read\"]",
+            "server.api_keys.soc.assets: unknown asset 'zz'",
+        ),
+        (
+            "name = \"soc\"\nkey_env = \"SHORT\"\nassets = \"*\"\nscopes = [\"read\"]",
+            "server.api_keys.soc: the key is too short: at least 32",
+        ),
+        (
+            "name = \"soc\"\nkey_env = \"K1\"\nassets = \"*\"\nscopes = [\"write\"]",
+            "server.api_keys.soc.scopes: unknown scope 'write'",
+        ),
+        (
+            "name = \"soc\"\nkey_env = \"K1\"\nkey_file = \"/k\"\nassets = \"*\"\nscopes = [\"read\"]",
+            "server.api_keys.soc: set exactly one of key_env",
+        ),
+        (
+            "name = \"soc\"\nassets = \"*\"\nscopes = [\"read\"]",
+            "server.api_keys.soc: set exactly one of key_env",
+        ),
+        (
+            "name = \"soc key!\"\nkey_env = \"K1\"\nassets = \"*\"\nscopes = [\"read\"]",
+            "server.api_keys[0].name: 'soc key!' is not a valid key name",
+        ),
+        (
+            "name = \"soc\"\nkey_env = \"K1\"\nscopes = [\"read\"]",
+            "server.api_keys.soc.assets: required",
+        ),
+        (
+            "name = \"soc\"\nkey_env = \"K1\"\nassets = \"*\"",
+            "server.api_keys.soc.scopes: required",
+        ),
+        (
+            "name = \"soc\"\nkey = \"inline-secret-value\"\nassets = \"*\"\nscopes = [\"read\"]",
+            "server.api_keys.soc.key: inline API keys are not allowed",
+        ),
+    ];
+    for (body, expected) in cases {
+        let msg = error_of(&entry(body), &vars);
+        assert!(msg.contains(expected), "{body}: {msg}");
+        assert!(
+            !msg.contains(LONG_KEY)
+                && !msg.contains("too-short")
+                && !msg.contains("inline-secret-value"),
+            "{msg}"
+        );
+    }
+    let twice = with_asset(
+        "[[server.api_keys]]\nname = \"soc\"\nkey_env = \"K1\"\nassets = \"*\"\nscopes = [\"read\"]\n\n[[server.api_keys]]\nname = \"soc\"\nkey_env = \"K2\"\nassets = \"*\"\nscopes = [\"read\"]\n",
+    );
+    let k2 = format!("{LONG_KEY}-2");
+    let msg = error_of(&twice, &[("SECRET_A", "s"), ("K1", LONG_KEY), ("K2", &k2)]);
+    assert!(
+        msg.contains("server.api_keys.soc.name: given more than once"),
+        "{msg}"
+    );
+}

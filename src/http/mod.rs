@@ -5,6 +5,7 @@
 //! body limit and the whole-request timeout itself so every rejection is an envelope).
 
 pub mod api_key;
+pub mod audit;
 pub mod feed;
 pub mod oauth;
 pub mod openapi;
@@ -42,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/assets/{asset}/alerts/feed", get(feed::feed))
         .route("/vault/{vault_id}", get(vault::file))
         .route("/vault/{vault_id}/info", get(vault::info))
+        .route("/audit", get(audit::audit))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api_key::require,

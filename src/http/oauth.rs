@@ -307,13 +307,68 @@ pub async fn start_oauth(
 pub async fn request_consent(
     State(app): State<Arc<App>>,
     Path(asset_id): Path<String>,
+    caller: Option<axum::Extension<super::api_key::Caller>>,
+    headers: HeaderMap,
 ) -> EnvelopeResponse {
+    let known = app.assets.contains_key(&asset_id);
+    if known && let Err(e) = app.audit.check_writable().await {
+        tracing::error!(error = %e, "audit trail not writable; consent refused");
+        return EnvelopeResponse::error(
+            "consent",
+            &asset_id,
+            Map::new(),
+            &ActionError::Internal(
+                "the audit trail cannot be written (logged); no consent was started".into(),
+            ),
+        );
+    }
+    let mut resp = start_consent(&app, &asset_id).await;
+    if known {
+        // The answer's message may carry a device code's user code: the line says what
+        // happened without it.
+        let message = match (
+            resp.status.is_success(),
+            resp.envelope.summary.contains_key("user_code"),
+        ) {
+            (true, true) => "device code sign-in started".to_string(),
+            (true, false) => "single-use consent link issued".to_string(),
+            (false, _) => resp.envelope.message.clone(),
+        };
+        let record = crate::audit::AuditRecord {
+            key: caller
+                .as_ref()
+                .map_or_else(|| "-".into(), |c| c.key.clone()),
+            addr: caller
+                .as_ref()
+                .map_or_else(|| "-".into(), |c| c.addr_text()),
+            request_id: super::routes::request_id(&headers),
+            asset: asset_id.clone(),
+            action: "consent".into(),
+            parameters: Map::new(),
+            event_id: None,
+            outcome: Some(crate::audit::AuditOutcome {
+                status: resp.status.as_u16(),
+                message,
+            }),
+        };
+        if let Err(e) = app.audit.append(record).await {
+            tracing::error!(error = %e, "audit line of a consent start not written");
+            resp.envelope.message.push_str(
+                " [warning: the consent started but its audit line could not be written (logged)]",
+            );
+        }
+    }
+    resp
+}
+
+/// The work of `POST /assets/{asset}/consent`.
+async fn start_consent(app: &Arc<App>, asset_id: &str) -> EnvelopeResponse {
     const ACTION: &str = "consent";
-    let reject = |e: ActionError| EnvelopeResponse::error(ACTION, &asset_id, Map::new(), &e);
-    let Some(asset) = app.asset(&asset_id) else {
+    let reject = |e: ActionError| EnvelopeResponse::error(ACTION, asset_id, Map::new(), &e);
+    let Some(asset) = app.asset(asset_id) else {
         return reject(ActionError::NotFound(format!(
             "unknown asset '{}'",
-            crate::actions::truncate(&asset_id, 64)
+            crate::actions::truncate(asset_id, 64)
         )));
     };
     if asset.config.auth == AuthKind::DeviceCode {
@@ -333,7 +388,7 @@ pub async fn request_consent(
                 .with_summary("interval", start.interval);
                 EnvelopeResponse::ok(Envelope::from_outcome(
                     ACTION,
-                    &asset_id,
+                    asset_id,
                     Map::new(),
                     outcome,
                 ))
@@ -356,7 +411,7 @@ pub async fn request_consent(
             .with_summary("expires_in", ticket.expires_in);
             EnvelopeResponse::ok(Envelope::from_outcome(
                 ACTION,
-                &asset_id,
+                asset_id,
                 Map::new(),
                 outcome,
             ))

@@ -32,6 +32,7 @@ use crate::actions::{Definition, definitions};
         super::routes::list_actions,
         super::oauth::request_consent,
         super::feed::feed,
+        super::audit::audit,
         super::oauth::start_oauth,
         super::oauth::result,
         super::vault::file,
@@ -45,6 +46,7 @@ use crate::actions::{Definition, definitions};
         super::routes::Health,
         super::routes::Readiness,
         super::vault::VaultInfo,
+        crate::audit::AuditPage,
     ))
 )]
 struct ApiDoc;
@@ -109,7 +111,9 @@ fn action_responses() -> Value {
                  an invalid or reused Idempotency-Key"
             }
             401 => "Missing or wrong API key",
-            403 => "The action is in the asset's `disabled_actions`",
+            403 => {
+                "The action is in the asset's `disabled_actions`, or the API key lacks the action's scope (read, respond, live_response) or may not use the asset"
+            }
             404 => "Unknown asset or action",
             409 => {
                 "The asset needs interactive consent first; `summary.consent_url` is \

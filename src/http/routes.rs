@@ -164,6 +164,7 @@ pub async fn list_actions() -> Json<Vec<ActionSummary>> {
 pub async fn run_action(
     State(app): State<Arc<App>>,
     Path((asset, action)): Path<(String, String)>,
+    caller: Option<axum::Extension<super::api_key::Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> EnvelopeResponse {
@@ -206,6 +207,30 @@ pub async fn run_action(
             }
         },
     };
+    // State-changing actions are audited: refused before running when the trail cannot be
+    // written, recorded (fsynced) before the answer is sent.
+    let audited = actions::definition::resolve(&action).is_some_and(|(d, _)| !d.read_only)
+        && app.assets.contains_key(&asset);
+    let audit_record = audited.then(|| crate::audit::AuditRecord {
+        key: caller
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |c| c.key.clone()),
+        addr: caller
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |c| c.addr_text()),
+        request_id: request_id(&headers),
+        asset: asset.clone(),
+        action: action.clone(),
+        parameters: parameters.clone(),
+        event_id: None,
+        outcome: None,
+    });
+    if audited && let Err(e) = app.audit.check_writable().await {
+        tracing::error!(error = %e, "audit trail not writable; state-changing action refused");
+        return reject(ActionError::Internal(
+            "the audit trail cannot be written (logged); the action was not run".into(),
+        ));
+    }
     let timeout = Duration::from_secs(app.config.server.request_timeout_secs);
     let invocation = Invocation {
         asset_id: &asset,
@@ -214,13 +239,42 @@ pub async fn run_action(
         idempotency_key,
         progress: None,
     };
-    match tokio::time::timeout(timeout, actions::invoke(app.clone(), invocation)).await {
-        Ok(resp) => resp,
-        Err(_) => reject(ActionError::Upstream(format!(
-            "the action did not finish within server.request_timeout_secs ({} s)",
-            timeout.as_secs()
-        ))),
+    let mut resp =
+        match tokio::time::timeout(timeout, actions::invoke(app.clone(), invocation)).await {
+            Ok(resp) => resp,
+            Err(_) => reject(ActionError::Upstream(format!(
+                "the action did not finish within server.request_timeout_secs ({} s)",
+                timeout.as_secs()
+            ))),
+        };
+    if let Some(mut record) = audit_record {
+        record.event_id = resp
+            .envelope
+            .summary
+            .get("event_id")
+            .or_else(|| resp.envelope.summary.get("action_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        record.outcome = Some(crate::audit::AuditOutcome {
+            status: resp.status.as_u16(),
+            message: resp.envelope.message.clone(),
+        });
+        if let Err(e) = app.audit.append(record).await {
+            tracing::error!(error = %e, "audit line not written after a state-changing action");
+            resp.envelope.message.push_str(
+                " [warning: the action ran but its audit line could not be written (logged)]",
+            );
+        }
     }
+    resp
+}
+
+/// The request's `X-Request-Id` (set by the request id layer), `-` when absent.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| "-".to_string(), |s| actions::truncate(s, 128))
 }
 
 /// Parses `{"parameters": {...}}`; an empty body means no parameters.

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::Map;
 use tokio_util::io::ReaderStream;
 
+use super::api_key::Caller;
 use crate::app::App;
 use crate::envelope::{ActionError, EnvelopeResponse};
 use crate::vault::Vault;
@@ -64,6 +65,26 @@ fn not_found(id: &str) -> Response {
     .into_response()
 }
 
+/// 403 when the caller's key may not use the asset the file was retrieved through.
+fn out_of_scope(
+    caller: Option<&super::api_key::Caller>,
+    entry: &crate::vault::VaultEntry,
+) -> Option<Response> {
+    let caller = caller?;
+    (!caller.assets.allows(&entry.asset)).then(|| {
+        EnvelopeResponse::error(
+            "",
+            &entry.asset,
+            Map::new(),
+            &ActionError::Disabled(format!(
+                "this API key may not use asset '{}', through which this file was retrieved",
+                entry.asset
+            )),
+        )
+        .into_response()
+    })
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "vault read failed");
     EnvelopeResponse::error(
@@ -82,15 +103,23 @@ fn internal(e: impl std::fmt::Display) -> Response {
         (status = 200, description = "The file's bytes", body = Vec<u8>, content_type = "application/octet-stream",
             headers(("Content-Disposition" = String, description = "attachment; filename=\"<original name>\""))),
         (status = 401, description = "Missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 403, description = "The API key lacks the read scope or may not use the asset the file was retrieved through", body = crate::envelope::Envelope),
         (status = 404, description = "No such file", body = crate::envelope::Envelope),
         (status = 500, description = "The vault cannot be read (logged)", body = crate::envelope::Envelope)))]
-pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn file(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
     let vault = Vault::in_state_dir(&app.config.server.state_dir);
     let entry = match vault.info(&id).await {
         Ok(Some(e)) => e,
         Ok(None) => return not_found(&id),
         Err(e) => return internal(e),
     };
+    if let Some(refused) = out_of_scope(caller.as_deref(), &entry) {
+        return refused;
+    }
     let Some(path) = vault.file_path(&id) else {
         return not_found(&id);
     };
@@ -122,14 +151,22 @@ pub async fn file(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respon
     responses(
         (status = 200, description = "The file's metadata", body = VaultInfo),
         (status = 401, description = "Missing or wrong API key", body = crate::envelope::Envelope),
+        (status = 403, description = "The API key lacks the read scope or may not use the asset the file was retrieved through", body = crate::envelope::Envelope),
         (status = 404, description = "No such file", body = crate::envelope::Envelope),
         (status = 500, description = "The vault cannot be read (logged)", body = crate::envelope::Envelope)))]
-pub async fn info(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub async fn info(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
     match Vault::in_state_dir(&app.config.server.state_dir)
         .info(&id)
         .await
     {
-        Ok(Some(entry)) => Json(VaultInfo::from(entry)).into_response(),
+        Ok(Some(entry)) => match out_of_scope(caller.as_deref(), &entry) {
+            Some(refused) => refused,
+            None => Json(VaultInfo::from(entry)).into_response(),
+        },
         Ok(None) => not_found(&id),
         Err(e) => internal(e),
     }

@@ -6,6 +6,7 @@ mod webhook_receiver;
 
 mod actions_framework;
 mod alerts;
+mod audit;
 mod bulk;
 mod connectivity;
 mod consent;
@@ -22,6 +23,7 @@ mod ingestion;
 mod library;
 mod live_response;
 mod machine;
+mod scopes;
 mod secrets;
 mod shared_dir;
 mod throttling;
