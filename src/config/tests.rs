@@ -1039,6 +1039,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         hunting: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
+        download_hosts: DownloadHosts::for_environment(Environment::Public),
     }
 }
 
