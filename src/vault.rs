@@ -239,9 +239,9 @@ impl Vault {
         let Some(days) = self.limits.retention_days else {
             return Ok(0);
         };
-        let Some(cutoff) = time::OffsetDateTime::now_utc()
-            .checked_sub(time::Duration::days(i64::try_from(days).unwrap_or(i64::MAX)))
-        else {
+        let Some(cutoff) = time::OffsetDateTime::now_utc().checked_sub(time::Duration::days(
+            i64::try_from(days).unwrap_or(i64::MAX),
+        )) else {
             return Ok(0);
         };
         let mut removed = 0;

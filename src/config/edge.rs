@@ -244,7 +244,11 @@ mod tests {
                 .check(&url("https://blob.core.windows.net.evil.example/x"))
                 .is_err()
         );
-        assert!(public.check(&url("https://blob.core.windows.net/x")).is_err());
+        assert!(
+            public
+                .check(&url("https://blob.core.windows.net/x"))
+                .is_err()
+        );
         assert!(public.check(&url("https://169.254.169.254/x")).is_err());
         assert!(public.check(&url("https://127.0.0.1/x")).is_err());
         assert!(
@@ -257,7 +261,10 @@ mod tests {
             gov.check(&url("https://a.blob.core.usgovcloudapi.net/x"))
                 .is_ok()
         );
-        assert!(gov.check(&url("https://a.blob.core.windows.net/x")).is_err());
+        assert!(
+            gov.check(&url("https://a.blob.core.windows.net/x"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -268,15 +275,30 @@ mod tests {
             "*.Blob.Example.NET".into(),
         ])
         .unwrap();
-        assert!(hosts.check(&url("http://127.0.0.1:8123/download/x")).is_ok());
+        assert!(
+            hosts
+                .check(&url("http://127.0.0.1:8123/download/x"))
+                .is_ok()
+        );
         assert!(hosts.check(&url("https://127.0.0.1/x")).is_ok());
         assert!(hosts.check(&url("http://127.0.0.2/x")).is_err());
         assert!(hosts.check(&url("https://files.example.com/x")).is_ok());
         assert!(hosts.check(&url("http://files.example.com/x")).is_err());
         assert!(hosts.check(&url("https://a.b.blob.example.net/x")).is_ok());
-        let msg = hosts.check(&url("https://10.0.0.1/x?sig=SECRET")).unwrap_err();
+        let msg = hosts
+            .check(&url("https://10.0.0.1/x?sig=SECRET"))
+            .unwrap_err();
         assert!(msg.contains("10.0.0.1") && !msg.contains("SECRET"), "{msg}");
-        for bad in ["", "http://", "a b", "host:8080", "a/b", "*.", "..x", "ftp://x"] {
+        for bad in [
+            "",
+            "http://",
+            "a b",
+            "host:8080",
+            "a/b",
+            "*.",
+            "..x",
+            "ftp://x",
+        ] {
             assert!(DownloadHosts::parse(&[bad.into()]).is_err(), "{bad:?}");
         }
     }

@@ -13,8 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
 use super::raw::{
-    RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawVault, RawWebhook, Text,
-    TextList,
+    RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawVault, RawWebhook, Text, TextList,
 };
 use super::{
     AssetConfig, AuthKind, BudgetConfig, Config, ConfigError, DEFAULT_API_KEY_ENV, Environment,

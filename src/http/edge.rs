@@ -174,12 +174,9 @@ impl Activity {
         let now = self.now_ms();
         self.last_io.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.head_started.compare_exchange(
-                0,
-                now + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.head_started
+                    .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -367,8 +364,8 @@ pub async fn body_guard(State(app): State<Arc<App>>, req: Request, next: Next) -
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
     }
-    let has_body = announced.is_some_and(|n| n > 0)
-        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let has_body =
+        announced.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     if !has_body {
         return next.run(req).await;
     }
@@ -387,18 +384,18 @@ pub struct BodyTimedOut(u64);
 fn with_deadline(body: Body, limit: Duration) -> Body {
     let deadline = Instant::now() + limit;
     let stream = body.into_data_stream();
-    Body::from_stream(futures::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
-            Ok(Some(Err(e))) => Some((Err(e), None)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(axum::Error::new(BodyTimedOut(limit.as_secs()))),
-                None,
-            )),
-        }
-    }))
+    Body::from_stream(futures::stream::unfold(
+        Some(stream),
+        move |state| async move {
+            let mut stream = state?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
+                Ok(Some(Err(e))) => Some((Err(e), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(axum::Error::new(BodyTimedOut(limit.as_secs()))), None)),
+            }
+        },
+    ))
 }
 
 /// Whether `value` is an acceptable caller-supplied request id.

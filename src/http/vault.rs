@@ -155,10 +155,7 @@ pub fn content_disposition(name: &str) -> String {
         (status = 404, description = "No such file", body = crate::envelope::Envelope),
         (status = 500, description = "The vault cannot be read (logged)", body = crate::envelope::Envelope)))]
 pub async fn info(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match Vault::of(&app.config)
-        .info(&id)
-        .await
-    {
+    match Vault::of(&app.config).info(&id).await {
         Ok(Some(entry)) => Json(VaultInfo::from(entry)).into_response(),
         Ok(None) => not_found(&id),
         Err(e) => internal(e),
