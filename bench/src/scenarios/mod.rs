@@ -3,6 +3,7 @@
 //! scenario as separate processes.
 
 pub mod completion_lag;
+pub mod edge_load;
 pub mod final_status;
 pub mod host_overhead;
 pub mod hunting;
@@ -52,11 +53,13 @@ pub enum ScenarioName {
     /// Alert ingestion: lag through the feed vs a scheduled `on_poll`, and a 10,000-alert
     /// backlog.
     Ingestion,
+    /// 2,000 idle and 200 slow-body connections while 64 callers run get_status.
+    EdgeLoad,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 11] = [
+    pub const ALL: [ScenarioName; 12] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -68,6 +71,7 @@ impl ScenarioName {
         ScenarioName::SimThroughput,
         ScenarioName::Hunting,
         ScenarioName::Ingestion,
+        ScenarioName::EdgeLoad,
     ];
 
     /// The name as given on the command line.
@@ -84,6 +88,7 @@ impl ScenarioName {
             ScenarioName::SimThroughput => "sim-throughput",
             ScenarioName::Hunting => "hunting",
             ScenarioName::Ingestion => "ingestion",
+            ScenarioName::EdgeLoad => "edge-load",
         }
     }
 
@@ -113,6 +118,9 @@ impl ScenarioName {
             ScenarioName::Ingestion => {
                 "9. ingestion: alert lag through the feed vs a scheduled on_poll, and a 10,000-alert backlog"
             }
+            ScenarioName::EdgeLoad => {
+                "10. edge-load: 2,000 idle and 200 slow-body connections while 64 callers run get_status"
+            }
         }
     }
 
@@ -129,6 +137,7 @@ impl ScenarioName {
             ScenarioName::Startup => startup::TARGETS,
             ScenarioName::FinalStatus => final_status::TARGETS,
             ScenarioName::Ingestion => ingestion::TARGETS,
+            ScenarioName::EdgeLoad => edge_load::TARGETS,
             ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
@@ -193,6 +202,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::SimThroughput => sim_throughput::run(options).await,
         ScenarioName::Hunting => hunting::run(options).await,
         ScenarioName::Ingestion => ingestion::run(options).await,
+        ScenarioName::EdgeLoad => edge_load::run(options).await,
     };
     match result {
         Ok(mut section) => {
