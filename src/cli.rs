@@ -417,6 +417,11 @@ pub fn demo_asset(sim: &defender_sim::Scenario, sim_base: &str) -> Option<AssetC
         hunting: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
+        download_hosts: crate::config::DownloadHosts::parse(&[
+            "http://127.0.0.1".to_string(),
+            "http://localhost".to_string(),
+        ])
+        .unwrap_or_else(|_| crate::config::DownloadHosts::for_environment(env)),
     })
 }
 

@@ -6,6 +6,12 @@
 //! [`VaultWriter`]: streamed into a temporary file in the vault directory while both hashes are
 //! computed, flushed to disk, then renamed to its SHA256. The same content stored twice is kept
 //! once (the first metadata stays). Files and metadata are readable by the owner only.
+//!
+//! Limits (`[vault]`): a file larger than `max_file_bytes` is refused while it is written (its
+//! temporary file removed); a new file that would take the vault past `max_total_bytes`
+//! evicts the oldest files first, or is refused (`when_full`); no download starts, and a
+//! running one stops, when the file system's free space is below `min_free_bytes`; files
+//! older than `retention_days` are removed when a new file is stored.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+use crate::config::{Config, VaultConfig, WhenFull};
 
 /// Longest file name kept in metadata.
 const MAX_FILE_NAME: usize = 200;
@@ -32,6 +40,37 @@ pub enum VaultError {
     /// A metadata file could not be read.
     #[error("vault: metadata {0} is unreadable")]
     BadMetadata(String),
+    /// The file is larger than `max_file_bytes`.
+    #[error(
+        "the file is larger than vault.max_file_bytes ({limit} bytes); it was refused and nothing was stored"
+    )]
+    TooLarge {
+        /// `max_file_bytes`.
+        limit: u64,
+    },
+    /// Storing the file would take the vault past `max_total_bytes` and `when_full` is
+    /// `refuse` (or the file alone is larger).
+    #[error(
+        "the vault is full: {size} more bytes would pass vault.max_total_bytes ({limit} bytes, {used} in use); the file was refused and nothing was stored"
+    )]
+    Full {
+        /// Size of the new file.
+        size: u64,
+        /// Bytes in use.
+        used: u64,
+        /// `max_total_bytes`.
+        limit: u64,
+    },
+    /// The file system is below its free-space reserve.
+    #[error(
+        "the vault's file system has {free} bytes free, below vault.min_free_bytes ({reserve}); downloads are refused until space is freed"
+    )]
+    LowSpace {
+        /// Free bytes.
+        free: u64,
+        /// `min_free_bytes`.
+        reserve: u64,
+    },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> VaultError {
@@ -91,18 +130,133 @@ pub struct Stored {
     pub already_present: bool,
 }
 
+/// Written between two free-space checks while storing a file.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
+/// Serialises the size accounting (and eviction) of files being named into the vault.
+static ACCOUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The vault directory.
 #[derive(Debug, Clone)]
 pub struct Vault {
     dir: PathBuf,
+    limits: VaultConfig,
 }
 
 impl Vault {
-    /// The vault of a state directory (`<state_dir>/vault`).
+    /// The vault of a state directory (`<state_dir>/vault`) with the default limits.
     pub fn in_state_dir(state_dir: &Path) -> Vault {
         Vault {
             dir: state_dir.join("vault"),
+            limits: VaultConfig::default(),
         }
+    }
+
+    /// The configured vault: `[vault] vault_dir` (else `<state_dir>/vault`) and its limits.
+    pub fn of(config: &Config) -> Vault {
+        Vault {
+            dir: config.vault.dir(&config.server.state_dir),
+            limits: config.vault.clone(),
+        }
+    }
+
+    /// This vault with other limits.
+    pub fn with_limits(mut self, limits: VaultConfig) -> Vault {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &VaultConfig {
+        &self.limits
+    }
+
+    /// Refuses when the file system is below `min_free_bytes` (an unreadable figure passes).
+    pub fn check_space(&self) -> Result<(), VaultError> {
+        let reserve = self.limits.min_free_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        match free_bytes(&self.dir) {
+            Some(free) if free < reserve => Err(VaultError::LowSpace { free, reserve }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every stored file's metadata, oldest first.
+    pub async fn entries(&self) -> Result<Vec<VaultEntry>, VaultError> {
+        let mut dir = match tokio::fs::read_dir(&self.dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("listing the vault")(e)),
+        };
+        let mut out = Vec::new();
+        while let Some(item) = dir
+            .next_entry()
+            .await
+            .map_err(io_err("listing the vault"))?
+        {
+            let path = item.path();
+            let is_meta = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .is_some_and(|stem| normalize_id(stem).as_deref() == Some(stem));
+            if !is_meta {
+                continue;
+            }
+            if let Ok(Some(entry)) = read_entry(&path).await
+                && self.dir.join(&entry.sha256).is_file()
+            {
+                out.push(entry);
+            }
+        }
+        out.sort_by(|a, b| {
+            a.retrieved_at
+                .cmp(&b.retrieved_at)
+                .then(a.sha256.cmp(&b.sha256))
+        });
+        Ok(out)
+    }
+
+    /// Removes a stored file and its metadata.
+    pub async fn remove(&self, vault_id: &str) -> Result<(), VaultError> {
+        let Some(id) = normalize_id(vault_id) else {
+            return Ok(());
+        };
+        for path in [self.dir.join(&id), self.dir.join(format!("{id}.json"))] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing a vault file")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes files older than `retention_days`; answers how many.
+    pub async fn sweep_expired(&self) -> Result<usize, VaultError> {
+        let Some(days) = self.limits.retention_days else {
+            return Ok(0);
+        };
+        let Some(cutoff) = time::OffsetDateTime::now_utc().checked_sub(time::Duration::days(
+            i64::try_from(days).unwrap_or(i64::MAX),
+        )) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in self.entries().await? {
+            let retrieved = time::OffsetDateTime::parse(
+                &entry.retrieved_at,
+                &time::format_description::well_known::Rfc3339,
+            );
+            if retrieved.is_ok_and(|t| t < cutoff) {
+                self.remove(&entry.sha256).await?;
+                tracing::info!(vault_id = %entry.sha256, "vault file past retention_days removed");
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The vault directory.
@@ -113,11 +267,16 @@ impl Vault {
     /// Starts storing a new file: content goes in through [`VaultWriter::write`].
     pub async fn writer(&self) -> Result<VaultWriter, VaultError> {
         create_dir(&self.dir).await?;
+        self.check_space()?;
+        if let Err(e) = self.sweep_expired().await {
+            tracing::warn!(error = %e, "vault retention sweep failed");
+        }
         let tmp = self
             .dir
             .join(format!(".incoming-{}", uuid::Uuid::new_v4().simple()));
         let file = open_private(&tmp).await?;
         Ok(VaultWriter {
+            vault: self.clone(),
             dir: self.dir.clone(),
             tmp: Some(tmp),
             file: Some(file),
@@ -196,6 +355,7 @@ impl Vault {
 /// A file being stored: hashes are computed as content arrives. Dropped without
 /// [`finish`](Self::finish), it removes its temporary file.
 pub struct VaultWriter {
+    vault: Vault,
     dir: PathBuf,
     tmp: Option<PathBuf>,
     file: Option<tokio::fs::File>,
@@ -205,8 +365,20 @@ pub struct VaultWriter {
 }
 
 impl VaultWriter {
-    /// Appends content.
+    /// Appends content; refuses (and removes what was written) past `max_file_bytes` or below
+    /// the free-space reserve.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), VaultError> {
+        let limit = self.vault.limits.max_file_bytes;
+        if self.size.saturating_add(chunk.len() as u64) > limit {
+            self.abandon().await;
+            return Err(VaultError::TooLarge { limit });
+        }
+        if (self.size / SPACE_CHECK_EVERY) != (self.size + chunk.len() as u64) / SPACE_CHECK_EVERY
+            && let Err(e) = self.vault.check_space()
+        {
+            self.abandon().await;
+            return Err(e);
+        }
         let Some(file) = self.file.as_mut() else {
             return Err(io_err("writing a finished file")(io::Error::other(
                 "already finished",
@@ -224,6 +396,48 @@ impl VaultWriter {
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Closes and removes the temporary file; further writes fail.
+    async fn abandon(&mut self) {
+        drop(self.file.take());
+        if let Some(tmp) = self.tmp.take() {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+    }
+
+    /// Makes room for this file under `max_total_bytes` (oldest first), or refuses.
+    async fn make_room(&self, sha256: &str) -> Result<(), VaultError> {
+        let limit = self.vault.limits.max_total_bytes;
+        let entries = self.vault.entries().await?;
+        let mut used: u64 = entries
+            .iter()
+            .filter(|e| e.sha256 != sha256)
+            .map(|e| e.size)
+            .sum();
+        if used.saturating_add(self.size) <= limit {
+            return Ok(());
+        }
+        if self.vault.limits.when_full == WhenFull::Refuse || self.size > limit {
+            return Err(VaultError::Full {
+                size: self.size,
+                used,
+                limit,
+            });
+        }
+        for old in entries.iter().filter(|e| e.sha256 != sha256) {
+            if used.saturating_add(self.size) <= limit {
+                break;
+            }
+            self.vault.remove(&old.sha256).await?;
+            used = used.saturating_sub(old.size);
+            tracing::info!(
+                vault_id = %old.sha256,
+                size = old.size,
+                "vault file evicted to stay under vault.max_total_bytes"
+            );
+        }
+        Ok(())
     }
 
     /// Flushes the content to disk, names it by its SHA256 and writes the metadata (unless the
@@ -244,6 +458,7 @@ impl VaultWriter {
             let sha1 = hex(&std::mem::take(&mut self.sha1).finalize());
             let target = self.dir.join(&sha256);
             let meta_path = self.dir.join(format!("{sha256}.json"));
+            let _accounting = ACCOUNTING.lock().await;
             if target.is_file()
                 && let Ok(Some(existing)) = read_entry(&meta_path).await
             {
@@ -253,6 +468,7 @@ impl VaultWriter {
                     already_present: true,
                 });
             }
+            self.make_room(&sha256).await?;
             tokio::fs::rename(&tmp, &target)
                 .await
                 .map_err(io_err("naming the vault file"))?;
@@ -288,6 +504,28 @@ impl Drop for VaultWriter {
             let _ = std::fs::remove_file(tmp);
         }
     }
+}
+
+/// Free bytes for an unprivileged user on the file system of `dir` (or of its nearest existing
+/// ancestor); `None` when it cannot be read.
+#[cfg(unix)]
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let mut probe = Some(dir);
+    while let Some(p) = probe {
+        if let Ok(st) = rustix::fs::statvfs(p) {
+            return Some(st.f_bavail.saturating_mul(st.f_frsize));
+        }
+        probe = p.parent().filter(|q| !q.as_os_str().is_empty());
+    }
+    rustix::fs::statvfs(".")
+        .ok()
+        .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Free bytes of the file system of `dir`: not known on this platform.
+#[cfg(not(unix))]
+pub fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 /// A SHA256 in lower case, when `id` is one (64 hex characters).

@@ -564,6 +564,10 @@ fn interactive_asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConf
         hunting: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
+        download_hosts: defender_soar::config::DownloadHosts::parse(&[
+            "http://127.0.0.1".to_string()
+        ])
+        .unwrap(),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct HostSpec {
     pub log_level: String,
     /// `[assets.bench.ingestion]`, when the asset ingests alerts.
     pub ingestion: Option<IngestionSpec>,
+    /// `[server] max_connections` (the host's default when `None`).
+    pub max_connections: Option<usize>,
 }
 
 /// `[assets.bench.ingestion]` of the generated configuration (`enabled = true`).
@@ -67,6 +69,7 @@ impl HostSpec {
             families: Vec::new(),
             log_level: log_level.to_string(),
             ingestion: None,
+            max_connections: None,
         }
     }
 }
@@ -93,11 +96,14 @@ pub fn config_toml(
     spec: &HostSpec,
 ) -> String {
     let mut out = format!(
-        "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n{}\n\
          [assets.{ASSET}]\ntenant_id = {}\nclient_id = {}\nclient_secret_env = \"{SECRET_ENV}\"\n\
          auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\
          graph_url = {}\n\n[assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
         toml_str(&state_dir.display().to_string()),
+        spec.max_connections
+            .map(|n| format!("max_connections = {n}\n"))
+            .unwrap_or_default(),
         toml_str(&app.tenant_id),
         toml_str(&app.client_id),
         toml_str(sim_base),
@@ -231,6 +237,11 @@ impl HostProcess {
         })
     }
 
+    /// `127.0.0.1:<port>` of the host.
+    pub fn addr(&self) -> String {
+        self.base_url.trim_start_matches("http://").to_string()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
@@ -332,6 +343,11 @@ impl HostClient {
             .header(AUTHORIZATION, self.auth.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
+    }
+
+    /// The `Authorization` header value callers send.
+    pub fn auth_header(&self) -> &HeaderValue {
+        &self.auth
     }
 
     /// An authenticated `GET {base}{path}`.

@@ -297,6 +297,10 @@ pub struct DeviceFile {
     /// Generated content of this many bytes (deterministic), when neither content is given.
     #[serde(default)]
     pub size: Option<u64>,
+    /// With `size`: the generated content is `size` zero bytes, compressed as hard as deflate
+    /// can (about 1000:1), which makes the download a gzip bomb.
+    #[serde(default)]
+    pub zeros: bool,
 }
 
 /// A live response library file.

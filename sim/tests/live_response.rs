@@ -336,6 +336,7 @@ async fn generated_file_streams_its_exact_size_deterministically() {
         content: None,
         content_base64: None,
         size: Some(SIZE),
+        zeros: false,
     });
     let api = Api::start(s).await;
     let action = api.run_ok(M1, vec![get_file("c:\\temp\\FIVE.bin")]).await;
@@ -858,6 +859,7 @@ async fn one_gib_download_streams_in_little_memory() {
         content: None,
         content_base64: None,
         size: Some(SIZE),
+        zeros: false,
     });
     let api = Api::start(s).await;
     let action = api.run_ok(M1, vec![get_file("C:\\Temp\\huge.bin")]).await;

@@ -273,7 +273,7 @@ pub fn check_file_name(name: &str) -> Result<(), ActionError> {
 
 /// The vault file `vault_id`, checked to exist and to fit the library.
 async fn vault_source(ctx: &ActionContext, vault_id: &str) -> Result<Source, ActionError> {
-    let vault = Vault::in_state_dir(&ctx.app.config.server.state_dir);
+    let vault = Vault::of(&ctx.app.config);
     let shown = super::truncate(vault_id, 64);
     let not_found = || {
         ActionError::InvalidParameter(format!(

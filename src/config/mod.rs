@@ -11,6 +11,7 @@
 //! an asset defined *only* through the environment gets a lower-case id, while an override
 //! whose id matches (ignoring case) an asset of the file applies to that asset.
 
+pub mod edge;
 mod raw;
 mod resolve;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::certificate::ClientCertificate;
+pub use edge::{DownloadHosts, HostRule, VaultConfig, WhenFull};
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "DEFENDER_SOAR__";
@@ -48,6 +50,8 @@ pub struct Config {
     /// Alert ingestion by asset id (`[assets.<id>.ingestion]`, defaults filled in); only assets
     /// with the section have an entry. See [`Config::ingestion`].
     pub ingestion: BTreeMap<String, IngestionConfig>,
+    /// `[vault]`: the vault's directory and limits.
+    pub vault: VaultConfig,
 }
 
 /// Where ingestion reads alerts.
@@ -228,6 +232,17 @@ pub struct ServerConfig {
     pub callback_secrets: BTreeMap<String, SecretString>,
     /// Scoped API keys (`[[server.api_keys]]`), besides the `default` key of `api_key`.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// `header_read_timeout_secs`: time a client has to send a request's head once it sent
+    /// its first byte; default 10.
+    pub header_read_timeout_secs: u64,
+    /// `body_read_timeout_secs`: time a client has to send a whole request body; default 30.
+    pub body_read_timeout_secs: u64,
+    /// `keep_alive_timeout_secs`: an idle connection (no request in flight, nothing sent
+    /// either way) is closed after this long; default 60.
+    pub keep_alive_timeout_secs: u64,
+    /// `max_connections`: connections served at once; more wait in the listen backlog until
+    /// one closes. Default 1024.
+    pub max_connections: usize,
 }
 
 /// What a scoped API key may do (`[[server.api_keys]]` `scopes`).
@@ -333,6 +348,10 @@ impl Default for ServerConfig {
             callback_hosts: Vec::new(),
             callback_secrets: BTreeMap::new(),
             api_keys: Vec::new(),
+            header_read_timeout_secs: resolve::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            body_read_timeout_secs: resolve::DEFAULT_BODY_READ_TIMEOUT_SECS,
+            keep_alive_timeout_secs: resolve::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
+            max_connections: resolve::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -353,6 +372,10 @@ impl fmt::Debug for ServerConfig {
                 &self.callback_secrets.keys().collect::<Vec<_>>(),
             )
             .field("api_keys", &self.api_keys)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("keep_alive_timeout_secs", &self.keep_alive_timeout_secs)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -723,6 +746,9 @@ pub struct AssetConfig {
     pub connect_timeout_secs: u64,
     /// Total timeout of one upstream call in seconds; default 60.
     pub http_timeout_secs: u64,
+    /// `download_hosts`: hosts result and package links may point at; default the blob
+    /// storage domains of the asset's cloud, HTTPS only.
+    pub download_hosts: DownloadHosts,
 }
 
 impl AssetConfig {
@@ -784,6 +810,7 @@ impl fmt::Debug for AssetConfig {
             .field("hunting", &self.hunting)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("http_timeout_secs", &self.http_timeout_secs)
+            .field("download_hosts", &self.download_hosts)
             .finish()
     }
 }

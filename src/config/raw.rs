@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     pub server: RawServer,
     /// `[assets.<id>]`.
     pub assets: BTreeMap<String, RawAsset>,
+    /// `[vault]`.
+    pub vault: RawVault,
 }
 
 /// `[server]` as written.
@@ -35,6 +37,10 @@ pub(super) struct RawServer {
     pub callback_secrets: Option<BTreeMap<String, Text>>,
     /// `[[server.api_keys]]`.
     pub api_keys: Option<Vec<RawApiKey>>,
+    pub header_read_timeout_secs: Option<Text>,
+    pub body_read_timeout_secs: Option<Text>,
+    pub keep_alive_timeout_secs: Option<Text>,
+    pub max_connections: Option<Text>,
 }
 
 /// One `[[server.api_keys]]` entry as written.
@@ -48,6 +54,19 @@ pub(super) struct RawApiKey {
     pub key: Option<IgnoredAny>,
     pub assets: Option<TextList>,
     pub scopes: Option<TextList>,
+}
+
+/// `[vault]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawVault {
+    pub vault_dir: Option<Text>,
+    pub max_file_bytes: Option<Text>,
+    pub max_total_bytes: Option<Text>,
+    pub when_full: Option<Text>,
+    pub max_gunzip_ratio: Option<Text>,
+    pub min_free_bytes: Option<Text>,
+    pub retention_days: Option<Text>,
 }
 
 /// `[assets.<id>]` as written.
@@ -84,6 +103,7 @@ pub(super) struct RawAsset {
     pub hunting_ignore_fields: Option<TextList>,
     pub connect_timeout_secs: Option<Text>,
     pub http_timeout_secs: Option<Text>,
+    pub download_hosts: Option<TextList>,
     /// `[assets.<id>.budget]`.
     pub budget: Option<RawBudget>,
     /// `[assets.<id>.ingestion]`.

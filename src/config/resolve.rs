@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
 use super::raw::{
-    RawApiKey, RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawWebhook, Text, TextList,
+    RawApiKey, RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawVault, RawWebhook, Text,
+    TextList,
 };
 use super::{
     ApiKeyConfig, AssetConfig, AssetScope, AuthKind, BudgetConfig, Config, ConfigError,
@@ -21,11 +22,20 @@ use super::{
     ManagedIdentityConfig, RateLimit, Scope, ServerConfig, TokenEndpoint, TriageFilters,
     WebhookConfig,
 };
+use super::{DownloadHosts, VaultConfig, WhenFull};
 
 /// Default whole-request timeout of the host (actions may wait up to 3600 s).
 pub(super) const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 3900;
 /// Default request body limit: 16 MiB.
 pub(super) const DEFAULT_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Default time to send a request head, from its first byte.
+pub(super) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default time to send a whole request body.
+pub(super) const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
+/// Default idle time of a kept-alive connection.
+pub(super) const DEFAULT_KEEP_ALIVE_TIMEOUT_SECS: u64 = 60;
+/// Default cap on connections served at once.
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default connect timeout of upstream calls.
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Default total timeout of one upstream call.
@@ -162,6 +172,7 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     if let Some(server) = &server {
         check_key_assets(&server.api_keys, &configured_assets, &mut problems);
     }
+    let vault = resolve_vault(raw.vault, &mut problems);
     let mut assets = BTreeMap::new();
     let mut budgets = BTreeMap::new();
     let mut ingestion = BTreeMap::new();
@@ -193,6 +204,7 @@ fn resolve(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             assets,
             budgets,
             ingestion,
+            vault: vault.unwrap_or_default(),
         }),
         (None, None) => Err(ConfigError::invalid("server", "invalid")),
     }
@@ -303,6 +315,30 @@ fn resolve_server(
             Err(e) => problems.push(key, e),
         }
     }
+    let header_read_timeout_secs = positive(
+        problems,
+        "server.header_read_timeout_secs",
+        raw.header_read_timeout_secs,
+        DEFAULT_HEADER_READ_TIMEOUT_SECS,
+    );
+    let body_read_timeout_secs = positive(
+        problems,
+        "server.body_read_timeout_secs",
+        raw.body_read_timeout_secs,
+        DEFAULT_BODY_READ_TIMEOUT_SECS,
+    );
+    let keep_alive_timeout_secs = positive(
+        problems,
+        "server.keep_alive_timeout_secs",
+        raw.keep_alive_timeout_secs,
+        DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
+    );
+    let max_connections = positive(
+        problems,
+        "server.max_connections",
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+    );
 
     Some(ServerConfig {
         listen: listen?,
@@ -315,6 +351,79 @@ fn resolve_server(
         callback_hosts,
         callback_secrets,
         api_keys: api_keys?,
+        header_read_timeout_secs: header_read_timeout_secs?,
+        body_read_timeout_secs: body_read_timeout_secs?,
+        keep_alive_timeout_secs: keep_alive_timeout_secs?,
+        max_connections: max_connections?,
+    })
+}
+
+/// `[vault]`: defaults and parsing.
+fn resolve_vault(raw: RawVault, problems: &mut Problems) -> Option<VaultConfig> {
+    let defaults = VaultConfig::default();
+    let vault_dir = match raw.vault_dir {
+        Some(Text(v)) if v.trim().is_empty() => {
+            problems.push("vault.vault_dir", "must not be empty");
+            None
+        }
+        Some(Text(v)) => Some(Some(PathBuf::from(v))),
+        None => Some(None),
+    };
+    let max_file_bytes = positive(
+        problems,
+        "vault.max_file_bytes",
+        raw.max_file_bytes,
+        defaults.max_file_bytes,
+    );
+    let max_total_bytes = positive(
+        problems,
+        "vault.max_total_bytes",
+        raw.max_total_bytes,
+        defaults.max_total_bytes,
+    );
+    let when_full = match raw.when_full {
+        Some(Text(v)) => problems.check("vault.when_full", WhenFull::from_str(&v)),
+        None => Some(defaults.when_full),
+    };
+    let max_gunzip_ratio = positive(
+        problems,
+        "vault.max_gunzip_ratio",
+        raw.max_gunzip_ratio,
+        defaults.max_gunzip_ratio,
+    );
+    let min_free_bytes = match raw.min_free_bytes {
+        Some(Text(v)) => match v.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(
+                    "vault.min_free_bytes",
+                    format!("{v:?} is not a whole number of bytes (0 turns the check off)"),
+                );
+                None
+            }
+        },
+        None => Some(defaults.min_free_bytes),
+    };
+    let retention_days = match raw.retention_days {
+        Some(v) => positive(problems, "vault.retention_days", Some(v), 1u64).map(Some),
+        None => Some(None),
+    };
+    let (max_file_bytes, max_total_bytes) = (max_file_bytes?, max_total_bytes?);
+    if max_file_bytes > max_total_bytes {
+        problems.push(
+            "vault.max_file_bytes",
+            format!("{max_file_bytes} is larger than vault.max_total_bytes ({max_total_bytes})"),
+        );
+        return None;
+    }
+    Some(VaultConfig {
+        vault_dir: vault_dir?,
+        max_file_bytes,
+        max_total_bytes,
+        when_full: when_full?,
+        max_gunzip_ratio: max_gunzip_ratio?,
+        min_free_bytes: min_free_bytes?,
+        retention_days: retention_days?,
     })
 }
 
@@ -610,6 +719,10 @@ fn resolve_asset(
         raw.http_timeout_secs,
         DEFAULT_HTTP_TIMEOUT_SECS,
     );
+    let download_hosts = match raw.download_hosts {
+        Some(list) => problems.check(&key("download_hosts"), DownloadHosts::parse(&list.0)),
+        None => environment.map(DownloadHosts::for_environment),
+    };
     let disabled_actions = raw
         .disabled_actions
         .map(|list| list.0.into_iter().collect())
@@ -731,6 +844,7 @@ fn resolve_asset(
         hunting,
         connect_timeout_secs: connect_timeout_secs?,
         http_timeout_secs: http_timeout_secs?,
+        download_hosts: download_hosts?,
     })
 }
 

@@ -1039,6 +1039,7 @@ fn asset(token_endpoint: TokenEndpoint) -> AssetConfig {
         hunting: Default::default(),
         connect_timeout_secs: 10,
         http_timeout_secs: 60,
+        download_hosts: DownloadHosts::for_environment(Environment::Public),
     }
 }
 
@@ -1649,4 +1650,61 @@ fn bad_scoped_api_keys_name_their_key() {
         msg.contains("server.api_keys.soc.name: given more than once"),
         "{msg}"
     );
+}
+
+#[test]
+fn edge_settings_defaults_values_and_errors() {
+    let config = parse(&asset_toml(""), SECRET_ENV).unwrap();
+    assert_eq!(config.server.header_read_timeout_secs, 10);
+    assert_eq!(config.server.body_read_timeout_secs, 30);
+    assert_eq!(config.server.keep_alive_timeout_secs, 60);
+    assert_eq!(config.server.max_connections, 1024);
+    assert_eq!(config.vault, VaultConfig::default());
+    assert_eq!(
+        config.assets["contoso"].download_hosts,
+        DownloadHosts::for_environment(Environment::Public)
+    );
+    let toml = format!(
+        "[server]\nmax_connections = 64\nheader_read_timeout_secs = 5\n\
+         [vault]\nvault_dir = \"/srv/vault\"\nmax_file_bytes = 100\nmax_total_bytes = 1000\n\
+         when_full = \"refuse\"\nmin_free_bytes = 0\nretention_days = 30\n{}",
+        asset_toml("download_hosts = [\"http://127.0.0.1\", \"*.blob.example.net\"]")
+    );
+    let config = parse(&toml, SECRET_ENV).unwrap();
+    assert_eq!(config.server.max_connections, 64);
+    assert_eq!(config.server.header_read_timeout_secs, 5);
+    assert_eq!(
+        config.vault.dir(Path::new("state")),
+        Path::new("/srv/vault")
+    );
+    assert_eq!(config.vault.when_full, WhenFull::Refuse);
+    assert_eq!(config.vault.retention_days, Some(30));
+    assert_eq!(config.vault.min_free_bytes, 0);
+    assert_eq!(config.assets["contoso"].download_hosts.0.len(), 2);
+    for (toml, key) in [
+        (
+            "[server]\nmax_connections = 0\n".to_string(),
+            "server.max_connections",
+        ),
+        (
+            "[vault]\nwhen_full = \"drop\"\n".to_string(),
+            "vault.when_full",
+        ),
+        (
+            "[vault]\nmax_file_bytes = 10\nmax_total_bytes = 5\n".to_string(),
+            "vault.max_file_bytes",
+        ),
+        (
+            asset_toml("download_hosts = [\"evil.example:8080\"]"),
+            "assets.contoso.download_hosts",
+        ),
+    ] {
+        let full = if toml.starts_with("[assets") {
+            toml
+        } else {
+            format!("{toml}{}", asset_toml(""))
+        };
+        let msg = error_of(&full, SECRET_ENV);
+        assert!(msg.contains(key), "{key}: {msg}");
+    }
 }

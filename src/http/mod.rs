@@ -1,18 +1,20 @@
 //! The HTTP host: router, middleware stack, graceful shutdown.
 //!
-//! Middleware order (outermost first): sensitive request headers → request id → trace →
-//! propagate request id → panic catcher → per-route API-key check → handler (which applies the
-//! body limit and the whole-request timeout itself so every rejection is an envelope).
+//! Middleware order (outermost first): sensitive request headers → unsafe `X-Request-Id`
+//! dropped → request id → trace → propagate request id → panic catcher → early 413 and body
+//! deadline → per-route API-key check → handler (which applies the body limit and the
+//! whole-request timeout itself so every rejection is an envelope). The listener itself
+//! ([`edge::serve_router`]) enforces the header, idle and connection limits.
 
 pub mod api_key;
 pub mod audit;
+pub mod edge;
 pub mod feed;
 pub mod oauth;
 pub mod openapi;
 pub mod routes;
 pub mod vault;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -65,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
                     header::AUTHORIZATION,
                     header::COOKIE,
                 ]))
+                .layer(axum::middleware::from_fn(edge::request_id_guard))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -77,25 +80,26 @@ pub fn router(app: Arc<App>) -> Router {
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(routes::panic_response)),
+                .layer(CatchPanicLayer::custom(routes::panic_response))
+                .layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    edge::body_guard,
+                )),
         )
         .with_state(app)
 }
 
-/// Binds `listen` and serves until `shutdown` resolves (then drains in-flight requests).
+/// Serves on `listener` until `shutdown` resolves (then drains in-flight requests), with the
+/// connection limits of `[server]` (see [`edge`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let pollers = crate::ingest::start(&app);
+    let limits = edge::ConnLimits::of(&app.config.server);
     let router = router(app);
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = edge::serve_router(listener, router, limits, shutdown).await;
     for p in pollers {
         p.abort();
     }

@@ -70,35 +70,74 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: configuration loaded and the state directory writable.
+/// Readiness: configuration loaded, the state directory a writable directory and its file
+/// system not full. Nothing is written: the check reads permissions and free space only.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "Ready: the configuration is loaded and the state directory is writable", body = Readiness),
-    (status = 503, description = "Not ready: the state directory is not writable", body = Readiness)))]
+    (status = 503, description = "Not ready: the state directory is not writable or its file system is full", body = Readiness)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let dir = app.config.server.state_dir.clone();
-    let probe = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!(".readyz-{}", std::process::id()));
-        std::fs::write(&path, b"ok")?;
-        std::fs::remove_file(&path)
-    })
-    .await;
-    match probe {
-        Ok(Ok(())) => Json(Readiness {
+    match state_dir_ready(&app.config.server.state_dir) {
+        Ok(()) => Json(Readiness {
             status: "ready",
             assets: Some(app.assets.len()),
             reason: None,
         })
         .into_response(),
-        _ => (
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Readiness {
                 status: "not ready",
                 assets: None,
-                reason: Some("state directory is not writable"),
+                reason: Some(reason),
             }),
         )
             .into_response(),
+    }
+}
+
+/// Free space below which the state directory is not ready (token and state writes).
+const READY_MIN_FREE: u64 = 1 << 20;
+
+/// Whether `dir` is a directory this process may create files in, on a file system with room.
+/// Reads metadata, permissions and free space; creates, opens and follows nothing.
+pub fn state_dir_ready(dir: &std::path::Path) -> Result<(), &'static str> {
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err("state directory is not a directory"),
+        // Not created yet: the parent must then be writable (it is created on first write).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            return writable(parent);
+        }
+        Err(_) => return Err("state directory is not readable"),
+    }
+    writable(dir)?;
+    match crate::vault::free_bytes(dir) {
+        Some(free) if free < READY_MIN_FREE => Err("state directory's file system is full"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn writable(dir: &std::path::Path) -> Result<(), &'static str> {
+    use rustix::fs::Access;
+    rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)
+        .map_err(|_| "state directory is not writable")
+}
+
+#[cfg(not(unix))]
+fn writable(dir: &std::path::Path) -> Result<(), &'static str> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+        _ => Err("state directory is not writable"),
     }
 }
 

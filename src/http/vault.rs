@@ -111,7 +111,7 @@ pub async fn file(
     Path(id): Path<String>,
     caller: Option<Extension<Caller>>,
 ) -> Response {
-    let vault = Vault::in_state_dir(&app.config.server.state_dir);
+    let vault = Vault::of(&app.config);
     let entry = match vault.info(&id).await {
         Ok(Some(e)) => e,
         Ok(None) => return not_found(&id),
@@ -129,7 +129,7 @@ pub async fn file(
     };
     let name =
         crate::vault::safe_file_name(&entry.file_name).unwrap_or_else(|| entry.sha256.clone());
-    let disposition = format!("attachment; filename=\"{name}\"");
+    let disposition = content_disposition(&name);
     let mut resp = (StatusCode::OK, Body::from_stream(ReaderStream::new(file))).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -142,7 +142,37 @@ pub async fn file(
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
+}
+
+/// `attachment` with an ASCII `filename` (other characters as `_`) and the exact name as RFC
+/// 6266 / RFC 8187 `filename*=UTF-8''…`.
+pub fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// The stored file's metadata.
@@ -159,10 +189,7 @@ pub async fn info(
     Path(id): Path<String>,
     caller: Option<Extension<Caller>>,
 ) -> Response {
-    match Vault::in_state_dir(&app.config.server.state_dir)
-        .info(&id)
-        .await
-    {
+    match Vault::of(&app.config).info(&id).await {
         Ok(Some(entry)) => match out_of_scope(caller.as_deref(), &entry) {
             Some(refused) => refused,
             None => Json(VaultInfo::from(entry)).into_response(),

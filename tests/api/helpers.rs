@@ -83,6 +83,10 @@ pub fn asset(id: &str, scenario: &Scenario, sim_base: &str) -> AssetConfig {
         hunting: Default::default(),
         connect_timeout_secs: 5,
         http_timeout_secs: 30,
+        download_hosts: defender_soar::config::DownloadHosts::parse(&[
+            "http://127.0.0.1".to_string()
+        ])
+        .unwrap(),
     }
 }
 

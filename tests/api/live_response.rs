@@ -45,6 +45,7 @@ fn text_file(path: &str, content: &str) -> DeviceFile {
         content: Some(content.into()),
         content_base64: None,
         size: None,
+        zeros: false,
     }
 }
 
@@ -793,6 +794,7 @@ async fn large_file_is_streamed_into_the_vault() {
             content: None,
             content_base64: None,
             size: Some(size),
+            zeros: false,
         },
     ))
     .await;

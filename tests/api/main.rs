@@ -13,6 +13,7 @@ mod consent;
 mod credentials;
 mod device_code;
 mod devices;
+mod edge;
 mod enrichment;
 mod graph;
 mod graph_audience;

@@ -51,6 +51,7 @@ pub async fn run(options: &Options) -> Result<Section, BoxError> {
                 content: None,
                 content_base64: None,
                 size: Some(bytes),
+                zeros: false,
             });
             Ok(())
         },

@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod completion_lag;
+pub mod edge_load;
 pub mod final_status;
 pub mod host_overhead;
 pub mod hunting;
@@ -55,11 +56,13 @@ pub enum ScenarioName {
     Ingestion,
     /// Bulk containment: one `quarantine_devices` call vs sequential `quarantine_device` calls.
     Bulk,
+    /// 2,000 idle and 200 slow-body connections while 64 callers run get_status.
+    EdgeLoad,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 12] = [
+    pub const ALL: [ScenarioName; 13] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -71,6 +74,7 @@ impl ScenarioName {
         ScenarioName::SimThroughput,
         ScenarioName::Hunting,
         ScenarioName::Ingestion,
+        ScenarioName::EdgeLoad,
         ScenarioName::Bulk,
     ];
 
@@ -89,6 +93,7 @@ impl ScenarioName {
             ScenarioName::Hunting => "hunting",
             ScenarioName::Ingestion => "ingestion",
             ScenarioName::Bulk => "bulk",
+            ScenarioName::EdgeLoad => "edge-load",
         }
     }
 
@@ -119,7 +124,10 @@ impl ScenarioName {
                 "9. ingestion: alert lag through the feed vs a scheduled on_poll, and a 10,000-alert backlog"
             }
             ScenarioName::Bulk => {
-                "10. bulk: quarantine_devices on many devices vs sequential quarantine_device calls"
+                "11. bulk: quarantine_devices on many devices vs sequential quarantine_device calls"
+            }
+            ScenarioName::EdgeLoad => {
+                "10. edge-load: 2,000 idle and 200 slow-body connections while 64 callers run get_status"
             }
         }
     }
@@ -138,6 +146,7 @@ impl ScenarioName {
             ScenarioName::FinalStatus => final_status::TARGETS,
             ScenarioName::Ingestion => ingestion::TARGETS,
             ScenarioName::Bulk => bulk::TARGETS,
+            ScenarioName::EdgeLoad => edge_load::TARGETS,
             ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
@@ -205,6 +214,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::Hunting => hunting::run(options).await,
         ScenarioName::Ingestion => ingestion::run(options).await,
         ScenarioName::Bulk => bulk::run(options).await,
+        ScenarioName::EdgeLoad => edge_load::run(options).await,
     };
     match result {
         Ok(mut section) => {

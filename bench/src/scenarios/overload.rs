@@ -67,6 +67,7 @@ pub async fn run(options: &Options) -> Result<Section, BoxError> {
         families: Vec::new(),
         log_level: options.host_log.clone(),
         ingestion: None,
+        max_connections: None,
     };
     let stack = Stack::start(
         options,

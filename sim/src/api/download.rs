@@ -432,6 +432,14 @@ fn file_response(path: &str, file: &DeviceFile, now_ms: i64) -> Response {
                 );
             }
         }
+    } else if file.zeros {
+        (
+            Box::new(std::io::Read::take(
+                std::io::repeat(0),
+                file.size.unwrap_or(0),
+            )),
+            Compression::best(),
+        )
     } else {
         // Generated content is pseudo-random, so deflate could only emit stored blocks for it
         // anyway; asking for them directly keeps multi-gigabyte downloads fast.

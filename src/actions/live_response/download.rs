@@ -72,6 +72,7 @@ pub async fn result_link(
 /// show the URL.
 pub async fn open(ctx: &ActionContext, link: Url) -> Result<reqwest::Response, Fetch> {
     let host = link_host(&link);
+    allowed(ctx, &link).map_err(Fetch::Failed)?;
     let response = ctx
         .asset
         .defender
@@ -88,6 +89,36 @@ pub async fn open(ctx: &ActionContext, link: Url) -> Result<reqwest::Response, F
         )));
     }
     Ok(response)
+}
+
+/// Refuses (and logs) a link to a host outside the asset's `download_hosts`, or over plain
+/// HTTP where that is not allowed; redirects are never followed (the client follows none).
+pub fn allowed(ctx: &ActionContext, link: &Url) -> Result<(), String> {
+    ctx.asset.config.download_hosts.check(link).map_err(|why| {
+        tracing::warn!(
+            asset = %ctx.asset.config.id,
+            host = %link_host(link),
+            scheme = link.scheme(),
+            "download link refused: {why}"
+        );
+        format!("the download link was refused: {why}")
+    })
+}
+
+/// Output of a gunzip past which `vault.max_gunzip_ratio` is checked.
+pub const RATIO_FLOOR: u64 = 1 << 20;
+
+/// Fails when a gunzipped download has produced more than `ratio` times its input (once past
+/// [`RATIO_FLOOR`]).
+pub fn check_ratio(produced: u64, received: u64, ratio: u64, host: &str) -> Result<(), String> {
+    if produced > RATIO_FLOOR && produced > received.saturating_mul(ratio) {
+        return Err(format!(
+            "the download from {host} decompresses to more than {ratio} times its size \
+             (vault.max_gunzip_ratio): stopped after {received} bytes received and {produced} \
+             unpacked, nothing was stored"
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -155,12 +155,14 @@ async fn retrieve(
         .get(reqwest::header::CONTENT_DISPOSITION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let vault = Vault::in_state_dir(&ctx.app.config.server.state_dir);
+    let vault = Vault::of(&ctx.app.config);
     let vault_err = |e: VaultError| Fetch::Failed(e.to_string());
     let mut writer = vault.writer().await.map_err(vault_err)?;
     let mut unpacker = Unpacker::new();
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     let mut received: u64 = 0;
+    let mut produced: u64 = 0;
+    let ratio = vault.limits().max_gunzip_ratio;
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -179,6 +181,10 @@ async fn retrieve(
                 .feed(rest)
                 .map_err(|e| Fetch::Failed(e.to_string()))?;
             rest = &rest[used..];
+            produced += out.len() as u64;
+            if unpacker.is_gzip() {
+                download::check_ratio(produced, received, ratio, &host).map_err(Fetch::Failed)?;
+            }
             if batch.is_empty() && out.len() >= WRITE_BATCH {
                 writer.write(&out).await.map_err(vault_err)?;
             } else {

@@ -231,7 +231,7 @@ async fn retrieve(
     deadline: Instant,
 ) -> Result<Stored, Retrieval> {
     let asset_id = ctx.asset.config.id.clone();
-    let vault = Vault::in_state_dir(&ctx.app.config.server.state_dir);
+    let vault = Vault::of(&ctx.app.config);
     let lock = ctx.asset.package_locks.get(&action.id.to_ascii_lowercase());
     let _guard = lock.lock().await;
     match vault.find_by_event(&asset_id, &action.id).await {
@@ -260,6 +260,7 @@ async fn retrieve(
     let url = presigned_link(&answer)
         .map_err(|e| Retrieval::Failed(format!("getPackageUri answered {e}")))?;
     let host = link_host(&url);
+    crate::actions::live_response::download::allowed(ctx, &url).map_err(Retrieval::Failed)?;
     ctx.progress(&format!("downloading the package from {host}"));
     // A pre-signed link: no bearer token goes with it. Errors never show the URL (its query
     // is the signature).
