@@ -127,6 +127,8 @@ pub struct App {
     pub summary_drift: actions::consistency::SummaryDrift,
     /// Alert ingestion of the assets that enable it, by asset id.
     pub ingestors: BTreeMap<String, Arc<crate::ingest::poller::Ingestor>>,
+    /// Where completion callbacks stand.
+    pub callbacks: crate::callbacks::Registry,
 }
 
 impl App {
@@ -188,6 +190,7 @@ impl App {
             audit,
             summary_drift: Default::default(),
             ingestors,
+            callbacks: Default::default(),
         }))
     }
 

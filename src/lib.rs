@@ -33,6 +33,7 @@ pub mod actions;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod defender;

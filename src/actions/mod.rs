@@ -57,6 +57,19 @@ pub struct ActionContext {
 }
 
 impl ActionContext {
+    /// A context for work the host does on its own (following an event for a callback):
+    /// the definition of `action`, no caller, no progress.
+    pub fn background(app: Arc<App>, asset: Arc<Asset>, action: &str) -> Option<ActionContext> {
+        let (definition, _) = definition::resolve(action)?;
+        Some(ActionContext {
+            app,
+            asset,
+            definition,
+            idempotency_key: None,
+            progress: None,
+        })
+    }
+
     /// Reports progress (logged; also printed by `invoke`).
     pub fn progress(&self, line: &str) {
         tracing::info!(progress = line);
@@ -206,8 +219,14 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
         Some(a) => a.rename(inv.parameters),
         None => inv.parameters,
     };
-    let params = match validate::validate(definition, &given) {
+    let mut params = match validate::validate(definition, &given) {
         Ok(p) => p,
+        Err(e) => return fail(Map::new(), e),
+    };
+    // The callback parameters are the host's, not the handler's (and never echoed: a URL may
+    // carry a token).
+    let callback = match crate::callbacks::take(&app.config.server, &definition.id, &mut params) {
+        Ok(c) => c,
         Err(e) => return fail(Map::new(), e),
     };
     let echoed = shorten_blobs(validate::redacted(definition, &params));
@@ -297,7 +316,23 @@ pub async fn invoke(app: Arc<App>, inv: Invocation<'_>) -> EnvelopeResponse {
     metrics::histogram!("defender_action_duration_seconds", "action" => action_id.to_string())
         .record(started.elapsed().as_secs_f64());
     match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if let Some(spec) = callback {
+                let event_id = outcome
+                    .summary
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let status = crate::callbacks::register(
+                    &app,
+                    asset_id,
+                    &definition.id,
+                    spec,
+                    event_id.as_deref(),
+                )
+                .await;
+                outcome = outcome.with_summary("callback", status);
+            }
             EnvelopeResponse::ok(Envelope::from_outcome(action_id, asset_id, echoed, outcome))
         }
         Err(e) => {

@@ -96,7 +96,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let pollers = crate::ingest::start(&app);
+    let mut pollers = crate::ingest::start(&app);
+    pollers.push(crate::callbacks::resume_all(&app));
     let limits = edge::ConnLimits::of(&app.config.server);
     let router = router(app);
     let served = edge::serve_router(listener, router, limits, shutdown).await;

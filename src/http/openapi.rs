@@ -938,6 +938,12 @@ fn param_schema(
 fn parameters_schema(d: &Definition) -> (Value, bool) {
     let rules = action_rules(&d.id);
     let device = device_schema();
+    // Blank counts as not given; otherwise the shapes the host checks (which hosts plain http
+    // may reach, and the secret, depend on the configuration).
+    let callback_url = json!({"pattern": format!(
+        "^{TRIMMED}(?:{})?{TRIMMED}$",
+        crate::callbacks::url_pattern()
+    )});
     let mut props = Map::new();
     let mut required = Vec::new();
     for p in &d.parameters {
@@ -950,7 +956,8 @@ fn parameters_schema(d: &Definition) -> (Value, bool) {
             .find(|(name, _)| *name == p.name)
             .map(|(_, v)| v)
             // A `device_id` takes ids, names and addresses unless its definition narrows it.
-            .or((p.name == "device_id" && spec.pattern.is_none()).then_some(&device));
+            .or((p.name == "device_id" && spec.pattern.is_none()).then_some(&device))
+            .or((p.name == crate::callbacks::URL_PARAM).then_some(&callback_url));
         if must_give {
             required.push(p.name.clone());
         }

@@ -64,7 +64,7 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
 
 /// `d` less up to a fifth, at random (so receivers coming back are not hit by every host at
 /// once).
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let fifth = d.as_millis() as u64 / 5;
     if fifth == 0 {
         return d;

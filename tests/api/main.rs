@@ -8,6 +8,7 @@ mod actions_framework;
 mod alerts;
 mod audit;
 mod bulk;
+mod callbacks;
 mod connectivity;
 mod consent;
 mod credentials;

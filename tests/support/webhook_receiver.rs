@@ -28,6 +28,8 @@ pub struct Post {
     pub signature_ok: bool,
     /// The sender's address (one host process keeps one connection).
     pub peer: std::net::SocketAddr,
+    /// The whole body.
+    pub body: Value,
 }
 
 struct Inner {
@@ -88,9 +90,11 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     let signature_ok = signature_ok(&inner.secret, &headers, &body);
-    let events: Vec<Value> = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("events").and_then(Value::as_array).cloned())
+    let parsed = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let events: Vec<Value> = parsed
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
     let keys = keys_of(&events);
     let accepted = !inner.failing.load(Ordering::SeqCst) && signature_ok;
@@ -109,6 +113,7 @@ async fn receive(
         accepted,
         signature_ok,
         peer,
+        body: parsed,
     });
     if accepted {
         StatusCode::OK

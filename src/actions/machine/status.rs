@@ -95,13 +95,19 @@ impl Action for GetStatus {
             fresh_since: Some(now.checked_sub(FRESH).unwrap_or(now)),
             eager: p.wait > 0,
         };
-        match waiting::wait(&ctx, spec).await {
+        let answer = match waiting::wait(&ctx, spec).await {
             Ok(Waited::Final(a)) => Ok(status_outcome(&a, p.wait, None)),
             Ok(Waited::Running { last, problem }) => {
                 Ok(status_outcome(&last, p.wait, problem.as_ref()))
             }
             Err(e) => status_error(&event_id, e),
-        }
+        };
+        // Whether a completion callback is owed for this event, and how it stands.
+        let callback = ctx.app.callbacks.status(&ctx.asset.config.id, &event_id);
+        answer.map(|o| match callback {
+            Some(c) => o.with_summary("callback", c),
+            None => o,
+        })
     }
 }
 
