@@ -395,7 +395,18 @@ pub fn sanitize(parameters: &Map<String, Value>) -> Map<String, Value> {
             let k = k.to_ascii_lowercase();
             !SECRET_MARKS.iter().any(|m| k.contains(m))
         })
-        .map(|(k, v)| (cut(k, 64), cut_value(v, 0)))
+        .map(|(k, v)| {
+            // A callback URL may carry a token in its path or query: its origin only.
+            if k == crate::callbacks::URL_PARAM
+                && let Some(origin) = v
+                    .as_str()
+                    .and_then(|u| url::Url::parse(u.trim()).ok())
+                    .map(|u| u.origin().ascii_serialization())
+            {
+                return (k.clone(), Value::String(origin));
+            }
+            (cut(k, 64), cut_value(v, 0))
+        })
         .collect()
 }
 
@@ -607,5 +618,21 @@ mod tests {
             log.read(Some("2000-01-02"), None, 10).unwrap().lines.len(),
             1
         );
+    }
+
+    #[test]
+    fn sanitized_parameters_keep_no_secret_nor_a_callback_token() {
+        let mut p = Map::new();
+        p.insert("device_id".into(), Value::String("pc01".into()));
+        p.insert("client_secret".into(), Value::String("hunter2".into()));
+        p.insert(
+            "callback_url".into(),
+            Value::String("https://hooks.example.com/w/abc?token=t0ps3cret".into()),
+        );
+        let out = sanitize(&p);
+        assert_eq!(out["device_id"], "pc01");
+        assert!(!out.contains_key("client_secret"));
+        assert_eq!(out["callback_url"], "https://hooks.example.com");
+        assert!(!serde_json::to_string(&out).unwrap().contains("t0ps3cret"));
     }
 }
