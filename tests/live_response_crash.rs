@@ -37,6 +37,7 @@ client_id = "{client}"
 client_secret_env = "{SECRET_ENV}"
 login_url = "{sim_base}"
 api_url = "{sim_base}"
+download_hosts = ["http://127.0.0.1"]
 "#,
         server = server_section(port, dir),
         tenant = tenant.id,

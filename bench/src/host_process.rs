@@ -99,7 +99,7 @@ pub fn config_toml(
         "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n{}\n\
          [assets.{ASSET}]\ntenant_id = {}\nclient_id = {}\nclient_secret_env = \"{SECRET_ENV}\"\n\
          auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\
-         graph_url = {}\n\n[assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
+         graph_url = {}\ndownload_hosts = [\"http://127.0.0.1\"]\n\n[assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
         toml_str(&state_dir.display().to_string()),
         spec.max_connections
             .map(|n| format!("max_connections = {n}\n"))
