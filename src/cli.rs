@@ -613,8 +613,16 @@ async fn invoke(
         Err(code) => return code,
     };
     let progress: actions::ProgressSink = Arc::new(|line: &str| eprintln!("… {line}"));
+    // A state-changing action run from the command line is audited like one over HTTP (key
+    // `cli`); it is not run when the trail cannot be written.
+    let audited = actions::definition::resolve(&action).is_some_and(|(d, _)| !d.read_only);
+    if audited && let Err(e) = app.audit.check_writable().await {
+        eprintln!("defender-soar: the audit trail cannot be written ({e}); the action was not run");
+        return ExitCode::FAILURE;
+    }
+    let audit_params = parameters.clone();
     let resp = actions::invoke(
-        app,
+        app.clone(),
         Invocation {
             asset_id: &asset,
             action_id: &action,
@@ -624,6 +632,31 @@ async fn invoke(
         },
     )
     .await;
+    if audited {
+        let record = crate::audit::AuditRecord {
+            key: "cli".into(),
+            addr: "-".into(),
+            request_id: "-".into(),
+            asset: asset.clone(),
+            action: action.clone(),
+            parameters: audit_params,
+            event_id: resp
+                .envelope
+                .summary
+                .get("event_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            outcome: Some(crate::audit::AuditOutcome {
+                status: resp.status.as_u16(),
+                message: resp.envelope.message.clone(),
+            }),
+        };
+        if let Err(e) = app.audit.append(record).await {
+            eprintln!(
+                "defender-soar: warning: the action ran but its audit line could not be written: {e}"
+            );
+        }
+    }
     match serde_json::to_string_pretty(&resp.envelope) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("defender-soar: {e}"),

@@ -204,6 +204,7 @@ fn state_problem_page(asset_id: &str, detail: &str) -> Response {
 pub async fn start_oauth(
     State(app): State<Arc<App>>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     if method == Method::HEAD {
@@ -252,6 +253,15 @@ pub async fn start_oauth(
     };
     match asset.tokens.open_session(ticket).await {
         Ok(opened) => {
+            audit_browser_step(
+                &app,
+                &headers,
+                asset_id,
+                "consent_ticket",
+                302,
+                "consent link opened; sent to Entra ID",
+            )
+            .await;
             let Ok(location) = HeaderValue::from_str(&opened.authorize_url) else {
                 tracing::error!(asset = %asset_id, "the authorize URL is not a valid header value");
                 return error_page(
@@ -288,6 +298,34 @@ pub async fn start_oauth(
             "No consent needed",
             &para(&format!("{e}.")),
         ),
+    }
+}
+
+/// Appends the audit line of a consent step taken in a browser (no API key: `key` is `-`). A
+/// line that cannot be written is logged; the step itself is not undone.
+async fn audit_browser_step(
+    app: &App,
+    headers: &HeaderMap,
+    asset: &str,
+    action: &str,
+    status: u16,
+    message: &str,
+) {
+    let record = crate::audit::AuditRecord {
+        key: "-".into(),
+        addr: "-".into(),
+        request_id: super::routes::request_id(headers),
+        asset: asset.to_string(),
+        action: action.to_string(),
+        parameters: Map::new(),
+        event_id: None,
+        outcome: Some(crate::audit::AuditOutcome {
+            status,
+            message: message.to_string(),
+        }),
+    };
+    if let Err(e) = app.audit.append(record).await {
+        tracing::error!(asset, action, error = %e, "audit line of a consent step not written");
     }
 }
 
@@ -569,6 +607,15 @@ pub async fn result(
         .await
     {
         Ok(connected) => {
+            audit_browser_step(
+                &app,
+                &headers,
+                asset_id,
+                "consent_completed",
+                200,
+                &format!("connected by {}", connected.consenter.label()),
+            )
+            .await;
             let minutes = connected.expires_in / 60;
             let mut body = format!(
                 "<p>Connected by <strong id=\"consenter\">{}</strong>.</p>\n",

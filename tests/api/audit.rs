@@ -204,3 +204,39 @@ async fn the_chain_verifies_after_1000_actions_and_breaks_when_a_line_is_edited(
         "{stderr}"
     );
 }
+
+#[test]
+fn an_action_run_from_the_command_line_is_audited_as_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_defender-soar"))
+        .current_dir(dir.path())
+        .args([
+            "invoke",
+            "demo",
+            "update_device_tag",
+            "--param",
+            &format!("device_id={DEV}"),
+            "--param",
+            "tag=audited",
+            "--param",
+            "operation=Add",
+        ])
+        .env_remove("DEFENDER_SOAR_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: String = std::fs::read_dir(dir.path().join("state/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let line: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(line["key"], "cli");
+    assert_eq!(line["action"], "update_device_tag");
+    assert_eq!(line["asset"], "demo");
+    assert_eq!(line["parameters"]["tag"], "audited");
+}

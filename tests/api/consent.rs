@@ -151,6 +151,19 @@ async fn full_consent_connects_the_asset_and_actions_run_on_delegated_permission
         page.body
     );
     assert!(page.body.contains("Machine.Isolate"), "{}", page.body);
+    // The consent start, the opened link and the completion are in the audit trail.
+    let audit: String = std::fs::read_dir(rig.dir.path().join("audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    for step in ["\"consent\"", "\"consent_ticket\"", "\"consent_completed\""] {
+        assert!(audit.contains(step), "{step} not audited:\n{audit}");
+    }
+    assert!(audit.contains("admin@contoso.onmicrosoft.com"), "{audit}");
+    assert!(
+        !audit.contains(&code),
+        "the authorization code is never audited"
+    );
     // The page names who connected the asset, and the binding cookie is cleared.
     assert!(
         page.body
