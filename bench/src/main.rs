@@ -65,7 +65,7 @@ struct Cli {
     /// --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(5..=3600))]
     ingestion_secs: Option<u64>,
-    /// Devices in each path of bulk (default 200, 40 with --quick).
+    /// Devices in each path of bulk (default 200, 20 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=500))]
     bulk_devices: Option<u64>,
     /// Host start-ups measured in startup (default 5).
@@ -154,7 +154,7 @@ async fn main() -> ExitCode {
             .hunting_rows
             .unwrap_or(if quick { 20_000 } else { 100_000 }) as usize,
         ingestion: Duration::from_secs(cli.ingestion_secs.unwrap_or(if quick { 30 } else { 180 })),
-        bulk_devices: cli.bulk_devices.unwrap_or(if quick { 40 } else { 200 }) as usize,
+        bulk_devices: cli.bulk_devices.unwrap_or(if quick { 20 } else { 200 }) as usize,
         sim_bin,
         host_bin,
         host_log: cli.host_log.clone(),
