@@ -13,47 +13,27 @@ use std::path::Path;
 use std::time::Duration;
 
 use defender_sim::Scenario;
-use host_process::{HostProcess, free_port, server_section};
+use host_process::{HostProcess, More, serve_contoso};
 use serde_json::{Value, json};
 use webhook_receiver::Receiver;
 
 const API_KEY: &str = "callback-crash-api-key-77c2";
-const SECRET_ENV: &str = "CALLBACK_CRASH_CLIENT_SECRET";
 const HOOK_ENV: &str = "CALLBACK_CRASH_SIGNING_SECRET";
 const HOOK_SECRET: &str = "callback-crash-signing-secret-0b4d";
 const DEV: &str = "f1eb97a430ca4c315e219960cd146874419fbefc";
 
 fn start_host(dir: &Path, run: u32, scenario: &Scenario, sim_base: &str) -> HostProcess {
-    let port = free_port();
-    let tenant = scenario.first_tenant().unwrap();
-    let app = tenant.apps.first().unwrap();
-    let config = format!(
-        r#"{server}
-[server.callback_secrets]
-n8n = "{HOOK_ENV}"
-
-[assets.contoso]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret_env = "{SECRET_ENV}"
-login_url = "{sim_base}"
-api_url = "{sim_base}"
-"#,
-        server = server_section(port, dir),
-        tenant = tenant.id,
-        client = app.client_id,
-    );
-    HostProcess::serve(
+    serve_contoso(
         dir,
         &format!("host-{run}"),
-        port,
-        &config,
-        &[
-            ("DEFENDER_SOAR_API_KEY", API_KEY),
-            (SECRET_ENV, &app.secret),
-            (HOOK_ENV, HOOK_SECRET),
-        ],
-        &["DEFENDER_SOAR_STATE_KEY"],
+        scenario,
+        sim_base,
+        API_KEY,
+        More {
+            server: &format!("\n[server.callback_secrets]\nn8n = \"{HOOK_ENV}\"\n"),
+            env: &[(HOOK_ENV, HOOK_SECRET)],
+            ..More::default()
+        },
     )
 }
 

@@ -16,13 +16,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use defender_sim::Scenario;
-use host_process::{HostProcess, free_port, server_section};
+use host_process::{HostProcess, More, serve_contoso};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use webhook_receiver::Receiver;
 
 const API_KEY: &str = "ingestion-crash-api-key-9e2f";
-const SECRET_ENV: &str = "INGESTION_CRASH_CLIENT_SECRET";
 const HOOK_SECRET_ENV: &str = "INGESTION_CRASH_HOOK_SECRET";
 const HOOK_SECRET: &str = "ingestion-crash-hook-secret-51b7";
 const KILLS: usize = 20;
@@ -34,45 +33,22 @@ fn start_host(
     sim_base: &str,
     hook: &str,
 ) -> HostProcess {
-    let port = free_port();
-    let tenant = scenario.first_tenant().unwrap();
-    let app = tenant.apps.first().unwrap();
-    let config = format!(
-        r#"{server}
-[assets.contoso]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret_env = "{SECRET_ENV}"
-login_url = "{sim_base}"
-api_url = "{sim_base}"
-graph_url = "{sim_base}"
-
-[assets.contoso.ingestion]
-enabled = true
-interval_secs = 10
-max_per_poll = 150
-
-[[assets.contoso.ingestion.webhooks]]
-url = "{hook}"
-secret_env = "{HOOK_SECRET_ENV}"
-batch_size = 40
-retry_max_secs = 1
-"#,
-        server = server_section(port, dir),
-        tenant = tenant.id,
-        client = app.client_id,
+    let ingestion = format!(
+        "[assets.contoso.ingestion]\nenabled = true\ninterval_secs = 10\nmax_per_poll = 150\n\n\
+         [[assets.contoso.ingestion.webhooks]]\nurl = \"{hook}\"\nsecret_env = \"{HOOK_SECRET_ENV}\"\n\
+         batch_size = 40\nretry_max_secs = 1\n"
     );
-    HostProcess::serve(
+    serve_contoso(
         dir,
         &format!("host-{run}"),
-        port,
-        &config,
-        &[
-            ("DEFENDER_SOAR_API_KEY", API_KEY),
-            (SECRET_ENV, &app.secret),
-            (HOOK_SECRET_ENV, HOOK_SECRET),
-        ],
-        &["DEFENDER_SOAR_STATE_KEY"],
+        scenario,
+        sim_base,
+        API_KEY,
+        More {
+            asset: &ingestion,
+            env: &[(HOOK_SECRET_ENV, HOOK_SECRET)],
+            ..More::default()
+        },
     )
 }
 

@@ -11,49 +11,22 @@ mod host_process;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host_process::{HostProcess, free_port, server_section};
+use host_process::{HostProcess, More, serve_contoso};
 
 use defender_sim::Scenario;
 use serde_json::{Value, json};
 
 const API_KEY: &str = "crash-test-api-key-4c1d";
-const SECRET_ENV: &str = "LIVE_RESPONSE_CRASH_CLIENT_SECRET";
 const DEV: &str = "f1eb97a430ca4c315e219960cd146874419fbefc";
 const HOSTS: &str = "C:\\Windows\\System32\\drivers\\etc\\hosts";
 const HOSTS_CONTENT: &str = "127.0.0.1 localhost\n10.0.0.10 dc01.contoso.com\n";
 const LR_ROUTE: &str = "/api/machines/{id}/runliveresponse";
 const KEY: &str = "crash-test-get-file-1";
 
-/// Writes a configuration for one asset on the simulator and starts `defender-soar serve`.
+/// Starts `defender-soar serve` with one asset on the simulator.
 fn start_host(dir: &Path, run: u32, scenario: &Scenario, sim_base: &str) -> HostProcess {
-    let port = free_port();
-    let tenant = scenario.first_tenant().unwrap();
-    let app = tenant.apps.first().unwrap();
-    let config = format!(
-        r#"{server}
-[assets.contoso]
-tenant_id = "{tenant}"
-client_id = "{client}"
-client_secret_env = "{SECRET_ENV}"
-login_url = "{sim_base}"
-api_url = "{sim_base}"
-download_hosts = ["http://127.0.0.1"]
-"#,
-        server = server_section(port, dir),
-        tenant = tenant.id,
-        client = app.client_id,
-    );
-    HostProcess::serve(
-        dir,
-        &format!("host-{run}"),
-        port,
-        &config,
-        &[
-            ("DEFENDER_SOAR_API_KEY", API_KEY),
-            (SECRET_ENV, &app.secret),
-        ],
-        &["DEFENDER_SOAR_STATE_KEY"],
-    )
+    let name = format!("host-{run}");
+    serve_contoso(dir, &name, scenario, sim_base, API_KEY, More::default())
 }
 
 /// Polls `cond` every 10 ms for up to 20 s.

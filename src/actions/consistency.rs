@@ -63,6 +63,13 @@ pub fn check_params<P: DeserializeOwned>(def: &Definition) -> Vec<String> {
     let say = |param: &str, what: String| format!("{}: parameter '{param}': {what}", def.id);
 
     for param in &def.parameters {
+        // The host's own parameters, taken out before the handler sees the rest.
+        let host_param = [crate::callbacks::URL_PARAM, crate::callbacks::SECRET_PARAM]
+            .contains(&param.name.as_str())
+            && crate::callbacks::accepts(&def.id);
+        if host_param {
+            continue;
+        }
         if !fields.contains(&param.name.as_str()) {
             problems.push(say(
                 &param.name,

@@ -430,14 +430,14 @@ impl Window {
             log.partition_point(|t| *t < stop)
                 .saturating_sub(log.partition_point(|t| *t < s))
         };
-        // The fullest window containing `at` starts at the earliest possible moment or at an
-        // entry no later than `at`.
+        // The fullest window containing `at` starts at the earliest possible moment, at an
+        // entry no later than `at`, or at `at` itself (taking in the most reservations ahead).
         let lo = log.partition_point(|t| *t < first_start);
         let hi = log.partition_point(|t| *t <= at);
         log.range(lo..hi)
             .copied()
             .map(count_from)
-            .fold(count_from(first_start), usize::max)
+            .fold(count_from(first_start).max(count_from(at)), usize::max)
     }
 
     /// When the `limit`-th latest entry leaves a window of `length` (`None`: fewer entries).

@@ -1,5 +1,8 @@
 //! `defender-soar serve` as a child process, for tests that need real processes (crashes,
-//! hosts sharing a state directory). Included by those test files with `#[path]`.
+//! hosts sharing a state directory). Included by those test files with `#[path]`; each uses
+//! part of it.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -109,6 +112,62 @@ pub fn server_section(port: u16, dir: &Path) -> String {
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
          state_dir = \"{}\"\napi_key_env = \"DEFENDER_SOAR_API_KEY\"\n",
         dir.join("state").display()
+    )
+}
+
+/// What [`serve_contoso`] adds to its configuration and environment.
+#[derive(Default, Clone, Copy)]
+pub struct More<'a> {
+    /// TOML added to `[server]` (sub-sections included).
+    pub server: &'a str,
+    /// TOML after the asset (its sub-sections).
+    pub asset: &'a str,
+    /// Environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// The environment variable the asset of [`serve_contoso`] reads its client secret from.
+pub const CONTOSO_SECRET_ENV: &str = "CONTOSO_CLIENT_SECRET";
+
+/// Starts `defender-soar serve` (log and config `dir/<name>.*`, state `dir/state`) with the
+/// API key `api_key` and one asset, `contoso`, on the simulator at `sim_base` with the first app
+/// of the scenario's first tenant (download links from the simulator allowed), and `more`.
+pub fn serve_contoso(
+    dir: &Path,
+    name: &str,
+    scenario: &defender_sim::Scenario,
+    sim_base: &str,
+    api_key: &str,
+    more: More<'_>,
+) -> HostProcess {
+    let More {
+        server: server_extra,
+        asset: extra,
+        env,
+    } = more;
+    let port = free_port();
+    let tenant = scenario.first_tenant().unwrap();
+    let app = tenant.apps.first().unwrap();
+    let config = format!(
+        "{server}{server_extra}\n[assets.contoso]\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\n\
+         client_secret_env = \"{CONTOSO_SECRET_ENV}\"\nlogin_url = \"{sim_base}\"\napi_url = \"{sim_base}\"\n\
+         graph_url = \"{sim_base}\"\ndownload_hosts = [\"http://127.0.0.1\"]\n\n{extra}",
+        server = server_section(port, dir),
+        tenant = tenant.id,
+        client = app.client_id,
+    );
+    let mut all_env = vec![
+        ("DEFENDER_SOAR_API_KEY", api_key),
+        (CONTOSO_SECRET_ENV, app.secret.as_str()),
+    ];
+    all_env.extend_from_slice(env);
+    HostProcess::serve(
+        dir,
+        name,
+        port,
+        &config,
+        &all_env,
+        &["DEFENDER_SOAR_STATE_KEY"],
     )
 }
 
