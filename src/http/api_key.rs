@@ -6,8 +6,10 @@
 //! known key gets 401; a known key out of its scope or assets gets 403 naming the missing scope
 //! or asset (never the key). Failed authentications are logged (key name or `unknown`, source
 //! address; never the presented secret) and counted in `defender_auth_failures_total{reason}`;
-//! an address with [`MAX_FAILURES`] failures within [`FAILURE_WINDOW`] gets 429 with
-//! `Retry-After` on every request until the window ends.
+//! once an address has [`MAX_FAILURES`] failures within [`FAILURE_WINDOW`], each further
+//! failed attempt from it is answered only after [`SLOW_DOWN`] until the window ends, so
+//! guessing slows to a crawl while a valid key from the same address (callers behind one NAT
+//! or proxy) is never locked out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -32,6 +33,8 @@ use crate::envelope::{ActionError, EnvelopeResponse};
 pub const MAX_FAILURES: u32 = 10;
 /// The window failures are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a failed attempt from an address over [`MAX_FAILURES`] waits for its answer.
+pub const SLOW_DOWN: Duration = Duration::from_millis(250);
 /// Most addresses remembered in the failure table.
 const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// The name of the key of `server.api_key_env`.
@@ -216,7 +219,7 @@ fn count_failure(reason: &'static str) {
     metrics::counter!("defender_auth_failures_total", "reason" => reason).increment(1);
 }
 
-/// Middleware: authenticates the key (401), applies the slow-down (429), checks the route's
+/// Middleware: authenticates the key (401, slowed down after repeated failures), checks the route's
 /// scope and asset (403), and adds the [`Caller`] to the request's extensions.
 pub async fn require(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let addr = req
@@ -235,21 +238,6 @@ pub async fn require(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     let reject = |e: ActionError| {
         EnvelopeResponse::error(&action_shown, &asset_shown, Map::new(), &e).into_response()
     };
-    if let Some(secs) = addr.and_then(|a| app.keys.blocked_for(a)) {
-        count_failure("throttled");
-        tracing::warn!(key = "unknown", addr = %shown_addr, "authentication refused: too many failures from this address");
-        let mut r = EnvelopeResponse::error(
-            &action_shown,
-            &asset_shown,
-            Map::new(),
-            &ActionError::Unauthorized(format!(
-                "too many failed authentications from this address; retry after {secs} s"
-            )),
-        );
-        r.status = StatusCode::TOO_MANY_REQUESTS;
-        r.retry_after = Some(secs);
-        return r.into_response();
-    }
     let presented = req
         .headers()
         .get("authorization")
@@ -267,10 +255,17 @@ pub async fn require(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     };
     let Some(key) = app.keys.find(presented) else {
         count_failure("unknown_key");
-        if let Some(a) = addr {
+        let slowed = addr.is_some_and(|a| {
             app.keys.record_failure(a);
+            app.keys.blocked_for(a).is_some()
+        });
+        if slowed {
+            count_failure("throttled");
+            tracing::warn!(key = "unknown", addr = %shown_addr, "authentication failed: unknown API key (address slowed down after repeated failures)");
+            tokio::time::sleep(SLOW_DOWN).await;
+        } else {
+            tracing::warn!(key = "unknown", addr = %shown_addr, "authentication failed: unknown API key");
         }
-        tracing::warn!(key = "unknown", addr = %shown_addr, "authentication failed: unknown API key");
         return reject(ActionError::Unauthorized("API key rejected".into()));
     };
     if let Some(scope) = need.scope

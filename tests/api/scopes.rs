@@ -302,12 +302,14 @@ async fn failed_authentications_are_logged_counted_and_slowed_down() {
         assert!(!r.1.contains(bad));
     }
     assert!(failures("unknown_key") >= before + 10);
-    // The address is now slowed down: even a good key waits.
+    // The address is now slowed down: its next failure is answered late (and counted so)...
+    let throttled = failures("throttled");
+    let r = call(&app, bad, "GET", "/actions", None).await;
+    assert_eq!(r.0, 401, "{}", r.1);
+    assert!(failures("throttled") > throttled);
+    // ... while a valid key from the same address is served as ever.
     let r = call(&app, READER, "GET", "/actions", None).await;
-    assert_eq!(r.0, 429, "{}", r.1);
-    let secs: u64 = r.2.expect("Retry-After").parse().unwrap();
-    assert!((1..=60).contains(&secs));
-    assert!(failures("throttled") >= 1);
+    assert_eq!(r.0, 200, "{}", r.1);
     let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
     assert!(logs.contains("authentication failed: unknown API key"));
     assert!(logs.contains("127.0.0.1"));
