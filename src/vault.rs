@@ -311,44 +311,19 @@ impl Vault {
         read_entry(&self.dir.join(format!("{id}.json"))).await
     }
 
-    /// A stored file retrieved by `event_id` with `asset` (the first found), if any.
+    /// A stored file retrieved by `event_id` with `asset` (the oldest found), if any.
     pub async fn find_by_event(
         &self,
         asset: &str,
         event_id: &str,
     ) -> Result<Option<VaultEntry>, VaultError> {
-        let mut dir = match tokio::fs::read_dir(&self.dir).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("listing the vault")(e)),
-        };
-        while let Some(item) = dir
-            .next_entry()
-            .await
-            .map_err(io_err("listing the vault"))?
-        {
-            let path = item.path();
-            let is_meta = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .is_some_and(|stem| normalize_id(stem).as_deref() == Some(stem));
-            if !is_meta {
-                continue;
-            }
-            let Ok(Some(entry)) = read_entry(&path).await else {
-                continue;
-            };
-            let matches = entry.asset == asset
+        Ok(self.entries().await?.into_iter().find(|entry| {
+            entry.asset == asset
                 && entry
                     .event_id
                     .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(event_id));
-            if matches && self.dir.join(&entry.sha256).is_file() {
-                return Ok(Some(entry));
-            }
-        }
-        Ok(None)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(event_id))
+        }))
     }
 }
 
