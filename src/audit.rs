@@ -292,7 +292,11 @@ impl AuditLog {
             (Some(c), _) => {
                 let (file, line) = c
                     .split_once(':')
-                    .and_then(|(f, l)| Some((f, l.parse::<usize>().ok()?)))
+                    .and_then(|(f, l)| {
+                        let digits =
+                            !l.is_empty() && l.len() <= 18 && l.bytes().all(|b| b.is_ascii_digit());
+                        Some((f, l.parse::<usize>().ok().filter(|_| digits)?))
+                    })
                     .filter(|(f, _)| is_date(f))
                     .ok_or_else(|| {
                         AuditError::Query(

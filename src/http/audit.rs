@@ -23,8 +23,8 @@ fn error(e: ActionError) -> Response {
     params(
         ("since" = Option<String>, Query,
             description = "Lines written at or after this RFC 3339 time (2024-05-01T10:00:00Z), or from this UTC date (2024-05-01); default: from the first line"),
-        ("cursor" = Option<String>, Query,
-            description = "Continue after a previous page: its `next` value (takes precedence over `since`)"),
+        ("cursor" = Option<String>, Query, pattern = "^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}:[0-9]{1,18})?$",
+            description = "Continue after a previous page: its `next` value (takes precedence over `since`); empty counts as not given"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Most lines answered (default 100)")),
     security(("api_key" = [])),
@@ -40,8 +40,9 @@ pub async fn audit(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Resp
     let mut limit = DEFAULT_LIMIT;
     for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "since" => since = Some(v.into_owned()),
-            "cursor" => cursor = Some(v.into_owned()),
+            // Empty counts as not given, as for every other parameter of the API.
+            "since" if !v.is_empty() => since = Some(v.into_owned()),
+            "cursor" if !v.is_empty() => cursor = Some(v.into_owned()),
             "limit" => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_READ_LIMIT).contains(&n) => limit = n,
                 _ => {

@@ -162,6 +162,8 @@ struct Bulk<'a> {
     devices: Vec<String>,
     timeout: u64,
     ctx: &'a ActionContext,
+    /// The call's Idempotency-Key record is written (once, with the first accepted device).
+    call_recorded: tokio::sync::OnceCell<()>,
 }
 
 /// The SHA256 (hex) of a bulk call's parameters (the timeout left out).
@@ -184,19 +186,10 @@ impl Bulk<'_> {
             Some(k) => {
                 let lock = idempotency::key_lock(ctx, k);
                 let guard = lock.lock_owned().await;
-                // The key itself records the call, so that other parameters are refused.
-                if idempotency::lookup(ctx, k, self.action, &hash)
-                    .await?
-                    .is_none()
-                {
-                    idempotency::remember(ctx, k, self.action, &hash, "bulk")
-                        .await
-                        .map_err(|e| {
-                            ActionError::Internal(format!(
-                                "the Idempotency-Key cannot be recorded: {e}"
-                            ))
-                        })?;
-                }
+                // The key with other parameters (or of another action) is refused. The call is
+                // recorded once a first device's action was accepted: a call that sent nothing
+                // leaves no record.
+                idempotency::lookup(ctx, k, self.action, &hash).await?;
                 Some(guard)
             }
             None => None,
@@ -335,11 +328,23 @@ impl Bulk<'_> {
         let submitted = engine::submit(ctx, self.kind, device, &self.body, deadline).await;
         match submitted {
             Ok(engine::Submitted::Action { action, existing }) => {
-                if let Some(dk) = &device_key
-                    && let Err(e) =
-                        idempotency::remember(ctx, dk, self.action, hash, &action.id).await
-                {
-                    tracing::warn!(device, "the Idempotency-Key record was not written: {e}");
+                if let (Some(k), Some(dk)) = (key, &device_key) {
+                    let recorded = self
+                        .call_recorded
+                        .get_or_try_init(|| {
+                            idempotency::remember(ctx, k, self.action, hash, "bulk")
+                        })
+                        .await
+                        .map(|_| ());
+                    let device_recorded = match recorded {
+                        Ok(()) => {
+                            idempotency::remember(ctx, dk, self.action, hash, &action.id).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = device_recorded {
+                        tracing::warn!(device, "the Idempotency-Key record was not written: {e}");
+                    }
                 }
                 let followed = engine::follow(ctx, *action, deadline).await;
                 let f = Followed {
@@ -482,6 +487,7 @@ async fn run_bulk(
         devices,
         timeout: p.timeout,
         ctx: &ctx,
+        call_recorded: tokio::sync::OnceCell::new(),
     }
     .run()
     .await
