@@ -301,17 +301,10 @@ fn resolve_server(
             );
             continue;
         }
-        match secret_from_env(var.trim(), env) {
-            Ok(s) if s.expose_secret().chars().count() >= MIN_WEBHOOK_SECRET => {
+        match signing_secret(var.trim(), env) {
+            Ok(s) => {
                 callback_secrets.insert(name, s);
             }
-            Ok(_) => problems.push(
-                key,
-                format!(
-                    "the secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters",
-                    var.trim()
-                ),
-            ),
             Err(e) => problems.push(key, e),
         }
     }
@@ -1326,8 +1319,20 @@ fn resolve_ingestion(
 const MIN_OUTBOX: usize = 100;
 /// Largest `outbox_max_events`.
 const MAX_OUTBOX: usize = 10_000_000;
-/// Shortest webhook signing secret.
-const MIN_WEBHOOK_SECRET: usize = 16;
+/// Shortest signing secret (webhooks, callbacks).
+const MIN_SIGNING_SECRET: usize = 16;
+
+/// A signing secret (webhooks, callbacks) from the environment variable `name`: set and at
+/// least [`MIN_SIGNING_SECRET`] characters. Errors name the variable, never the value.
+fn signing_secret(name: &str, env: EnvLookup<'_>) -> Result<SecretString, String> {
+    let secret = secret_from_env(name, env)?;
+    if secret.expose_secret().chars().count() < MIN_SIGNING_SECRET {
+        return Err(format!(
+            "the secret in {name} is shorter than {MIN_SIGNING_SECRET} characters"
+        ));
+    }
+    Ok(secret)
+}
 
 /// One webhook (`at` is its key, e.g. `assets.contoso.ingestion.webhooks[0]`).
 fn resolve_webhook(
@@ -1376,23 +1381,10 @@ fn resolve_webhook(
             );
             None
         }
-        Some(Text(name)) => match secret_from_env(name.trim(), env) {
-            Ok(s) if s.expose_secret().chars().count() >= MIN_WEBHOOK_SECRET => Some(s),
-            Ok(_) => {
-                problems.push(
-                    format!("{at}.secret_env"),
-                    format!(
-                        "the secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters",
-                        name.trim()
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                problems.push(format!("{at}.secret_env"), e);
-                None
-            }
-        },
+        Some(Text(name)) => problems.check(
+            &format!("{at}.secret_env"),
+            signing_secret(name.trim(), env),
+        ),
     };
     let batch_size = whole_number(
         problems,
