@@ -129,6 +129,10 @@ pub struct App {
     pub ingestors: BTreeMap<String, Arc<crate::ingest::poller::Ingestor>>,
     /// Where completion callbacks stand.
     pub callbacks: crate::callbacks::Registry,
+    /// When the application was built (uptime).
+    pub started: std::time::Instant,
+    /// The admin console's signed-in browsers.
+    pub console: crate::http::admin::session::Sessions,
 }
 
 impl App {
@@ -191,6 +195,8 @@ impl App {
             summary_drift: Default::default(),
             ingestors,
             callbacks: Default::default(),
+            started: std::time::Instant::now(),
+            console: Default::default(),
         }))
     }
 

@@ -353,6 +353,36 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// The newest `n` lines about `asset` (newest first), from the last [`RECENT_DAYS`] days'
+    /// files; lines that do not parse are skipped.
+    pub async fn recent(&self, asset: &str, n: usize) -> Result<Vec<AuditLine>, AuditError> {
+        let dir = self.dir.clone();
+        let asset = asset.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            for (_, path) in files(&dir)?.into_iter().rev().take(RECENT_DAYS) {
+                let text = std::fs::read_to_string(&path).map_err(io_at("read", &path))?;
+                for line in text.lines().rev() {
+                    if out.len() == n {
+                        return Ok(out);
+                    }
+                    if let Ok(l) = serde_json::from_str::<AuditLine>(line)
+                        && l.asset == asset
+                    {
+                        out.push(l);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// How many daily files [`AuditLog::recent`] looks through.
+pub const RECENT_DAYS: usize = 7;
+
 /// Walks every file of the trail in date order: the number of lines verified, or where the
 /// chain first breaks.
 pub fn verify(dir: &Path) -> Result<usize, AuditError> {

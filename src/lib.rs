@@ -40,6 +40,7 @@ pub mod defender;
 pub mod envelope;
 pub mod http;
 pub mod ingest;
+pub mod overview;
 pub mod state;
 pub mod telemetry;
 pub mod vault;

@@ -18,6 +18,46 @@ use crate::envelope::{ActionError, Outcome};
 
 pub use crate::auth::satisfies;
 
+/// What a pair of grants allows: the actions it lets run and, for each other one, the
+/// permissions it misses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionCheck {
+    /// Ids of the actions the grants allow.
+    pub allowed: Vec<String>,
+    /// Each blocked action's id with the permissions it misses.
+    pub blocked: Vec<(String, Vec<String>)>,
+}
+
+/// Checks every action definition against the Defender permissions `granted` and the Microsoft
+/// Graph permissions `graph_granted`. An action needing any one of its permissions
+/// (`any_permission`) is allowed when one is granted.
+pub fn check_permissions(granted: &[String], graph_granted: &[String]) -> PermissionCheck {
+    let mut check = PermissionCheck::default();
+    for d in definitions() {
+        let (defender_needs, graph_needs): (Vec<String>, Vec<String>) = d
+            .permissions
+            .iter()
+            .cloned()
+            .partition(|p| Audience::of_permission(p) == Audience::Defender);
+        let mut missing = missing_permissions(granted, &defender_needs);
+        missing.extend(missing_permissions(graph_granted, &graph_needs));
+        let enough = if d.any_permission {
+            missing.len() < d.permissions.len()
+        } else {
+            missing.is_empty()
+        };
+        if enough {
+            check.allowed.push(d.id.clone());
+        } else {
+            check.blocked.push((
+                d.id.clone(),
+                missing.into_iter().map(str::to_string).collect(),
+            ));
+        }
+    }
+    check
+}
+
 /// Tests the asset's credentials and API reachability.
 pub struct TestConnectivity;
 
@@ -154,28 +194,13 @@ impl Action for TestConnectivity {
             .as_ref()
             .map(|g| g.permissions.clone())
             .unwrap_or_default();
-        let mut allowed = Vec::new();
-        let mut blocked = Vec::new();
-        for d in definitions() {
-            let (defender_needs, graph_needs): (Vec<String>, Vec<String>) = d
-                .permissions
-                .iter()
-                .cloned()
-                .partition(|p| Audience::of_permission(p) == Audience::Defender);
-            let mut missing = missing_permissions(&granted, &defender_needs);
-            missing.extend(missing_permissions(&graph_granted, &graph_needs));
-            // An action needing any one of its permissions runs when one is granted.
-            let enough = if d.any_permission {
-                missing.len() < d.permissions.len()
-            } else {
-                missing.is_empty()
-            };
-            if enough {
-                allowed.push(d.id.clone());
-            } else {
-                blocked.push(json!({"action": d.id, "missing_permissions": missing}));
-            }
-        }
+        let check = check_permissions(&granted, &graph_granted);
+        let allowed = check.allowed;
+        let blocked: Vec<Value> = check
+            .blocked
+            .iter()
+            .map(|(action, missing)| json!({"action": action, "missing_permissions": missing}))
+            .collect();
         let base = Outcome::default()
             .with_summary("token_endpoint", endpoint)
             .with_summary("token_acquired", true)

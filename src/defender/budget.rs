@@ -168,6 +168,67 @@ pub struct Budget {
     max_wait: Duration,
     actions_floor_percent: u8,
     families: [Window; 5],
+    /// Calls granted per family and minute over the last hour (for the admin console).
+    history: Mutex<History>,
+}
+
+/// Every family, in display order.
+pub const FAMILIES: [Family; 5] = [
+    Family::Default,
+    Family::LiveResponse,
+    Family::PackageUri,
+    Family::Hunting,
+    Family::Graph,
+];
+
+/// Calls granted per family in each of the last [`HISTORY_MINUTES`] minutes.
+struct History {
+    /// When minute 0 began.
+    base: Instant,
+    /// Per family: (minute number, calls granted in it), indexed by minute modulo the length.
+    minutes: [[(u64, u32); HISTORY_MINUTES]; 5],
+}
+
+/// Minutes of history kept.
+const HISTORY_MINUTES: usize = 60;
+
+impl History {
+    fn minute(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_secs() / 60
+    }
+
+    fn record(&mut self, family: Family, at: Instant) {
+        let minute = self.minute(at);
+        let slot = &mut self.minutes[family.index()][(minute % HISTORY_MINUTES as u64) as usize];
+        if slot.0 == minute {
+            slot.1 = slot.1.saturating_add(1);
+        } else {
+            *slot = (minute, 1);
+        }
+    }
+
+    /// Calls of `family` in the [`HISTORY_MINUTES`] minutes up to the one containing `now`.
+    fn last_hour(&self, family: Family, now: Instant) -> u64 {
+        let current = self.minute(now);
+        self.minutes[family.index()]
+            .iter()
+            .filter(|(m, _)| *m <= current && current - m < HISTORY_MINUTES as u64)
+            .map(|(_, n)| u64::from(*n))
+            .sum()
+    }
+}
+
+/// How much of one family's budget was used, for the admin console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyUse {
+    /// The family.
+    pub family: Family,
+    /// Its limits.
+    pub limit: RateLimit,
+    /// Calls sent (or reserved) in the rolling minute up to now.
+    pub last_minute: u64,
+    /// Calls granted in the last 60 minutes.
+    pub last_hour: u64,
 }
 
 impl fmt::Debug for Budget {
@@ -248,6 +309,10 @@ impl Budget {
                 window(config.hunting),
                 window(config.graph),
             ],
+            history: Mutex::new(History {
+                base: Instant::now(),
+                minutes: [[(u64::MAX, 0); HISTORY_MINUTES]; 5],
+            }),
         };
         budget.with_actions_floor(DEFAULT_ACTIONS_FLOOR_PERCENT)
     }
@@ -264,7 +329,29 @@ impl Budget {
         now: Instant,
         latest: Instant,
     ) -> Result<Instant, Spent> {
-        self.families[family.index()].reserve(priority, now, latest)
+        let granted = self.families[family.index()].reserve(priority, now, latest);
+        if let Ok(at) = granted {
+            self.history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(family, at);
+        }
+        granted
+    }
+
+    /// What each family used: calls in the rolling minute up to now and in the last hour.
+    pub fn usage(&self) -> Vec<FamilyUse> {
+        let now = Instant::now();
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        FAMILIES
+            .iter()
+            .map(|&family| FamilyUse {
+                family,
+                limit: self.limit(family),
+                last_minute: self.families[family.index()].in_minute_before(now),
+                last_hour: history.last_hour(family, now),
+            })
+            .collect()
     }
 }
 
@@ -318,6 +405,15 @@ impl Window {
         } else {
             self.minute
         }
+    }
+
+    /// Calls sent or reserved in the minute window ending at `now`.
+    fn in_minute_before(&self, now: Instant) -> u64 {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let from = now.checked_sub(self.minute);
+        log.iter()
+            .filter(|t| **t <= now && from.is_none_or(|f| **t > f))
+            .count() as u64
     }
 
     fn reserve(&self, priority: Priority, now: Instant, latest: Instant) -> Result<Instant, Spent> {
@@ -471,6 +567,32 @@ mod tests {
 
     fn far(now: Instant) -> Instant {
         now + Duration::from_secs(365 * 24 * 3600)
+    }
+
+    #[test]
+    fn usage_counts_granted_calls_per_family() {
+        let b = Budget::new(&config(5, None));
+        let now = Instant::now();
+        for _ in 0..3 {
+            b.reserve(Family::Default, Priority::Respond, now, now)
+                .unwrap();
+        }
+        b.reserve(Family::Hunting, Priority::Read, now, now)
+            .unwrap();
+        // Spent: nothing granted, nothing counted.
+        for _ in 0..5 {
+            let _ = b.reserve(Family::Default, Priority::Read, now, now);
+        }
+        let usage = b.usage();
+        assert_eq!(usage.len(), FAMILIES.len());
+        let default = usage.iter().find(|u| u.family == Family::Default).unwrap();
+        assert_eq!(default.limit.per_minute, 5);
+        assert!(default.last_minute >= 4 && default.last_minute <= 5);
+        assert_eq!(default.last_minute, default.last_hour);
+        let hunting = usage.iter().find(|u| u.family == Family::Hunting).unwrap();
+        assert_eq!((hunting.last_minute, hunting.last_hour), (1, 1));
+        let graph = usage.iter().find(|u| u.family == Family::Graph).unwrap();
+        assert_eq!((graph.last_minute, graph.last_hour), (0, 0));
     }
 
     #[test]

@@ -51,7 +51,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
-pub use budget::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, Family};
+pub use budget::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, FAMILIES, Family, FamilyUse};
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
 pub use models::{

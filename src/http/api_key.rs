@@ -155,6 +155,12 @@ impl KeyRing {
         found
     }
 
+    /// The name, assets and scopes of the key `presented` is (constant time, as for requests).
+    pub fn lookup(&self, presented: &str) -> Option<(String, AssetScope, BTreeSet<Scope>)> {
+        self.find(presented)
+            .map(|k| (k.name.clone(), k.assets.clone(), k.scopes.clone()))
+    }
+
     /// Seconds `addr` must wait before trying again, when it failed too often.
     pub fn blocked_for(&self, addr: IpAddr) -> Option<u64> {
         let table = self.failures.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,10 +6,12 @@
 //! whole-request timeout itself so every rejection is an envelope). The listener itself
 //! ([`edge::serve_router`]) enforces the header, idle and connection limits.
 
+pub mod admin;
 pub mod api_key;
 pub mod audit;
 pub mod edge;
 pub mod feed;
+pub mod html;
 pub mod oauth;
 pub mod openapi;
 pub mod routes;
@@ -54,7 +56,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/start_oauth", get(oauth::start_oauth))
-        .route("/result", get(oauth::result));
+        .route("/result", get(oauth::result))
+        .route("/admin", get(admin::console))
+        .route("/admin/style.css", get(admin::style))
+        .route("/admin/sign-in", post(admin::sign_in))
+        .route("/admin/sign-out", post(admin::sign_out))
+        .route("/admin/assets/{asset}/connect", post(admin::connect));
     Router::new()
         .merge(protected)
         .merge(open)

@@ -24,6 +24,8 @@ use crate::auth::consent::{self, ConsentError, TicketError};
 use crate::config::AuthKind;
 use crate::envelope::{ActionError, Envelope, EnvelopeResponse, Outcome};
 
+pub use super::html::escape_html;
+
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;\
 background:#f4f5f7;color:#1b1b1b;margin:0}main{max-width:560px;margin:48px auto;background:#fff;\
 padding:32px 40px;border-radius:6px;box-shadow:0 1px 4px rgba(0,0,0,.15)}h1{font-size:22px;\
@@ -33,22 +35,6 @@ pre{white-space:pre-wrap;font-size:12px;background:#f7f7f7;padding:8px}";
 
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Cuts a request-controlled value before it is shown.
 fn cut(text: &str, max: usize) -> String {
     crate::actions::truncate(text, max)
@@ -56,25 +42,7 @@ fn cut(text: &str, max: usize) -> String {
 
 /// Adds the headers every consent answer carries.
 fn secure(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, max-age=0"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    super::html::secure(resp, CSP);
 }
 
 /// An HTML page. `body` is markup built from escaped values only.
@@ -157,15 +125,8 @@ fn binding_cookie(app: &App, value: &str) -> Option<HeaderValue> {
 
 /// The binding cookie's value from the request, when it has the shape this host issues.
 fn binding_from(app: &App, headers: &HeaderMap) -> Option<String> {
-    let name = cookie_name(app);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_string())
+    super::html::cookie(headers, cookie_name(app))
+        .map(str::to_string)
         .filter(|v| consent::is_browser_value(v))
 }
 
@@ -348,19 +309,43 @@ pub async fn request_consent(
     caller: Option<axum::Extension<super::api_key::Caller>>,
     headers: HeaderMap,
 ) -> EnvelopeResponse {
-    let known = app.assets.contains_key(&asset_id);
+    let (key, addr) = caller.as_ref().map_or_else(
+        || ("-".to_string(), "-".to_string()),
+        |c| (c.key.clone(), c.addr_text()),
+    );
+    consent_audited(
+        &app,
+        &asset_id,
+        key,
+        addr,
+        super::routes::request_id(&headers),
+    )
+    .await
+}
+
+/// Starts a consent for `asset_id` on behalf of key `key` at `addr` and writes its audit line
+/// (the API route and the admin console's Connect button). Refused when the audit trail cannot
+/// be written.
+pub async fn consent_audited(
+    app: &Arc<App>,
+    asset_id: &str,
+    key: String,
+    addr: String,
+    request_id: String,
+) -> EnvelopeResponse {
+    let known = app.assets.contains_key(asset_id);
     if known && let Err(e) = app.audit.check_writable().await {
         tracing::error!(error = %e, "audit trail not writable; consent refused");
         return EnvelopeResponse::error(
             "consent",
-            &asset_id,
+            asset_id,
             Map::new(),
             &ActionError::Internal(
                 "the audit trail cannot be written (logged); no consent was started".into(),
             ),
         );
     }
-    let mut resp = start_consent(&app, &asset_id).await;
+    let mut resp = start_consent(app, asset_id).await;
     if known {
         // The answer's message may carry a device code's user code: the line says what
         // happened without it.
@@ -373,14 +358,10 @@ pub async fn request_consent(
             (false, _) => resp.envelope.message.clone(),
         };
         let record = crate::audit::AuditRecord {
-            key: caller
-                .as_ref()
-                .map_or_else(|| "-".into(), |c| c.key.clone()),
-            addr: caller
-                .as_ref()
-                .map_or_else(|| "-".into(), |c| c.addr_text()),
-            request_id: super::routes::request_id(&headers),
-            asset: asset_id.clone(),
+            key,
+            addr,
+            request_id,
+            asset: asset_id.to_string(),
             action: "consent".into(),
             parameters: Map::new(),
             event_id: None,
@@ -703,14 +684,6 @@ pub async fn result(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape_html(r#"<script>alert("x")</script>&'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#x27;"
-        );
-    }
 
     #[test]
     fn first_parameter_wins() {

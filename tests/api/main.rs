@@ -5,6 +5,7 @@ mod helpers;
 mod webhook_receiver;
 
 mod actions_framework;
+mod admin_console;
 mod alerts;
 mod audit;
 mod bulk;
