@@ -525,7 +525,7 @@ pub fn demo_banner(addr: SocketAddr, key: &str, sim: &str) -> String {
     let base = format!("http://{addr}");
     format!(
         "defender-soar demo\n\
-         \n  host:      {base}\n  simulator: {sim} (Entra ID + Defender for Endpoint, default scenario)\n  asset:     demo\n  API key:   {key}\n\
+         \n  host:      {base}\n  simulator: {sim} (Entra ID + Defender for Endpoint, default scenario)\n  asset:     demo\n  API key:   {key}\n  console:   {base}/admin (open it in a browser and sign in with the API key)\n\
          \nTry:\n\
          \n  export KEY='{key}'\n\
          \n  # check credentials and API access\n  curl -s -X POST {base}/assets/demo/actions/test_connectivity \\\n    -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"parameters\":{{}}}}'; echo\n\

@@ -461,6 +461,11 @@ struct Host {
 
 impl Host {
     async fn spawn() -> Host {
+        Host::spawn_with(&[]).await
+    }
+
+    /// The host with, besides the interactive asset, client-credentials assets named `others`.
+    async fn spawn_with(others: &[&str]) -> Host {
         let scenario = Scenario::default_scenario();
         let sim = defender_sim::start("127.0.0.1:0".parse().unwrap(), scenario.clone())
             .await
@@ -469,6 +474,12 @@ impl Host {
         let mut config = Config::from_toml_str("").unwrap();
         config.server.state_dir = state_dir.path().to_path_buf();
         let asset = interactive_asset(ASSET, &scenario, &sim.base_url());
+        for id in others {
+            let mut other = asset.clone();
+            other.id = id.to_string();
+            other.auth = AuthKind::ClientCredentials;
+            config.assets.insert(other.id.clone(), other);
+        }
         config.assets.insert(asset.id.clone(), asset);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -518,8 +529,13 @@ impl Host {
 
     /// POSTs an action with the API key; returns (HTTP status, envelope).
     async fn invoke(&self, action: &str, params: Value) -> (u16, Value) {
+        self.invoke_on(ASSET, action, params).await
+    }
+
+    /// POSTs an action on `asset` with the API key; returns (HTTP status, envelope).
+    async fn invoke_on(&self, asset: &str, action: &str, params: Value) -> (u16, Value) {
         let resp = reqwest::Client::new()
-            .post(self.url(&format!("/assets/{ASSET}/actions/{action}")))
+            .post(self.url(&format!("/assets/{asset}/actions/{action}")))
             .bearer_auth(API_KEY)
             .json(&json!({ "parameters": params }))
             .send()
@@ -671,6 +687,132 @@ async fn consent_declined_says_so_and_changes_nothing() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["status"], "failed", "{body}");
     assert_eq!(host.state_bytes(), before, "the state file changed");
+
+    browser.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin console: sign in, two assets in different states, reconnect one through consent
+// ---------------------------------------------------------------------------------------------
+
+/// The `data-state` of an asset's badge on the console.
+async fn console_state(browser: &Browser, asset: &str) -> String {
+    browser
+        .wait_for(&format!("#state-{asset}"))
+        .await
+        .attr("data-state")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Asserts `path` is a PNG of some substance.
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is no PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 5_000,
+        "{} is nearly empty ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_signs_in_and_reconnects_an_asset() {
+    let host = Host::spawn_with(&["contoso"]).await;
+    // contoso (client credentials) fetches its token; the interactive asset has none.
+    let (status, body) = host
+        .invoke_on("contoso", "test_connectivity", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let browser = Browser::launch().await;
+
+    // A wrong key is refused and opens nothing.
+    browser.goto(&host.url("/admin")).await;
+    browser
+        .wait_for("#api_key")
+        .await
+        .send_keys("not-the-key-0000000000000000000000000")
+        .await
+        .unwrap();
+    browser.click("#sign-in").await;
+    let problem = browser.wait_for("#problem").await.text().await.unwrap();
+    assert!(problem.contains("not accepted"), "{problem}");
+    assert_png(&browser.screenshot("admin-console-wrong-key.png").await);
+
+    // The right key signs in: both assets, each in its own state.
+    browser
+        .wait_for("#api_key")
+        .await
+        .send_keys(API_KEY)
+        .await
+        .unwrap();
+    browser.click("#sign-in").await;
+    browser.wait_for("#asset-contoso").await;
+    assert_eq!(console_state(&browser, "contoso").await, "connected");
+    assert_eq!(console_state(&browser, ASSET).await, "needs_consent");
+    let text = browser.body_text().await;
+    assert!(!text.contains(API_KEY), "the key is not shown");
+    assert_png(&browser.screenshot("admin-console-before.png").await);
+
+    // A form without the session's CSRF token is refused, with the browser's own session.
+    let session = browser
+        .client
+        .get_named_cookie("defender-soar-admin")
+        .await
+        .expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    let forged = reqwest::Client::new()
+        .post(host.url(&format!("/admin/assets/{ASSET}/connect")))
+        .header("cookie", format!("defender-soar-admin={}", session.value()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert_eq!(
+        host.sim.counters().tokens_issued.get("authorization_code"),
+        None
+    );
+
+    // Connect: a single-use consent link, the simulator's consent page, back connected.
+    browser.click(&format!("#connect-{ASSET}")).await;
+    browser.click("#consent-link").await;
+    let sim_port = host.sim.addr.port();
+    browser
+        .wait_for_url("on the simulator's consent page", |u| {
+            u.port() == Some(sim_port) && u.path().ends_with("/authorize")
+        })
+        .await;
+    browser.click("#accept").await;
+    let text = result_page(&browser, &host).await;
+    assert!(text.to_lowercase().contains("connected"), "{text}");
+    assert_eq!(
+        host.sim.counters().tokens_issued.get("authorization_code"),
+        Some(&1),
+        "one code exchange"
+    );
+
+    browser.goto(&host.url("/admin")).await;
+    assert_eq!(console_state(&browser, ASSET).await, "connected");
+    assert_eq!(console_state(&browser, "contoso").await, "connected");
+    let text = browser.body_text().await;
+    assert!(text.contains("single-use consent link issued"), "{text}");
+    assert!(text.contains("connected by"), "{text}");
+    browser.client.set_window_size(1200, 1500).await.unwrap();
+    let shot = browser.screenshot("admin-console.png").await;
+    assert_png(&shot);
+    eprintln!("screenshot of the admin console: {}", shot.display());
+
+    // Signing out ends the session.
+    browser.click("#sign-out").await;
+    browser.wait_for("#api_key").await;
 
     browser.close().await;
 }

@@ -28,7 +28,7 @@ th{color:#4b5563;font-weight:600;white-space:nowrap}\
 .badge{display:inline-block;border-radius:10px;padding:1px 10px;font-size:13px;font-weight:600}\
 .badge.ok{background:#dcfce7;color:#14532d}.badge.warn{background:#fef3c7;color:#78350f}.badge.err{background:#fee2e2;color:#7f1d1d}\
 .ok{color:#107c10}.err{color:#a80000}.muted{color:#5e5e5e;font-size:13px}\
-meter{width:160px;height:14px}\
+meter{width:100%;max-width:260px;height:14px}\
 button,.button{background:#2563eb;color:#fff;border:0;border-radius:4px;padding:6px 14px;font-size:14px;cursor:pointer;text-decoration:none;display:inline-block}\
 button.quiet{background:#4b5563}\
 input[type=password]{width:100%;max-width:420px;padding:8px;font-size:15px;border:1px solid #9ca3af;border-radius:4px}\
@@ -308,8 +308,8 @@ fn budget_table(usage: &[FamilyUse]) -> String {
             None => "no hourly limit".into(),
         };
         rows.push_str(&format!(
-            "<tr data-family=\"{name}\"><th>{what}</th><td><meter min=\"0\" max=\"{hour_cap}\" value=\"{used}\" high=\"{high}\" title=\"last 60 minutes\"></meter></td>\
-             <td class=\"muted\">{last_hour} in 60 min ({hour_limit}) · {last_minute}/{per_minute} this minute</td></tr>\n",
+            "<tr data-family=\"{name}\"><th>{what}</th><td><meter min=\"0\" max=\"{hour_cap}\" value=\"{used}\" high=\"{high}\" title=\"last 60 minutes\"></meter><br>\
+             <span class=\"muted\">{last_hour} in 60 min ({hour_limit}) · {last_minute}/{per_minute} this minute</span></td></tr>\n",
             name = e(u.family.name()),
             what = e(u.family.describe()),
             used = u.last_hour.min(hour_cap),
