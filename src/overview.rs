@@ -371,7 +371,14 @@ async fn connection(asset: &Asset, state: &AssetState) -> (Connection, String) {
     } else {
         "Use Connect to open a consent in this browser and sign in as an administrator of the tenant."
     };
-    match asset.tokens.peek().await {
+    let mut peeked = asset.tokens.peek().await;
+    if matches!(peeked, Ok(None)) && asset.config.auth.is_application() {
+        // Only Microsoft Graph used so far (alert ingestion reads Graph alerts).
+        if let Ok(Some(t)) = asset.graph_tokens.peek().await {
+            peeked = Ok(Some(t));
+        }
+    }
+    match peeked {
         Ok(Some(t)) => (
             Connection::Connected,
             format!(
@@ -389,7 +396,7 @@ async fn connection(asset: &Asset, state: &AssetState) -> (Connection, String) {
             "The access token has expired; the stored refresh token renews it on the next call."
                 .into(),
         ),
-        Ok(None) if state.tokens.is_some() => (
+        Ok(None) if state.tokens.is_some() || state.graph_tokens.is_some() => (
             Connection::Connected,
             "The access token has expired; a new one is fetched with the asset's credentials on the next call.".into(),
         ),

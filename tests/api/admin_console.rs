@@ -455,3 +455,38 @@ async fn the_console_shows_each_asset_and_starts_a_ticketed_consent() {
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").starts_with("text/css"));
 }
+
+#[tokio::test]
+async fn the_console_shows_ingestion_and_a_broken_state_file() {
+    let app = crate::ingestion::host(defender_soar::config::IngestionConfig::default()).await;
+    // contoso_v1's state file is damaged (garbage where the encrypted state was).
+    let broken = app.state_dir.path().join("contoso_v1_state.json");
+    std::fs::write(&broken, b"{\"not\": \"a state file\"").unwrap();
+
+    let mut b = Browser::new(&app);
+    let console = b.sign_in(API_KEY).await;
+    let page = &console.body;
+    // Ingestion: the start-up poll is shown with its time and outcome.
+    let contoso = &page[page.find("id=\"asset-contoso\"").unwrap()..];
+    let contoso = &contoso[..contoso.find("</section>").unwrap()];
+    assert!(contoso.contains("<h3>Alert ingestion</h3>"), "{contoso}");
+    assert!(contoso.contains("<th>Last poll</th><td>20"), "{contoso}");
+    assert!(contoso.contains("every 3600 s"), "{contoso}");
+    // The broken file: its own state and recovery step, no path; the others unaffected.
+    assert!(
+        page.contains("id=\"state-contoso_v1\" data-state=\"state_broken\""),
+        "{page}"
+    );
+    assert!(page.contains("DEFENDER_SOAR_STATE_KEY"), "{page}");
+    assert!(!page.contains(&app.state_dir.path().display().to_string()));
+    assert!(!page.contains("id=\"connect-contoso_v1\""));
+    assert!(
+        page.contains("id=\"state-contoso\" data-state=\"connected\""),
+        "{page}"
+    );
+    // Reading the page changed no state file.
+    assert_eq!(
+        std::fs::read(&broken).unwrap(),
+        b"{\"not\": \"a state file\"".to_vec()
+    );
+}

@@ -14,7 +14,7 @@ use crate::webhook_receiver::Receiver;
 /// A host whose `contoso` asset ingests with `settings` (the poller's own interval is long,
 /// so tests drive polls with `poll_now`). Answers once the host's own poller has run the poll
 /// it runs at start, so that poll does not land in the middle of a test.
-async fn host(settings: IngestionConfig) -> TestApp {
+pub async fn host(settings: IngestionConfig) -> TestApp {
     let app = spawn_configured(Scenario::default_scenario(), move |c| {
         c.ingestion.insert(
             "contoso".into(),
