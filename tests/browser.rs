@@ -799,6 +799,9 @@ async fn admin_console_signs_in_and_reconnects_an_asset() {
         "one code exchange"
     );
 
+    // The stored tokens carry an action; the console shows it in the asset's budget.
+    let (status, body) = host.invoke("list_devices", json!({})).await;
+    assert_eq!(status, 200, "{body}");
     browser.goto(&host.url("/admin")).await;
     assert_eq!(console_state(&browser, ASSET).await, "connected");
     assert_eq!(console_state(&browser, "contoso").await, "connected");
