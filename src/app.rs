@@ -133,6 +133,8 @@ pub struct App {
     pub started: std::time::Instant,
     /// The admin console's signed-in browsers.
     pub console: crate::http::admin::session::Sessions,
+    /// The shared Redis when `[server.state] backend = "redis"`.
+    pub redis: Option<Arc<crate::redis_link::RedisLink>>,
 }
 
 impl App {
@@ -183,6 +185,7 @@ impl App {
                 ingestors.insert(id.clone(), Arc::new(ingestor));
             }
         }
+        let redis = crate::redis_link::RedisLink::of(&config.server.state)?.map(Arc::new);
         let keys = crate::http::api_key::KeyRing::new(&api_key, &config.server.api_keys);
         let audit = crate::audit::AuditLog::new(config.server.state_dir.join("audit"));
         Ok(Arc::new(App {
@@ -197,6 +200,7 @@ impl App {
             callbacks: Default::default(),
             started: std::time::Instant::now(),
             console: Default::default(),
+            redis,
         }))
     }
 

@@ -41,6 +41,7 @@ pub mod envelope;
 pub mod http;
 pub mod ingest;
 pub mod overview;
+pub mod redis_link;
 pub mod state;
 pub mod telemetry;
 pub mod vault;

@@ -243,6 +243,75 @@ pub struct ServerConfig {
     /// `max_connections`: connections served at once; more wait in the listen backlog until
     /// one closes. Default 1024.
     pub max_connections: usize,
+    /// `[server.state]`: where per-asset state, budgets and leases live.
+    pub state: StateBackendConfig,
+}
+
+/// Which store keeps the per-asset state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateBackend {
+    /// One encrypted file per asset in `state_dir` (the default; one host, or hosts sharing a
+    /// local directory).
+    #[default]
+    Files,
+    /// A Redis server shared by every host.
+    Redis,
+}
+
+impl StateBackend {
+    /// The configuration spelling: `files` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackend::Files => "files",
+            StateBackend::Redis => "redis",
+        }
+    }
+}
+
+/// `[server.state]`.
+#[derive(Clone)]
+pub struct StateBackendConfig {
+    /// `backend`: `files` (default) or `redis`.
+    pub backend: StateBackend,
+    /// `redis_url_env`: the environment variable holding the Redis URL (`redis://` or
+    /// `rediss://`, password and database in the URL).
+    pub redis_url_env: Option<String>,
+    /// The Redis URL read from it (it may carry a password).
+    pub redis_url: Option<SecretString>,
+    /// `key_prefix`: every Redis key starts with it and a colon (default `defender-soar`).
+    pub key_prefix: String,
+    /// `fallback_share_percent` (1–100, default 50): the share of each tenant budget a host
+    /// uses on its own while Redis cannot be reached.
+    pub fallback_share_percent: u8,
+    /// `lease_secs` (2–300, default 15): how long an ingestion lease lasts without renewal;
+    /// another host takes over within twice that after the holder dies.
+    pub lease_secs: u64,
+}
+
+impl Default for StateBackendConfig {
+    fn default() -> Self {
+        StateBackendConfig {
+            backend: StateBackend::Files,
+            redis_url_env: None,
+            redis_url: None,
+            key_prefix: "defender-soar".to_string(),
+            fallback_share_percent: 50,
+            lease_secs: 15,
+        }
+    }
+}
+
+impl fmt::Debug for StateBackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateBackendConfig")
+            .field("backend", &self.backend)
+            .field("redis_url_env", &self.redis_url_env)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| Redacted))
+            .field("key_prefix", &self.key_prefix)
+            .field("fallback_share_percent", &self.fallback_share_percent)
+            .field("lease_secs", &self.lease_secs)
+            .finish()
+    }
 }
 
 /// What a scoped API key may do (`[[server.api_keys]]` `scopes`).
@@ -352,6 +421,7 @@ impl Default for ServerConfig {
             body_read_timeout_secs: resolve::DEFAULT_BODY_READ_TIMEOUT_SECS,
             keep_alive_timeout_secs: resolve::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
             max_connections: resolve::DEFAULT_MAX_CONNECTIONS,
+            state: StateBackendConfig::default(),
         }
     }
 }
@@ -376,6 +446,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("keep_alive_timeout_secs", &self.keep_alive_timeout_secs)
             .field("max_connections", &self.max_connections)
+            .field("state", &self.state)
             .finish()
     }
 }

@@ -41,6 +41,21 @@ pub(super) struct RawServer {
     pub body_read_timeout_secs: Option<Text>,
     pub keep_alive_timeout_secs: Option<Text>,
     pub max_connections: Option<Text>,
+    /// `[server.state]`.
+    pub state: Option<RawStateBackend>,
+}
+
+/// `[server.state]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStateBackend {
+    pub backend: Option<Text>,
+    pub redis_url_env: Option<Text>,
+    /// Present only to refuse inline URLs (they carry passwords); the value is never kept.
+    pub redis_url: Option<IgnoredAny>,
+    pub key_prefix: Option<Text>,
+    pub fallback_share_percent: Option<Text>,
+    pub lease_secs: Option<Text>,
 }
 
 /// One `[[server.api_keys]]` entry as written.

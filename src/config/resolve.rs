@@ -13,14 +13,14 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::certificate::{CertificateInput, ClientCertificate};
 
 use super::raw::{
-    RawApiKey, RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawVault, RawWebhook, Text,
-    TextList,
+    RawApiKey, RawAsset, RawBudget, RawConfig, RawIngestion, RawServer, RawStateBackend, RawVault,
+    RawWebhook, Text, TextList,
 };
 use super::{
     ApiKeyConfig, AssetConfig, AssetScope, AuthKind, BudgetConfig, Config, ConfigError,
     DEFAULT_API_KEY_ENV, Environment, HuntingDisplay, IngestionConfig, LogFormat,
-    ManagedIdentityConfig, RateLimit, Scope, ServerConfig, TokenEndpoint, TriageFilters,
-    WebhookConfig,
+    ManagedIdentityConfig, RateLimit, Scope, ServerConfig, StateBackend, StateBackendConfig,
+    TokenEndpoint, TriageFilters, WebhookConfig,
 };
 use super::{DownloadHosts, VaultConfig, WhenFull};
 
@@ -332,6 +332,7 @@ fn resolve_server(
         raw.max_connections,
         DEFAULT_MAX_CONNECTIONS,
     );
+    let state = resolve_state_backend(raw.state.unwrap_or_default(), env, problems);
 
     Some(ServerConfig {
         listen: listen?,
@@ -348,6 +349,104 @@ fn resolve_server(
         body_read_timeout_secs: body_read_timeout_secs?,
         keep_alive_timeout_secs: keep_alive_timeout_secs?,
         max_connections: max_connections?,
+        state: state?,
+    })
+}
+
+/// `[server.state]`: the backend, and for Redis its URL (from the environment), key prefix,
+/// fallback share and lease.
+fn resolve_state_backend(
+    raw: RawStateBackend,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> Option<StateBackendConfig> {
+    let defaults = StateBackendConfig::default();
+    if raw.redis_url.is_some() {
+        problems.push(
+            "server.state.redis_url",
+            "an inline Redis URL is not allowed (it may carry a password); put it in an environment variable and name it in redis_url_env",
+        );
+    }
+    let backend = match raw.backend.map(|t| t.0.trim().to_ascii_lowercase()) {
+        None => Some(StateBackend::Files),
+        Some(b) if b == "files" => Some(StateBackend::Files),
+        Some(b) if b == "redis" => Some(StateBackend::Redis),
+        Some(b) => {
+            problems.push(
+                "server.state.backend",
+                format!(
+                    "{:?} is not a state backend (allowed: files, redis)",
+                    crate::actions::truncate(&b, 40)
+                ),
+            );
+            None
+        }
+    };
+    let redis_url_env = raw.redis_url_env.map(|t| t.0.trim().to_string());
+    let mut redis_url = None;
+    match (&backend, &redis_url_env) {
+        (Some(StateBackend::Redis), None) => problems.push(
+            "server.state.redis_url_env",
+            "backend = \"redis\" needs the name of the environment variable holding the Redis URL (redis://[:password@]host:port[/db] or rediss://…)",
+        ),
+        (Some(StateBackend::Redis), Some(var)) => match secret_from_env(var, env) {
+            Ok(url) => {
+                let text = url.expose_secret();
+                let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
+                if scheme_ok && url::Url::parse(text).is_ok_and(|u| u.host().is_some()) {
+                    redis_url = Some(url);
+                } else {
+                    problems.push(
+                        "server.state.redis_url_env",
+                        format!("environment variable {var} does not hold a Redis URL (redis://host:port[/db] or rediss://…)"),
+                    );
+                }
+            }
+            Err(e) => problems.push("server.state.redis_url_env", e),
+        },
+        _ => {}
+    }
+    let key_prefix = match raw.key_prefix.map(|t| t.0) {
+        None => Some(defaults.key_prefix),
+        Some(p)
+            if (1..=64).contains(&p.len())
+                && p.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':')
+                }) =>
+        {
+            Some(p)
+        }
+        Some(_) => {
+            problems.push(
+                "server.state.key_prefix",
+                "must be 1 to 64 letters, digits, '_', '.', '-' or ':'",
+            );
+            None
+        }
+    };
+    let fallback_share_percent = whole_number(
+        problems,
+        "server.state.fallback_share_percent",
+        raw.fallback_share_percent,
+        1..=100u8,
+        defaults.fallback_share_percent,
+        "per cent",
+    );
+    let lease_secs = whole_number(
+        problems,
+        "server.state.lease_secs",
+        raw.lease_secs,
+        2..=300u64,
+        defaults.lease_secs,
+        "seconds",
+    );
+    Some(StateBackendConfig {
+        backend: backend?,
+        redis_url_env,
+        redis_url,
+        key_prefix: key_prefix?,
+        fallback_share_percent: fallback_share_percent?,
+        lease_secs: lease_secs?,
     })
 }
 

@@ -1708,3 +1708,55 @@ fn edge_settings_defaults_values_and_errors() {
         assert!(msg.contains(key), "{key}: {msg}");
     }
 }
+
+#[test]
+fn state_backend_defaults_to_files() {
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.server.state.backend, crate::config::StateBackend::Files);
+    assert_eq!(c.server.state.key_prefix, "defender-soar");
+    assert_eq!(c.server.state.fallback_share_percent, 50);
+    assert_eq!(c.server.state.lease_secs, 15);
+}
+
+#[test]
+fn redis_backend_reads_its_url_from_the_environment() {
+    let toml = "[server.state]\nbackend = \"redis\"\nredis_url_env = \"REDIS_URL\"\nkey_prefix = \"soar:prod\"\nlease_secs = 10\n";
+    let c = parse(
+        toml,
+        &[("REDIS_URL", "redis://:pw-sekrit@cache.internal:6380/2")],
+    )
+    .unwrap();
+    assert_eq!(c.server.state.backend, crate::config::StateBackend::Redis);
+    assert_eq!(
+        c.server.state.redis_url.as_ref().unwrap().expose_secret(),
+        "redis://:pw-sekrit@cache.internal:6380/2"
+    );
+    assert_eq!(c.server.state.key_prefix, "soar:prod");
+    assert_eq!(c.server.state.lease_secs, 10);
+    assert!(
+        !format!("{c:?}").contains("pw-sekrit"),
+        "the URL's password stays out of Debug"
+    );
+
+    let missing = error_of("[server.state]\nbackend = \"redis\"\n", &[]);
+    assert!(missing.contains("server.state.redis_url_env"), "{missing}");
+    let unset = error_of(toml, &[]);
+    assert!(unset.contains("REDIS_URL is not set"), "{unset}");
+    let bad = error_of(toml, &[("REDIS_URL", "http://x:1/pw-sekrit")]);
+    assert!(bad.contains("does not hold a Redis URL"), "{bad}");
+    assert!(!bad.contains("pw-sekrit"), "{bad}");
+    let inline = error_of("[server.state]\nredis_url = \"redis://:pw@x\"\n", &[]);
+    assert!(inline.contains("server.state.redis_url"), "{inline}");
+    assert!(!inline.contains(":pw@"), "{inline}");
+    let backend = error_of("[server.state]\nbackend = \"etcd\"\n", &[]);
+    assert!(backend.contains("allowed: files, redis"), "{backend}");
+    let prefix = error_of("[server.state]\nkey_prefix = \"a b\"\n", &[]);
+    assert!(prefix.contains("server.state.key_prefix"), "{prefix}");
+    let share = error_of("[server.state]\nfallback_share_percent = 0\n", &[]);
+    assert!(
+        share.contains("server.state.fallback_share_percent"),
+        "{share}"
+    );
+    let lease = error_of("[server.state]\nlease_secs = 1\n", &[]);
+    assert!(lease.contains("server.state.lease_secs"), "{lease}");
+}
