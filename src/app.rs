@@ -146,6 +146,16 @@ impl App {
         let _ = crate::telemetry::metrics();
         let state = StateStore::open(&config.server.state_dir)
             .map_err(|e| format!("cannot open the state store: {e}"))?;
+        // The Redis URL may be configured for migrate-state alone: only the redis backend uses it.
+        let redis = if config.server.state.backend == crate::config::StateBackend::Redis {
+            crate::redis_link::RedisLink::of(&config.server.state)?.map(Arc::new)
+        } else {
+            None
+        };
+        let state = match &redis {
+            Some(link) => state.with_redis(link.clone()),
+            None => state,
+        };
         let mut assets = BTreeMap::new();
         for (id, asset) in &config.assets {
             for action in &asset.disabled_actions {
@@ -185,7 +195,6 @@ impl App {
                 ingestors.insert(id.clone(), Arc::new(ingestor));
             }
         }
-        let redis = crate::redis_link::RedisLink::of(&config.server.state)?.map(Arc::new);
         let keys = crate::http::api_key::KeyRing::new(&api_key, &config.server.api_keys);
         let audit = crate::audit::AuditLog::new(config.server.state_dir.join("audit"));
         Ok(Arc::new(App {

@@ -83,6 +83,17 @@ enum Command {
         #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Copy every asset's state between the state files and Redis (`--to redis` or
+    /// `--to files`), verify each copy, and leave the source untouched. Stop the hosts first.
+    MigrateState {
+        /// Where the state goes.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+        /// Configuration file (TOML); also DEFENDER_SOAR_CONFIG. `[server.state]` must name
+        /// the Redis (redis_url_env) whichever the direction.
+        #[arg(long, env = "DEFENDER_SOAR_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// The audit trail: `audit verify` checks every line's link to the previous one.
     Audit {
         /// What to do.
@@ -93,6 +104,15 @@ enum Command {
     Actions,
     /// Print the manifest generated from actions/.
     Manifest,
+}
+
+/// Where `migrate-state` copies to.
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateTarget {
+    /// From the state files into Redis.
+    Redis,
+    /// From Redis into the state files.
+    Files,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +183,10 @@ pub fn main() -> ExitCode {
         Command::RotateStateKey { config } => run_async(async move {
             crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
             rotate_state_key(config).await
+        }),
+        Command::MigrateState { to, config } => run_async(async move {
+            crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
+            migrate_state(to, config).await
         }),
         Command::Consent { asset, config } => run_async(async move {
             crate::telemetry::init_logging(log_override.unwrap_or(LogFormat::Text));
@@ -321,6 +345,82 @@ async fn consent(asset_id: String, config: Option<PathBuf>) -> ExitCode {
             eprintln!("defender-soar: the sign-in ended without an outcome; nothing was stored");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `migrate-state`: copies every asset of the source store into the target, reads each back
+/// and compares; the source is only read. Exits 0 when every asset verified, 1 otherwise.
+async fn migrate_state(to: MigrateTarget, config: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let link = match crate::redis_link::RedisLink::of(&config.server.state) {
+        Ok(Some(link)) => std::sync::Arc::new(link),
+        Ok(None) => {
+            eprintln!(
+                "defender-soar: migrate-state needs the Redis in [server.state]: set redis_url_env (and the variable it names)"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = match crate::state::StateStore::open(&config.server.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("defender-soar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let redis = files.with_redis(link);
+    let (source, target) = match to {
+        MigrateTarget::Redis => (&files, &redis),
+        MigrateTarget::Files => (&redis, &files),
+    };
+    let assets = match source.assets().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("defender-soar: cannot list the source's assets: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0usize;
+    for asset in &assets {
+        let outcome = match source.load(asset).await {
+            Ok(state) => target.replace_and_verify(asset, state).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(true) => eprintln!("defender-soar: {asset}: copied and verified"),
+            Ok(false) => {
+                failed += 1;
+                eprintln!("defender-soar: {asset}: the copy reads back different");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("defender-soar: {asset}: {e}");
+            }
+        }
+    }
+    let (from, into) = (source.backend_name(), target.backend_name());
+    if failed == 0 {
+        println!(
+            "{} asset(s) copied from {from} to {into} and verified; the {from} copy is unchanged",
+            assets.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "defender-soar: {failed} of {} asset(s) not migrated; the {from} copy is unchanged",
+            assets.len()
+        );
+        ExitCode::FAILURE
     }
 }
 

@@ -385,11 +385,7 @@ fn resolve_state_backend(
     let redis_url_env = raw.redis_url_env.map(|t| t.0.trim().to_string());
     let mut redis_url = None;
     match (&backend, &redis_url_env) {
-        (Some(StateBackend::Redis), None) => problems.push(
-            "server.state.redis_url_env",
-            "backend = \"redis\" needs the name of the environment variable holding the Redis URL (redis://[:password@]host:port[/db] or rediss://…)",
-        ),
-        (Some(StateBackend::Redis), Some(var)) => match secret_from_env(var, env) {
+        (_, Some(var)) => match secret_from_env(var, env) {
             Ok(url) => {
                 let text = url.expose_secret();
                 let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
@@ -404,6 +400,10 @@ fn resolve_state_backend(
             }
             Err(e) => problems.push("server.state.redis_url_env", e),
         },
+        (Some(StateBackend::Redis), None) => problems.push(
+            "server.state.redis_url_env",
+            "backend = \"redis\" needs the name of the environment variable holding the Redis URL (redis://[:password@]host:port[/db] or rediss://…)",
+        ),
         _ => {}
     }
     let key_prefix = match raw.key_prefix.map(|t| t.0) {

@@ -242,7 +242,7 @@ pub(crate) fn decode(
 }
 
 /// Serialises `state` for `asset_id`, sealing every secret with a fresh nonce.
-fn encode(
+pub(crate) fn encode(
     cipher: &Cipher,
     asset_id: &str,
     path: &Path,

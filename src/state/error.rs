@@ -135,6 +135,21 @@ pub enum StateError {
         kind: io::ErrorKind,
     },
 
+    /// The shared state store (Redis) could not be used.
+    #[error(
+        "state of asset {asset:?} in Redis: cannot {op}: {message}; nothing was changed. Check \
+         that Redis is reachable at the URL in server.state.redis_url_env; the host retries on \
+         the next request"
+    )]
+    Backend {
+        /// The asset (`*` for the whole store).
+        asset: String,
+        /// The operation ("read", "write", "lock", "list").
+        op: &'static str,
+        /// What went wrong (never the URL).
+        message: String,
+    },
+
     /// Something that should not happen (a panic in a blocking task, an encryption failure).
     #[error("internal error while handling state file {path}: {message}")]
     Internal {

@@ -21,6 +21,7 @@ mod crypto;
 mod disk;
 mod error;
 mod key;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +65,49 @@ pub struct AssetState {
     pub ingestion: Option<IngestionState>,
     /// Completion callbacks by event id: pending, failing, or delivered (kept a while).
     pub callbacks: BTreeMap<String, CallbackRecord>,
+}
+
+impl AssetState {
+    /// Whether `other` holds the same state, secrets included (compared in memory, never
+    /// shown).
+    pub fn same_as(&self, other: &AssetState) -> bool {
+        use secrecy::ExposeSecret as _;
+        fn tokens(a: &Option<StoredTokens>, b: &Option<StoredTokens>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.access_token.expose_secret() == b.access_token.expose_secret()
+                        && a.refresh_token.as_ref().map(|t| t.expose_secret())
+                            == b.refresh_token.as_ref().map(|t| t.expose_secret())
+                        && a.expires_at == b.expires_at
+                        && a.obtained_at == b.obtained_at
+                        && a.grant == b.grant
+                        && a.scope == b.scope
+                }
+                _ => false,
+            }
+        }
+        let sessions = self.consent_sessions.len() == other.consent_sessions.len()
+            && self
+                .consent_sessions
+                .iter()
+                .zip(&other.consent_sessions)
+                .all(|(a, b)| {
+                    a.state_hash == b.state_hash
+                        && a.verifier.expose_secret() == b.verifier.expose_secret()
+                        && a.created_at == b.created_at
+                        && a.expires_at == b.expires_at
+                        && a.browser_hash == b.browser_hash
+                });
+        tokens(&self.tokens, &other.tokens)
+            && tokens(&self.graph_tokens, &other.graph_tokens)
+            && sessions
+            && self.consent_tickets == other.consent_tickets
+            && self.idempotency == other.idempotency
+            && self.checkpoints == other.checkpoints
+            && self.ingestion == other.ingestion
+            && self.callbacks == other.callbacks
+    }
 }
 
 /// A completion callback the host owes a caller (see `crate::callbacks`).
@@ -268,7 +312,15 @@ pub struct IdempotencyRecord {
 
 /// The asset's token lock, held until dropped (see [`StateStore::lock_tokens`]).
 pub struct TokenLock {
-    _lock: FileLock,
+    _lock: HeldLock,
+}
+
+/// The lock behind a [`TokenLock`].
+enum HeldLock {
+    /// An advisory file lock.
+    File(#[allow(dead_code)] FileLock),
+    /// A Redis lock (released in the background when dropped).
+    Redis(#[allow(dead_code)] shared::RedisLock),
 }
 
 impl fmt::Debug for TokenLock {
@@ -294,6 +346,8 @@ struct Inner {
     cipher: Arc<tokio::sync::RwLock<Arc<Cipher>>>,
     /// One async lock per asset, serialising this process's operations on that asset.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The Redis store, when state is shared there instead of kept in files.
+    shared: Option<shared::SharedState>,
 }
 
 impl fmt::Debug for StateStore {
@@ -349,13 +403,124 @@ impl StateStore {
                 key_source,
                 cipher: Arc::new(tokio::sync::RwLock::new(Arc::new(Cipher::new(key)))),
                 locks: Mutex::new(HashMap::new()),
+                shared: None,
             }),
         }
+    }
+
+    /// The same store (same key) keeping every asset's state in Redis instead of files; the
+    /// state directory keeps only the key file (when the key comes from it).
+    pub fn with_redis(&self, link: Arc<crate::redis_link::RedisLink>) -> StateStore {
+        StateStore {
+            inner: Arc::new(Inner {
+                dir: self.inner.dir.clone(),
+                key_source: self.inner.key_source.clone(),
+                cipher: self.inner.cipher.clone(),
+                locks: Mutex::new(HashMap::new()),
+                shared: Some(shared::SharedState::new(link)),
+            }),
+        }
+    }
+
+    /// `files` or `redis`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.inner.shared.is_some() {
+            "redis"
+        } else {
+            "files"
+        }
+    }
+
+    /// Every asset with stored state, sorted.
+    pub async fn assets(&self) -> Result<Vec<String>, StateError> {
+        if let Some(shared) = &self.inner.shared {
+            return shared.assets().await;
+        }
+        let dir = self.inner.dir.clone();
+        run_blocking(dir.clone(), move || disk::list_assets(&dir)).await
+    }
+
+    /// Loads from Redis.
+    async fn load_shared(
+        &self,
+        shared: &shared::SharedState,
+        asset_id: &str,
+    ) -> Result<AssetState, StateError> {
+        let cipher = self.inner.cipher.clone().read_owned().await;
+        let _guard = self.asset_lock(asset_id).lock_owned().await;
+        let Some(bytes) = shared.get(asset_id).await? else {
+            return Ok(AssetState::default());
+        };
+        disk::decode(
+            &self.inner.keyring(&cipher),
+            asset_id,
+            &shared.label(asset_id),
+            &bytes,
+        )
+    }
+
+    /// Read-modify-write in Redis under the asset's Redis lock.
+    async fn update_shared<T, E, F>(
+        &self,
+        shared: &shared::SharedState,
+        asset_id: &str,
+        f: F,
+    ) -> Result<T, UpdateError<E>>
+    where
+        F: FnOnce(&mut AssetState) -> Result<T, E>,
+    {
+        let cipher = self.inner.cipher.clone().read_owned().await;
+        let _guard = self.asset_lock(asset_id).lock_owned().await;
+        let lock = shared.lock("state", asset_id).await?;
+        let label = shared.label(asset_id);
+        let keys = self.inner.keyring(&cipher);
+        let result = async {
+            let mut state = match shared.get(asset_id).await? {
+                Some(bytes) => disk::decode(&keys, asset_id, &label, &bytes)?,
+                None => AssetState::default(),
+            };
+            match f(&mut state) {
+                Ok(value) => {
+                    let bytes = disk::encode(&cipher, asset_id, &label, &state)?;
+                    shared.put_fenced(&lock, asset_id, &bytes).await?;
+                    Ok(Ok(value))
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        }
+        .await;
+        shared.unlock(lock).await;
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(UpdateError::Inner(e)),
+            Err(e) => Err(UpdateError::State(e)),
+        }
+    }
+
+    /// Writes `state` as the asset's whole state (replacing what is there) and reads it back;
+    /// answers whether what reads back equals `state` (migration).
+    pub async fn replace_and_verify(
+        &self,
+        asset_id: &str,
+        state: AssetState,
+    ) -> Result<bool, StateError> {
+        let expected = state.clone();
+        self.update(asset_id, move |s| {
+            *s = state;
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .await
+        .map_err(UpdateError::into_state)?;
+        let back = self.load(asset_id).await?;
+        Ok(back.same_as(&expected))
     }
 
     /// The asset's state; a missing file is the default state. Never modifies the file.
     pub async fn load(&self, asset_id: &str) -> Result<AssetState, StateError> {
         check_asset_id(asset_id)?;
+        if let Some(shared) = &self.inner.shared {
+            return self.load_shared(shared, asset_id).await;
+        }
         let cipher = self.inner.cipher.clone().read_owned().await;
         let guard = self.asset_lock(asset_id).lock_owned().await;
         let inner = self.inner.clone();
@@ -379,6 +544,9 @@ impl StateStore {
         E: Send + 'static,
     {
         check_asset_id(asset_id)?;
+        if let Some(shared) = &self.inner.shared {
+            return self.update_shared(shared, asset_id, f).await;
+        }
         let cipher = self.inner.cipher.clone().read_owned().await;
         let guard = self.asset_lock(asset_id).lock_owned().await;
         let inner = self.inner.clone();
@@ -411,12 +579,20 @@ impl StateStore {
     /// releases the lock as soon as it is obtained.
     pub async fn lock_tokens(&self, asset_id: &str) -> Result<TokenLock, StateError> {
         check_asset_id(asset_id)?;
+        if let Some(shared) = &self.inner.shared {
+            let lock = shared.lock("tokens", asset_id).await?;
+            return Ok(TokenLock {
+                _lock: HeldLock::Redis(lock),
+            });
+        }
         let dir = self.inner.dir.clone();
         let asset = asset_id.to_owned();
         let path = disk::token_lock_path(&dir, asset_id);
         run_blocking(path, move || FileLock::acquire_token(&dir, &asset))
             .await
-            .map(|lock| TokenLock { _lock: lock })
+            .map(|lock| TokenLock {
+                _lock: HeldLock::File(lock),
+            })
     }
 
     /// `dir/<asset>_state.json`.
@@ -442,6 +618,13 @@ impl StateStore {
     /// with the same new key completes an interrupted one. Returns how many files were
     /// re-encrypted. Stop other processes using the directory first.
     pub async fn rotate_key(&self, new_key: [u8; 32]) -> Result<usize, StateError> {
+        if self.inner.shared.is_some() {
+            return Err(StateError::Backend {
+                asset: "*".into(),
+                op: "rotate the key of",
+                message: "key rotation works on state files: migrate the state to files (defender-soar migrate-state --to files), rotate, and migrate it back".into(),
+            });
+        }
         let mut current = self.inner.cipher.clone().write_owned().await;
         let inner = self.inner.clone();
         let dir = self.inner.dir.clone();
