@@ -267,6 +267,16 @@ async fn list_machine_actions_on_documented_bytes() {
         data[2]["relatedFileInfo"]["fileIdentifier"],
         "a0c659857ccbe457fdaf5fe21d54efdcbf6f6508"
     );
+    // The list names the update time lastUpdateTimeUtc; the action's declared output
+    // (data.*.lastUpdateDateTimeUtc) carries it too.
+    assert_eq!(
+        data[0]["lastUpdateDateTimeUtc"], "2018-12-04T12:45:25.4049122Z",
+        "{env:#}"
+    );
+    assert_eq!(
+        data[0]["lastUpdateTimeUtc"], "2018-12-04T12:45:25.4049122Z",
+        "{env:#}"
+    );
     replay.assert_no_unscripted_calls();
 }
 

@@ -188,7 +188,7 @@ async fn handle(
         });
         return respond(&Answer::of(&corpus::load(fixture)));
     }
-    let endpoint = corpus::endpoint_of(method.as_str(), bare).map(|e| key(e));
+    let endpoint = corpus::endpoint_of(method.as_str(), bare).map(key);
     let answer = {
         let mut s = script.lock().unwrap();
         s.seen.push(Seen {
