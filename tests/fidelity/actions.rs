@@ -704,6 +704,8 @@ async fn file_prevalence_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["organization_prevalence"], 14850, "{env:#}");
+    assert_eq!(env["summary"]["global_prevalence"], 705012, "{env:#}");
     assert_eq!(first(&env)["organizationPrevalence"], 14850, "{env:#}");
     assert!(
         replay.requests_to("GET /api/files/{hash}/stats")[0]
@@ -722,6 +724,7 @@ async fn ip_prevalence_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["organization_prevalence"], 63515, "{env:#}");
     assert_eq!(first(&env)["organizationPrevalence"], 63515, "{env:#}");
     replay.assert_no_unscripted_calls();
 }
@@ -735,6 +738,7 @@ async fn domain_prevalence_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["organization_prevalence"], 4070, "{env:#}");
     assert_eq!(first(&env)["organizationPrevalence"], 4070, "{env:#}");
     replay.assert_no_unscripted_calls();
 }
