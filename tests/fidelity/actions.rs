@@ -207,6 +207,8 @@ async fn get_status_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["event_status"], "Succeeded", "{env:#}");
+    assert_eq!(env["summary"]["action_type"], "Isolate", "{env:#}");
     assert_eq!(first(&env)["status"], "Succeeded", "{env:#}");
     assert_eq!(
         first(&env)["lastUpdateDateTimeUtc"],
@@ -408,6 +410,8 @@ async fn get_alert_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["alert_status"], "New", "{env:#}");
+    assert_eq!(env["summary"]["severity"], "Low", "{env:#}");
     assert_eq!(
         first(&env)["evidence"].as_array().unwrap().len(),
         3,
@@ -687,6 +691,7 @@ async fn get_file_info_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(env["summary"]["global_prevalence"], 180022, "{env:#}");
     assert_eq!(
         first(&env)["determinationValue"],
         "PUA:Win32/FusionCore",
@@ -795,6 +800,12 @@ async fn run_query_on_documented_bytes_mde() {
     )
     .await;
     ok(&env);
+    assert_eq!(
+        env["summary"]["columns"][3],
+        json!({"name": "DeviceId", "type": "String"}),
+        "{env:#}"
+    );
+    assert_eq!(env["summary"]["total_results"], 2, "{env:#}");
     assert_eq!(env["data"].as_array().unwrap().len(), 2, "{env:#}");
     assert_eq!(first(&env)["FileName"], "csc.exe", "{env:#}");
     replay.assert_no_unscripted_calls();
@@ -873,6 +884,8 @@ async fn get_incident_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    // Microsoft's example spells the status Active (PascalCase); it is reported as sent.
+    assert_eq!(env["summary"]["status"], "Active", "{env:#}");
     assert_eq!(first(&env)["status"], "Active", "{env:#}");
     replay.assert_no_unscripted_calls();
 }
@@ -1059,6 +1072,10 @@ async fn get_exposure_score_on_documented_bytes() {
     )
     .await;
     ok(&env);
+    assert_eq!(
+        env["summary"]["exposure_score"], 33.491554051195706,
+        "{env:#}"
+    );
     assert_eq!(first(&env)["score"], 33.491554051195706, "{env:#}");
     replay.assert_no_unscripted_calls();
 }
