@@ -995,6 +995,14 @@ async fn the_action_list_filters_pages_and_stays_in_the_tenant() {
             .ends_with("/api/$metadata#MachineActions")
     );
     assert_eq!(page1["value"].as_array().unwrap().len(), 2);
+    // List items name the update time as Microsoft's list example does.
+    for a in page1["value"].as_array().unwrap() {
+        assert!(
+            a["lastUpdateTimeUtc"].as_str().unwrap().ends_with('Z'),
+            "{a}"
+        );
+        assert!(a.get("lastUpdateDateTimeUtc").is_none(), "{a}");
+    }
     let next = page1["@odata.nextLink"].as_str().unwrap();
     let resp = common::client()
         .get(next)

@@ -482,7 +482,21 @@ impl Action for ListMachineActions {
         };
         let call = endpoints::MACHINE_ACTIONS.at(&[]);
         let query = listing::query(parts, 0);
-        listing::list(&ctx.asset.defender, &call, &query, p.limit, &noun).await
+        let mut outcome = listing::list(&ctx.asset.defender, &call, &query, p.limit, &noun).await?;
+        outcome.data.iter_mut().for_each(entity_update_time);
+        Ok(outcome)
+    }
+}
+
+/// Gives a listed MachineAction the entity's `lastUpdateDateTimeUtc` (the output this action
+/// declares) when the list named it `lastUpdateTimeUtc`, as Microsoft's list answers do; the
+/// key as sent stays.
+fn entity_update_time(row: &mut Value) {
+    if let Some(obj) = row.as_object_mut()
+        && !obj.contains_key("lastUpdateDateTimeUtc")
+        && let Some(t) = obj.get("lastUpdateTimeUtc").cloned()
+    {
+        obj.insert("lastUpdateDateTimeUtc".into(), t);
     }
 }
 
@@ -561,6 +575,25 @@ impl Action for GetInvestigationUri {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listed_actions_get_the_entity_update_time_key() {
+        let mut listed =
+            serde_json::json!({"id": "a", "lastUpdateTimeUtc": "2018-12-04T12:45:25.4049122Z"});
+        entity_update_time(&mut listed);
+        assert_eq!(
+            listed["lastUpdateDateTimeUtc"],
+            "2018-12-04T12:45:25.4049122Z"
+        );
+        assert_eq!(listed["lastUpdateTimeUtc"], "2018-12-04T12:45:25.4049122Z");
+        let mut entity =
+            serde_json::json!({"id": "a", "lastUpdateDateTimeUtc": "x", "lastUpdateTimeUtc": "y"});
+        entity_update_time(&mut entity);
+        assert_eq!(entity["lastUpdateDateTimeUtc"], "x");
+        let mut neither = serde_json::json!({"id": "a"});
+        entity_update_time(&mut neither);
+        assert!(neither.get("lastUpdateDateTimeUtc").is_none());
+    }
+
     use super::*;
 
     #[test]

@@ -49,6 +49,18 @@ fn count_of(v: &Value, key: &str) -> Option<u64> {
     }
 }
 
+/// The first of `keys` that carries a count.
+fn count_of_any(v: &Value, keys: &[&str]) -> Option<u64> {
+    keys.iter().find_map(|k| count_of(v, k))
+}
+
+/// The organisation's count in a stats answer: Microsoft's pages name it
+/// `organizationPrevalence`; `orgPrevalence` is read too.
+const ORG_PREVALENCE: &[&str] = &["organizationPrevalence", "orgPrevalence"];
+/// The worldwide count in a stats answer: `globallyPrevalence` in Microsoft's file statistics
+/// example, `globalPrevalence` in the file entity.
+const GLOBAL_PREVALENCE: &[&str] = &["globallyPrevalence", "globalPrevalence"];
+
 /// `look_back_hours` checked: 1 to 720; 400 naming the parameter otherwise.
 pub fn look_back_hours(hours: u64) -> Result<u64, ActionError> {
     if (1..=MAX_LOOK_BACK_HOURS).contains(&hours) {
@@ -122,7 +134,7 @@ async fn prevalence(
         Ok(s) => clean(s),
         Err(e) => return failure(e, &format!("getting the prevalence of {subject}"), subject),
     };
-    let org = count_of(&stats, "orgPrevalence").unwrap_or(0);
+    let org = count_of_any(&stats, ORG_PREVALENCE).unwrap_or(0);
     let mut message = format!(
         "{subject} was seen on {org} device{} of the organisation in the last {hours} hours",
         if org == 1 { "" } else { "s" }
@@ -130,7 +142,7 @@ async fn prevalence(
     let mut outcome = Outcome::success(String::new())
         .with_summary("organization_prevalence", org)
         .with_summary("look_back_hours", hours);
-    if let Some(global) = count_of(&stats, "globalPrevalence") {
+    if let Some(global) = count_of_any(&stats, GLOBAL_PREVALENCE) {
         message.push_str(&format!("; {global} worldwide"));
         outcome = outcome.with_summary("global_prevalence", global);
     }
@@ -418,6 +430,18 @@ impl Action for FindDevicesByIp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prevalence_counts_are_read_under_microsofts_names() {
+        let documented =
+            serde_json::json!({"organizationPrevalence": 14850, "globallyPrevalence": 705012});
+        assert_eq!(count_of_any(&documented, ORG_PREVALENCE), Some(14850));
+        assert_eq!(count_of_any(&documented, GLOBAL_PREVALENCE), Some(705012));
+        let short = serde_json::json!({"orgPrevalence": "3", "globalPrevalence": "105"});
+        assert_eq!(count_of_any(&short, ORG_PREVALENCE), Some(3));
+        assert_eq!(count_of_any(&short, GLOBAL_PREVALENCE), Some(105));
+        assert_eq!(count_of_any(&serde_json::json!({}), ORG_PREVALENCE), None);
+    }
+
     use super::*;
     use time::macros::datetime;
 

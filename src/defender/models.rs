@@ -382,7 +382,8 @@ pub fn presigned_link(answer: &Value) -> Result<Url, &'static str> {
             .and_then(|(_, v)| v.as_str()),
         _ => None,
     }
-    .map(str::trim)
+    // Microsoft's getPackageUri example wraps the link in literal double quotes.
+    .map(|s| s.trim().trim_matches('"').trim())
     .filter(|s| !s.is_empty())
     .ok_or("without a download link")?;
     Url::parse(link)
@@ -400,6 +401,26 @@ pub fn link_host(link: &Url) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn presigned_link_takes_a_link_wrapped_in_quotes() {
+        // get-package-sas-uri.md shows the value as "\"https://...\"".
+        let quoted = json!({"value": "\"https://userrequests-us.securitycenter.windows.com:443/safedownload/WDATP_Investigation_Package.zip?token=abc%3d\""});
+        let link = presigned_link(&quoted).unwrap();
+        assert_eq!(
+            link.host_str(),
+            Some("userrequests-us.securitycenter.windows.com")
+        );
+        assert_eq!(link.path(), "/safedownload/WDATP_Investigation_Package.zip");
+        assert_eq!(
+            presigned_link(&json!({"value": "\"\""})),
+            Err("without a download link")
+        );
+        assert_eq!(
+            presigned_link(&json!({"value": "\"ftp://x/y\""})),
+            Err("with an unusable download link")
+        );
+    }
 
     #[test]
     fn documented_shape() {

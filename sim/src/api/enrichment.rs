@@ -172,10 +172,10 @@ async fn file_stats(
     Ok(Json(json!({
         "@odata.context": super::odata_context(&headers, "microsoft.windowsDefenderATP.api.InOrgFileStats"),
         "sha1": if sha.len() == 40 { json!(sha.to_ascii_lowercase()) } else { Value::Null },
-        "orgPrevalence": machines.len().to_string(),
+        "organizationPrevalence": machines.len().to_string(),
         "orgFirstSeen": first,
         "orgLastSeen": last,
-        "globalPrevalence": (machines.len() * 100 + 5).to_string(),
+        "globallyPrevalence": (machines.len() * 100 + 5).to_string(),
         "globalFirstObserved": first,
         "globalLastObserved": last,
         "topFileNames": [format!("file-{}.exe", &sha.to_ascii_lowercase()[..8])],
@@ -212,7 +212,7 @@ async fn ip_stats(
     Ok(Json(json!({
         "@odata.context": super::odata_context(&headers, "microsoft.windowsDefenderATP.api.InOrgIPStats"),
         "ipAddress": text,
-        "orgPrevalence": machines.len().to_string(),
+        "organizationPrevalence": machines.len().to_string(),
         "orgFirstSeen": first,
         "orgLastSeen": last,
     })))
@@ -233,7 +233,7 @@ async fn domain_stats(
     Ok(Json(json!({
         "@odata.context": super::odata_context(&headers, "microsoft.windowsDefenderATP.api.InOrgDomainStats"),
         "host": domain.to_ascii_lowercase(),
-        "orgPrevalence": machines.len().to_string(),
+        "organizationPrevalence": machines.len().to_string(),
         "orgFirstSeen": first,
         "orgLastSeen": last,
     })))

@@ -426,7 +426,20 @@ async fn list(
     query: ListQuery,
 ) -> Result<Json<Value>, ApiError> {
     let (items, page_size) = tenant_actions(&sim, &claims.tid);
+    // Microsoft's list example names the update time `lastUpdateTimeUtc`, where the entity
+    // says `lastUpdateDateTimeUtc` (get-machineactions-collection.md); clients meet both.
+    let items = items.into_iter().map(list_item).collect();
     odata::list_response(items, &query, &headers, uri.path(), &spec(page_size))
+}
+
+/// A MachineAction as list answers show it: `lastUpdateDateTimeUtc` named `lastUpdateTimeUtc`.
+fn list_item(mut item: Value) -> Value {
+    if let Some(obj) = item.as_object_mut()
+        && let Some(t) = obj.remove("lastUpdateDateTimeUtc")
+    {
+        obj.insert("lastUpdateTimeUtc".into(), t);
+    }
+    item
 }
 
 /// A copy of one action of the caller's tenant (the lock is held only for the copy).
