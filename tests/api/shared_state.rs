@@ -264,9 +264,11 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
         source_bytes,
         "the source is untouched"
     );
-    let mut state = defender_soar::config::StateBackendConfig::default();
-    state.redis_url = Some(SecretString::from(redis.url()));
-    state.key_prefix = "migrate".into();
+    let state = defender_soar::config::StateBackendConfig {
+        redis_url: Some(SecretString::from(redis.url())),
+        key_prefix: "migrate".into(),
+        ..Default::default()
+    };
     let link = defender_soar::redis_link::RedisLink::of(&state)
         .unwrap()
         .unwrap();
