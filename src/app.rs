@@ -135,6 +135,8 @@ pub struct App {
     pub console: crate::http::admin::session::Sessions,
     /// The shared Redis when `[server.state] backend = "redis"`.
     pub redis: Option<Arc<crate::redis_link::RedisLink>>,
+    /// This process's random id (its presence in Redis).
+    pub instance_id: String,
 }
 
 impl App {
@@ -183,6 +185,16 @@ impl App {
                 )?),
             );
         }
+        if redis.is_some()
+            && let Some(id) = config
+                .assets
+                .keys()
+                .find(|id| config.ingestion(id).is_some())
+        {
+            return Err(format!(
+                "configuration: assets.{id}.ingestion: alert ingestion is not available with [server.state] backend = \"redis\" yet (its journal is a file of one host, so another host could not take it over); run ingestion on a host with the files backend"
+            ));
+        }
         let mut ingestors = BTreeMap::new();
         for (id, asset) in &assets {
             if let Some(settings) = config.ingestion(id) {
@@ -210,6 +222,7 @@ impl App {
             started: std::time::Instant::now(),
             console: Default::default(),
             redis,
+            instance_id: crate::http::admin::session::random_token()[..12].to_string(),
         }))
     }
 

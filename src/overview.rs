@@ -212,6 +212,8 @@ pub struct ServerView {
     pub vault_max_file_bytes: u64,
     /// Why the vault could not be read, if so.
     pub vault_error: Option<String>,
+    /// With Redis: the hosts sharing it (or why they cannot be listed); `None` with files.
+    pub hosts: Option<Result<Vec<crate::redis_link::HostPresence>, String>>,
 }
 
 /// The server's figures.
@@ -229,10 +231,22 @@ pub async fn server(app: &App) -> ServerView {
             )
         }
     };
+    let hosts = match &app.redis {
+        Some(link) => Some(link.hosts().await.map_err(|e| e.to_string())),
+        None => None,
+    };
+    let state_backend = match &app.redis {
+        Some(_) => format!(
+            "redis (key prefix {}; state shared by every host on it)",
+            app.config.server.state.key_prefix
+        ),
+        None => "files (one encrypted state file per asset)".to_string(),
+    };
     ServerView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: app.started.elapsed().as_secs(),
-        state_backend: "files (one encrypted state file per asset; single host)".to_string(),
+        state_backend,
+        hosts,
         vault_bytes,
         vault_files,
         vault_max_total_bytes: limits.max_total_bytes,

@@ -104,3 +104,95 @@ impl RedisLink {
         }
     }
 }
+
+/// How often a host renews its presence in Redis.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long a host stays listed without renewing.
+const PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// A host sharing the Redis, as it announces itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostPresence {
+    /// Random id of the process.
+    pub id: String,
+    /// Its public URL.
+    pub public_url: String,
+    /// Its version.
+    pub version: String,
+    /// When it started (unix seconds).
+    pub started_at: i64,
+}
+
+impl RedisLink {
+    /// Announces `me` for [`PRESENCE_TTL`].
+    pub async fn announce(&self, me: &HostPresence) -> Result<(), RedisError> {
+        let mut conn = self.conn().await?;
+        let value = serde_json::to_string(me).map_err(|e| RedisError(e.to_string()))?;
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&["hosts", &me.id]))
+            .arg(value)
+            .arg("PX")
+            .arg(u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(30_000))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The hosts announced within the last [`PRESENCE_TTL`], by public URL.
+    pub async fn hosts(&self) -> Result<Vec<HostPresence>, RedisError> {
+        let mut conn = self.conn().await?;
+        let pattern = self.key(&["hosts", "*"]);
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            if let Some(h) = value.and_then(|v| serde_json::from_str::<HostPresence>(&v).ok()) {
+                out.push(h);
+            }
+        }
+        out.sort_by(|a, b| a.public_url.cmp(&b.public_url).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+}
+
+/// Keeps announcing `me` every [`HEARTBEAT`] until aborted; a failure is logged once per
+/// outage.
+pub fn keep_announcing(
+    link: std::sync::Arc<RedisLink>,
+    me: HostPresence,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            match link.announce(&me).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("Redis reachable again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "Redis cannot be reached; state operations fail until it is back");
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
+}

@@ -105,6 +105,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut pollers = crate::ingest::start(&app);
     pollers.push(crate::callbacks::resume_all(&app));
+    if let Some(link) = &app.redis {
+        pollers.push(crate::redis_link::keep_announcing(
+            link.clone(),
+            crate::redis_link::HostPresence {
+                id: app.instance_id.clone(),
+                public_url: app.config.server.public_url.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: crate::auth::now_unix(),
+            },
+        ));
+    }
     let limits = edge::ConnLimits::of(&app.config.server);
     let router = router(app);
     let served = edge::serve_router(listener, router, limits, shutdown).await;

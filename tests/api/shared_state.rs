@@ -112,6 +112,26 @@ async fn a_burst_over_two_hosts_requests_one_token() {
         assert_eq!(body["status"], "success", "{body}");
     }
     assert_eq!(shared.tokens_issued(), 1, "one token for both hosts");
+    // Each host announces itself: the admin console of either lists both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let server = defender_soar::overview::server(&a.app).await;
+        assert!(
+            server.state_backend.starts_with("redis"),
+            "{}",
+            server.state_backend
+        );
+        let hosts = server.hosts.unwrap().unwrap();
+        let urls: Vec<&str> = hosts.iter().map(|h| h.public_url.as_str()).collect();
+        if urls.contains(&a.url("/").as_str()) && urls.contains(&b.url("/").as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hosts listed: {urls:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // The pair is in Redis, not in a state file.
     let stored = shared.store().load("contoso").await.unwrap();
     assert!(stored.tokens.is_some());
@@ -298,4 +318,28 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
             .unwrap()
             .same_as(&sample_state())
     );
+}
+
+#[tokio::test]
+async fn ingestion_with_the_redis_backend_is_refused_at_start() {
+    let mut config = Config::from_toml_str("").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    config.server.state_dir = dir.path().to_path_buf();
+    config.server.state.backend = StateBackend::Redis;
+    config.server.state.redis_url = Some(SecretString::from("redis://127.0.0.1:1/0".to_string()));
+    let scenario = Scenario::default_scenario();
+    let a = asset("contoso", &scenario, "http://127.0.0.1:1");
+    config.assets.insert(a.id.clone(), a);
+    config.ingestion.insert(
+        "contoso".into(),
+        defender_soar::config::IngestionConfig {
+            enabled: true,
+            ..Default::default()
+        },
+    );
+    let err = defender_soar::app::App::build(config, SecretString::from(API_KEY.to_string()))
+        .err()
+        .expect("refused");
+    assert!(err.contains("assets.contoso.ingestion"), "{err}");
+    assert!(err.contains("backend = \"redis\""), "{err}");
 }

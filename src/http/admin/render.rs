@@ -211,6 +211,31 @@ fn server_section(s: &ServerView, sessions: usize) -> String {
         ),
     };
     rows.push_str(&row("Vault", &vault));
+    match &s.hosts {
+        None => {}
+        Some(Ok(hosts)) => {
+            let list = hosts
+                .iter()
+                .map(|h| {
+                    format!(
+                        "<li><code>{}</code> {} (version {}, up since {})</li>",
+                        e(&h.id),
+                        e(&h.public_url),
+                        e(&h.version),
+                        e(&when(h.started_at))
+                    )
+                })
+                .collect::<String>();
+            rows.push_str(&row(
+                "Connected hosts",
+                &format!("{}<ul id=\"hosts\">{list}</ul>", hosts.len()),
+            ));
+        }
+        Some(Err(err)) => rows.push_str(&row(
+            "Connected hosts",
+            &format!("<span class=\"err\">{}</span>", e(err)),
+        )),
+    }
     rows.push_str(&row("Console sessions", &sessions.to_string()));
     format!("<section id=\"server\">\n<h2>This host</h2>\n<table>\n{rows}</table>\n</section>\n")
 }
