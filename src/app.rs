@@ -185,25 +185,26 @@ impl App {
                 )?),
             );
         }
-        if redis.is_some()
-            && let Some(id) = config
-                .assets
-                .keys()
-                .find(|id| config.ingestion(id).is_some())
-        {
-            return Err(format!(
-                "configuration: assets.{id}.ingestion: alert ingestion is not available with [server.state] backend = \"redis\" yet (its journal is a file of one host, so another host could not take it over); run ingestion on a host with the files backend"
-            ));
-        }
+        let instance_id = crate::http::admin::session::random_token()[..12].to_string();
         let mut ingestors = BTreeMap::new();
         for (id, asset) in &assets {
             if let Some(settings) = config.ingestion(id) {
-                let ingestor = crate::ingest::poller::Ingestor::open(
-                    asset.clone(),
-                    settings.clone(),
-                    state.clone(),
-                )
-                .map_err(|e| format!("assets.{id}.ingestion: {e}"))?;
+                let ingestor = match &redis {
+                    Some(link) => crate::ingest::poller::Ingestor::shared(
+                        asset.clone(),
+                        settings.clone(),
+                        state.clone(),
+                        link.clone(),
+                        format!("{} {instance_id}", config.server.public_url),
+                        std::time::Duration::from_secs(config.server.state.lease_secs),
+                    ),
+                    None => crate::ingest::poller::Ingestor::open(
+                        asset.clone(),
+                        settings.clone(),
+                        state.clone(),
+                    )
+                    .map_err(|e| format!("assets.{id}.ingestion: {e}"))?,
+                };
                 ingestors.insert(id.clone(), Arc::new(ingestor));
             }
         }
@@ -222,7 +223,7 @@ impl App {
             started: std::time::Instant::now(),
             console: Default::default(),
             redis,
-            instance_id: crate::http::admin::session::random_token()[..12].to_string(),
+            instance_id,
         }))
     }
 

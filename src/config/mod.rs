@@ -283,6 +283,9 @@ pub struct StateBackendConfig {
     /// `fallback_share_percent` (1–100, default 50): the share of each tenant budget a host
     /// uses on its own while Redis cannot be reached.
     pub fallback_share_percent: u8,
+    /// `lease_secs` (2–300, default 15): how long an ingestion lease lasts without renewal;
+    /// another host takes over within twice that after the holder dies.
+    pub lease_secs: u64,
 }
 
 impl Default for StateBackendConfig {
@@ -293,6 +296,7 @@ impl Default for StateBackendConfig {
             redis_url: None,
             key_prefix: "defender-soar".to_string(),
             fallback_share_percent: 50,
+            lease_secs: 15,
         }
     }
 }
@@ -305,6 +309,7 @@ impl fmt::Debug for StateBackendConfig {
             .field("redis_url", &self.redis_url.as_ref().map(|_| Redacted))
             .field("key_prefix", &self.key_prefix)
             .field("fallback_share_percent", &self.fallback_share_percent)
+            .field("lease_secs", &self.lease_secs)
             .finish()
     }
 }

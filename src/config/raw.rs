@@ -55,6 +55,7 @@ pub(super) struct RawStateBackend {
     pub redis_url: Option<IgnoredAny>,
     pub key_prefix: Option<Text>,
     pub fallback_share_percent: Option<Text>,
+    pub lease_secs: Option<Text>,
 }
 
 /// One `[[server.api_keys]]` entry as written.

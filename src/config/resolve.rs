@@ -353,8 +353,8 @@ fn resolve_server(
     })
 }
 
-/// `[server.state]`: the backend, and for Redis its URL (from the environment), key prefix
-/// and fallback share.
+/// `[server.state]`: the backend, and for Redis its URL (from the environment), key prefix,
+/// fallback share and lease.
 fn resolve_state_backend(
     raw: RawStateBackend,
     env: EnvLookup<'_>,
@@ -432,12 +432,21 @@ fn resolve_state_backend(
         defaults.fallback_share_percent,
         "per cent",
     );
+    let lease_secs = whole_number(
+        problems,
+        "server.state.lease_secs",
+        raw.lease_secs,
+        2..=300u64,
+        defaults.lease_secs,
+        "seconds",
+    );
     Some(StateBackendConfig {
         backend: backend?,
         redis_url_env,
         redis_url,
         key_prefix: key_prefix?,
         fallback_share_percent: fallback_share_percent?,
+        lease_secs: lease_secs?,
     })
 }
 

@@ -1715,11 +1715,12 @@ fn state_backend_defaults_to_files() {
     assert_eq!(c.server.state.backend, crate::config::StateBackend::Files);
     assert_eq!(c.server.state.key_prefix, "defender-soar");
     assert_eq!(c.server.state.fallback_share_percent, 50);
+    assert_eq!(c.server.state.lease_secs, 15);
 }
 
 #[test]
 fn redis_backend_reads_its_url_from_the_environment() {
-    let toml = "[server.state]\nbackend = \"redis\"\nredis_url_env = \"REDIS_URL\"\nkey_prefix = \"soar:prod\"\n";
+    let toml = "[server.state]\nbackend = \"redis\"\nredis_url_env = \"REDIS_URL\"\nkey_prefix = \"soar:prod\"\nlease_secs = 10\n";
     let c = parse(
         toml,
         &[("REDIS_URL", "redis://:pw-sekrit@cache.internal:6380/2")],
@@ -1731,6 +1732,7 @@ fn redis_backend_reads_its_url_from_the_environment() {
         "redis://:pw-sekrit@cache.internal:6380/2"
     );
     assert_eq!(c.server.state.key_prefix, "soar:prod");
+    assert_eq!(c.server.state.lease_secs, 10);
     assert!(
         !format!("{c:?}").contains("pw-sekrit"),
         "the URL's password stays out of Debug"
@@ -1755,4 +1757,6 @@ fn redis_backend_reads_its_url_from_the_environment() {
         share.contains("server.state.fallback_share_percent"),
         "{share}"
     );
+    let lease = error_of("[server.state]\nlease_secs = 1\n", &[]);
+    assert!(lease.contains("server.state.lease_secs"), "{lease}");
 }

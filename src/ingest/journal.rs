@@ -410,33 +410,63 @@ pub struct JournalStats {
     pub dropped: u64,
 }
 
-/// A journal shared by the poller, the webhook deliveries and the feed. File work runs on the
-/// blocking pool, never on the async workers; [`SharedJournal::subscribe`] wakes whoever waits
-/// for new events.
+/// A journal shared by the poller, the webhook deliveries and the feed: the asset's file
+/// (file work on the blocking pool, never on the async workers) or, with the Redis backend,
+/// the asset's journal in Redis shared by every host. [`SharedJournal::subscribe`] wakes whoever
+/// waits for new events (for Redis, appends of other hosts are noticed within
+/// [`REDIS_WATCH`]).
 #[derive(Debug, Clone)]
 pub struct SharedJournal {
-    inner: Arc<Mutex<Journal>>,
-    path: PathBuf,
+    store: Store,
     last_seq: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Whether the task following another host's appends runs (Redis only).
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Where a [`SharedJournal`] keeps its events.
+#[derive(Debug, Clone)]
+enum Store {
+    File {
+        inner: Arc<Mutex<Journal>>,
+        path: PathBuf,
+    },
+    Redis(super::redis_journal::RedisJournal),
+}
+
+/// How often a journal in Redis is checked for other hosts' appends while someone waits.
+pub const REDIS_WATCH: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl SharedJournal {
     /// Shares `journal`.
     pub fn new(journal: Journal) -> SharedJournal {
         let (tx, _) = tokio::sync::watch::channel(journal.last_seq());
         SharedJournal {
-            path: journal.path.clone(),
-            inner: Arc::new(Mutex::new(journal)),
+            store: Store::File {
+                path: journal.path.clone(),
+                inner: Arc::new(Mutex::new(journal)),
+            },
             last_seq: Arc::new(tx),
+            watching: Arc::default(),
         }
     }
 
-    /// Runs `f` on the journal on the blocking pool.
+    /// Shares the journal in Redis.
+    pub fn redis(journal: super::redis_journal::RedisJournal) -> SharedJournal {
+        let (tx, _) = tokio::sync::watch::channel(0);
+        SharedJournal {
+            store: Store::Redis(journal),
+            last_seq: Arc::new(tx),
+            watching: Arc::default(),
+        }
+    }
+
+    /// Runs `f` on the file journal on the blocking pool.
     async fn with<R: Send + 'static>(
-        &self,
+        inner: &Arc<Mutex<Journal>>,
+        path: &Path,
         f: impl FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
     ) -> Result<R, JournalError> {
-        let shared = self.inner.clone();
+        let shared = inner.clone();
         match tokio::task::spawn_blocking(move || {
             let mut journal = shared.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut journal)
@@ -445,7 +475,7 @@ impl SharedJournal {
         {
             Ok(r) => r,
             Err(e) => Err(JournalError::Io {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 source: std::io::Error::other(format!("journal task ended: {e}")),
             }),
         }
@@ -454,49 +484,102 @@ impl SharedJournal {
     /// [`Journal::append`], then wakes the subscribers. Answers the events appended (those
     /// whose key the journal did not hold).
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
-        let (taken, last) = self
-            .with(move |j| {
-                let taken = j.append_marking(&events)?;
-                let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
-                let taken: Vec<Event> = taken
-                    .into_iter()
-                    .filter_map(|i| events.get_mut(i).and_then(Option::take))
-                    .collect();
-                Ok((taken, j.last_seq()))
-            })
-            .await?;
-        self.last_seq.send_replace(last);
+        let (taken, last) = match &self.store {
+            Store::File { inner, path } => {
+                Self::with(inner, path, move |j| {
+                    let taken = j.append_marking(&events)?;
+                    let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+                    let taken: Vec<Event> = taken
+                        .into_iter()
+                        .filter_map(|i| events.get_mut(i).and_then(Option::take))
+                        .collect();
+                    Ok((taken, j.last_seq()))
+                })
+                .await?
+            }
+            Store::Redis(j) => j.append(events).await?,
+        };
+        self.last_seq.send_if_modified(|seq| {
+            let moved = *seq != last;
+            *seq = last;
+            moved
+        });
         Ok(taken)
     }
 
     /// [`Journal::read_from`].
     pub async fn read_from(&self, cursor: u64, limit: usize) -> Result<Vec<Record>, JournalError> {
-        self.with(move |j| j.read_from(cursor, limit)).await
+        match &self.store {
+            Store::File { inner, path } => {
+                Self::with(inner, path, move |j| j.read_from(cursor, limit)).await
+            }
+            Store::Redis(j) => j.read_from(cursor, limit).await,
+        }
     }
 
-    /// Whether the journal has an event of the alert `id` (checks on the blocking pool).
+    /// Which of the alert `ids` have an event in the journal.
     pub async fn alerts_known(&self, ids: Vec<String>) -> Result<HashSet<String>, JournalError> {
-        self.with(move |j| Ok(ids.into_iter().filter(|i| j.has_alert(i)).collect()))
-            .await
+        match &self.store {
+            Store::File { inner, path } => {
+                Self::with(inner, path, move |j| {
+                    Ok(ids.into_iter().filter(|i| j.has_alert(i)).collect())
+                })
+                .await
+            }
+            Store::Redis(j) => j.alerts_known(ids).await,
+        }
     }
 
     /// Numbers about the journal.
     pub async fn stats(&self) -> Result<JournalStats, JournalError> {
-        self.with(|j| {
-            Ok(JournalStats {
-                last_seq: j.last_seq(),
-                first_kept_after: j.first_kept_after(),
-                events: j.len(),
-                size_bytes: j.size_bytes(),
-                dropped: j.dropped(),
-            })
-        })
-        .await
+        match &self.store {
+            Store::File { inner, path } => {
+                Self::with(inner, path, |j| {
+                    Ok(JournalStats {
+                        last_seq: j.last_seq(),
+                        first_kept_after: j.first_kept_after(),
+                        events: j.len(),
+                        size_bytes: j.size_bytes(),
+                        dropped: j.dropped(),
+                    })
+                })
+                .await
+            }
+            Store::Redis(j) => j.stats().await,
+        }
     }
 
-    /// The last sequence number, updated after every append.
+    /// The last sequence number, updated after every append (in Redis, also after other
+    /// hosts' appends: from the first subscription on, a task checks every [`REDIS_WATCH`]
+    /// for as long as the journal lives).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.last_seq.subscribe()
+        let rx = self.last_seq.subscribe();
+        if let Store::Redis(journal) = &self.store
+            && !self
+                .watching
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let journal = journal.clone();
+            let tx = Arc::downgrade(&self.last_seq);
+            let watching = self.watching.clone();
+            handle.spawn(async move {
+                loop {
+                    let Some(tx) = tx.upgrade() else { break };
+                    if let Ok(last) = journal.last_seq().await {
+                        tx.send_if_modified(|seq| {
+                            let moved = *seq != last;
+                            *seq = last;
+                            moved
+                        });
+                    }
+                    drop(tx);
+                    tokio::time::sleep(REDIS_WATCH).await;
+                }
+                watching.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        rx
     }
 }
 

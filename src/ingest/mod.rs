@@ -3,7 +3,9 @@
 //! and pushed to the asset's webhooks.
 
 pub mod journal;
+pub mod lease;
 pub mod poller;
+pub mod redis_journal;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -196,6 +196,8 @@ pub struct Ingestor {
     journal: SharedJournal,
     /// Held by a poll: one at a time.
     polling: tokio::sync::Mutex<()>,
+    /// With the Redis backend: the lease only whose holder polls and delivers.
+    lease: Option<Arc<super::lease::Lease>>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -243,7 +245,49 @@ impl Ingestor {
             store,
             journal: SharedJournal::new(journal),
             polling: tokio::sync::Mutex::new(()),
+            lease: None,
         })
+    }
+
+    /// The ingestion of an asset whose state is in Redis: the journal in Redis, shared by
+    /// every host, and the lease (held under the name `holder`, lasting `lease`) that lets one
+    /// host at a time poll and deliver.
+    pub fn shared(
+        asset: Arc<Asset>,
+        config: IngestionConfig,
+        store: StateStore,
+        link: Arc<crate::redis_link::RedisLink>,
+        holder: String,
+        lease: Duration,
+    ) -> Ingestor {
+        let journal = super::redis_journal::RedisJournal::new(
+            link.clone(),
+            &asset.config.id,
+            config.outbox_max_events,
+        );
+        let lease = super::lease::Lease::new(link, &asset.config.id, holder, lease);
+        Ingestor {
+            asset,
+            config,
+            store,
+            journal: SharedJournal::redis(journal),
+            polling: tokio::sync::Mutex::new(()),
+            lease: Some(lease),
+        }
+    }
+
+    /// Waits until this host may poll and deliver (at once without a lease); answers whether
+    /// it had to wait for the lease.
+    pub async fn wait_leading(&self) -> bool {
+        match &self.lease {
+            Some(lease) => lease.wait().await,
+            None => false,
+        }
+    }
+
+    /// The lease, with the Redis backend.
+    pub fn lease(&self) -> Option<&Arc<super::lease::Lease>> {
+        self.lease.as_ref()
     }
 
     /// The settings.
@@ -540,6 +584,7 @@ impl Ingestor {
         let mut wait = interval;
         let mut failures = 0u32;
         loop {
+            self.wait_leading().await;
             let pace = match self.poll_recorded().await {
                 Ok(r) => {
                     failures = 0;

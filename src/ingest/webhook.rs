@@ -224,6 +224,7 @@ impl Delivery {
         let journal = self.ingestor.journal().clone();
         let mut newest = journal.subscribe();
         let mut failures = 0u32;
+        self.ingestor.wait_leading().await;
         let mut cursor = loop {
             match self.stored().await {
                 Ok(s) => break s.cursor,
@@ -237,6 +238,18 @@ impl Delivery {
         failures = 0;
         tracing::info!(asset = %self.asset_id(), webhook = %self.id, receiver = %self.hook.shown(), cursor, "webhook delivery started");
         loop {
+            if self.ingestor.wait_leading().await {
+                // Another host delivered while this one waited: continue from its cursor.
+                match self.stored().await {
+                    Ok(s) => cursor = cursor.max(s.cursor),
+                    Err(e) => {
+                        tracing::warn!(asset = %self.asset_id(), webhook = %self.id, "{e}");
+                        tokio::time::sleep(jitter(self.backoff(1))).await;
+                        continue;
+                    }
+                }
+                tracing::info!(asset = %self.asset_id(), webhook = %self.id, cursor, "webhook delivery resumed on this host");
+            }
             let batch = match journal.read_from(cursor, self.hook.batch_size).await {
                 Ok(b) => b,
                 Err(e) => {

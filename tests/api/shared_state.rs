@@ -319,27 +319,3 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
             .same_as(&sample_state())
     );
 }
-
-#[tokio::test]
-async fn ingestion_with_the_redis_backend_is_refused_at_start() {
-    let mut config = Config::from_toml_str("").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    config.server.state_dir = dir.path().to_path_buf();
-    config.server.state.backend = StateBackend::Redis;
-    config.server.state.redis_url = Some(SecretString::from("redis://127.0.0.1:1/0".to_string()));
-    let scenario = Scenario::default_scenario();
-    let a = asset("contoso", &scenario, "http://127.0.0.1:1");
-    config.assets.insert(a.id.clone(), a);
-    config.ingestion.insert(
-        "contoso".into(),
-        defender_soar::config::IngestionConfig {
-            enabled: true,
-            ..Default::default()
-        },
-    );
-    let err = defender_soar::app::App::build(config, SecretString::from(API_KEY.to_string()))
-        .err()
-        .expect("refused");
-    assert!(err.contains("assets.contoso.ingestion"), "{err}");
-    assert!(err.contains("backend = \"redis\""), "{err}");
-}
