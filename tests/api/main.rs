@@ -1,6 +1,8 @@
 //! Integration tests: the real host over HTTP on a random port against an in-process simulator.
 
 mod helpers;
+#[path = "../support/redis_server.rs"]
+mod redis_server;
 #[path = "../support/webhook_receiver.rs"]
 mod webhook_receiver;
 
@@ -29,6 +31,7 @@ mod machine;
 mod scopes;
 mod secrets;
 mod shared_dir;
+mod tenant_budget;
 mod throttling;
 mod token_manager;
 mod tokens;
