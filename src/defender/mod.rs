@@ -26,8 +26,6 @@
 //! and the path template.
 
 mod budget;
-mod request_budget;
-mod shared_budget;
 pub mod endpoints;
 mod error;
 pub mod hunting;
@@ -35,7 +33,9 @@ pub mod kql;
 mod models;
 pub mod odata;
 mod paging;
+mod request_budget;
 mod retry;
+mod shared_budget;
 mod urls;
 
 #[cfg(test)]
@@ -54,8 +54,6 @@ use tracing::Instrument;
 use url::Url;
 
 pub use budget::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, FAMILIES, Family, FamilyUse};
-pub use request_budget::{DegradedBudget, RequestBudget, TenantBudgets, strictest};
-pub use shared_budget::SharedBudget;
 pub use endpoints::{Call, Endpoint, Priority};
 pub use error::{DefenderError, GaveUp, ThrottleCause};
 pub use models::{
@@ -63,7 +61,9 @@ pub use models::{
 };
 pub use odata::Filter;
 pub use paging::{ListQuery, MAX_TOP};
+pub use request_budget::{DegradedBudget, RequestBudget, TenantBudgets, strictest};
 pub use retry::RetryPolicy;
+pub use shared_budget::SharedBudget;
 pub use urls::{encode_query, path_with_query};
 
 /// Largest response body read into memory (hunting results reach 124 MB).

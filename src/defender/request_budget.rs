@@ -241,15 +241,17 @@ impl TenantBudgets {
                     floor,
                     config.server.state.fallback_share_percent,
                 ))),
-                None => RequestBudget::local(Arc::new(
-                    Budget::new(&limits).with_actions_floor(floor),
-                )),
+                None => {
+                    RequestBudget::local(Arc::new(Budget::new(&limits).with_actions_floor(floor)))
+                }
             };
             let index = budgets.registrations.len();
             for id in &ids {
                 let own_wait = Duration::from_secs(config.budget(id).max_wait_secs)
                     .min(Duration::from_secs(24 * 3600));
-                budgets.by_asset.insert((*id).to_string(), (index, own_wait));
+                budgets
+                    .by_asset
+                    .insert((*id).to_string(), (index, own_wait));
             }
             budgets.registrations.push(Registration {
                 tenant_id,

@@ -303,7 +303,9 @@ impl SharedBudget {
             0
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = self.script.key(format!("{}:{}", self.key_base, family.name()));
+        let mut invocation = self
+            .script
+            .key(format!("{}:{}", self.key_base, family.name()));
         invocation
             .arg(micros(self.minute))
             .arg(hour_us)
@@ -429,11 +431,9 @@ impl SharedBudget {
         // close together (the fallback budget starts from it).
         let seen = &mut state.seen[family.index()];
         *seen = Some(match *seen {
-            Some((m, h, at)) if now.saturating_duration_since(at) < PROBE_INTERVAL => (
-                m.max(answer.in_minute),
-                h.max(answer.in_hour),
-                at.max(now),
-            ),
+            Some((m, h, at)) if now.saturating_duration_since(at) < PROBE_INTERVAL => {
+                (m.max(answer.in_minute), h.max(answer.in_hour), at.max(now))
+            }
             _ => (answer.in_minute, answer.in_hour, now),
         });
         if answer.granted {
@@ -694,7 +694,10 @@ mod tests {
         // Once the minute has passed, the third call of the hour goes ...
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !granted(&b, Priority::Respond).await {
-            assert!(std::time::Instant::now() < deadline, "the minute never passed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the minute never passed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // ... and the fourth waits for the hour, whatever the minute says.
@@ -708,7 +711,10 @@ mod tests {
             if answer.binding == 2 {
                 break answer;
             }
-            assert!(std::time::Instant::now() < deadline, "the minute never passed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the minute never passed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(spent.in_hour, 3);
@@ -749,10 +755,7 @@ mod tests {
             .filter(|g| *g)
             .count();
         assert_eq!(granted, 10);
-        let used: u64 = [&a, &b]
-            .iter()
-            .map(|h| h.usage()[0].last_hour)
-            .sum();
+        let used: u64 = [&a, &b].iter().map(|h| h.usage()[0].last_hour).sum();
         assert_eq!(used, 10);
     }
 
@@ -777,7 +780,10 @@ mod tests {
         let mut fallback = 0;
         for _ in 0..20 {
             let t = now();
-            if b.reserve(Family::Default, Priority::Respond, t, t).await.is_ok() {
+            if b.reserve(Family::Default, Priority::Respond, t, t)
+                .await
+                .is_ok()
+            {
                 fallback += 1;
             }
         }

@@ -75,10 +75,7 @@ fn assert_ok_or_budget(results: &[(u16, Value)]) -> usize {
         match status {
             200 => assert_eq!(body["status"], "success", "{body}"),
             503 => assert!(
-                body["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("request budget"),
+                body["message"].as_str().unwrap().contains("request budget"),
                 "{body}"
             ),
             _ => panic!("{status} {body}"),
@@ -122,7 +119,12 @@ async fn assets_of_one_registration_share_one_budget() {
         .map(|id| host.app.asset(id).unwrap().defender.budget().clone())
         .collect();
     assert!(budgets[0].same_as(&budgets[1]) && budgets[1].same_as(&budgets[2]));
-    assert_eq!(budgets[2].limit(defender_soar::defender::Family::Default).per_minute, 20);
+    assert_eq!(
+        budgets[2]
+            .limit(defender_soar::defender::Family::Default)
+            .per_minute,
+        20
+    );
     // Files backend: nothing to be degraded.
     assert!(readyz(&host).await.get("degraded").is_none());
 }
@@ -151,25 +153,24 @@ async fn two_hosts_on_redis_keep_to_one_tenant_budget() {
     ))
     .await;
     // Five times the budget on each host at once.
-    let (a, b) = futures::join!(list_flood(&host_a, &ids, 100), list_flood(&host_b, &ids, 100));
+    let (a, b) = futures::join!(
+        list_flood(&host_a, &ids, 100),
+        list_flood(&host_b, &ids, 100)
+    );
     let reads = assert_ok_or_budget(&a) + assert_ok_or_budget(&b);
     // Reads take the registration's 20 less the tenth left to state-changing calls ...
     assert_eq!(reads, 18);
     // ... which then take the rest, from either host, and no more.
     let device = scenario.machines[0]["id"].as_str().unwrap().to_string();
-    let tag = |host: &Host| {
-        let device = device.clone();
-        async move {
-            host.invoke(
-                "east",
-                "update_device_tag",
-                json!({"device_id": device, "operation": "Add", "tag": "budget"}),
-            )
-            .await
-        }
-    };
-    let tags = futures::future::join_all((0..10).map(|i| tag(if i % 2 == 0 { &host_a } else { &host_b })))
-        .await;
+    let tags = futures::future::join_all((0..10).map(|i| {
+        let host = if i % 2 == 0 { &host_a } else { &host_b };
+        host.invoke(
+            "east",
+            "update_device_tag",
+            json!({"device_id": device, "operation": "Add", "tag": "budget"}),
+        )
+    }))
+    .await;
     let tagged = tags.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!(tagged, 2, "{tags:?}");
     for (status, body) in &tags {
@@ -177,8 +178,8 @@ async fn two_hosts_on_redis_keep_to_one_tenant_budget() {
     }
     let counters = sim.counters();
     assert_eq!(counters.throttled, 0);
-    let sent = counters.route("GET", "/api/machines")
-        + counters.route("POST", "/api/machines/{id}/tags");
+    let sent =
+        counters.route("GET", "/api/machines") + counters.route("POST", "/api/machines/{id}/tags");
     // The tenant's budget, exactly.
     assert_eq!(sent, 20);
     assert!(readyz(&host_a).await.get("degraded").is_none());
@@ -236,9 +237,24 @@ async fn a_host_that_loses_redis_keeps_to_its_share_and_says_so() {
         // The Redis URL is nowhere in the answer.
         assert!(!ready.to_string().contains(&redis.url()));
     }
-    let metrics = host_a.client.get(host_a.url("/metrics")).bearer_auth(API_KEY).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("defender_budget_fallback_total"), "{metrics}");
-    assert!(metrics.contains("defender_budget_shared{state=\"fallback\"}"), "{metrics}");
+    let metrics = host_a
+        .client
+        .get(host_a.url("/metrics"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("defender_budget_fallback_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("defender_budget_shared{state=\"fallback\"}"),
+        "{metrics}"
+    );
     // Redis back: the next permits find it again and the hosts share the budget again. The
     // calls made meanwhile are written into the shared window as each host comes back, so at
     // most the budget is ever sent.
@@ -272,4 +288,44 @@ async fn a_host_that_loses_redis_keeps_to_its_share_and_says_so() {
         .await
         .unwrap();
     assert_eq!(held, sent);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_without_its_password() {
+    let (sim, scenario) = simulator(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on, behind a URL with a password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password = "redis-pw-5f0c1e9a-never-shown";
+    let url = format!("redis://:{password}@127.0.0.1:{port}/0");
+    let host = start_host(on_redis(
+        config_with(
+            &sim,
+            &scenario,
+            dir.path(),
+            &["east"],
+            budget_per_minute(20),
+        ),
+        &url,
+        "unreachable",
+        25,
+    ))
+    .await;
+    // A quarter of 20 a minute, less the tenth (none of 5) kept for state-changing calls.
+    let ok = assert_ok_or_budget(&list_flood(&host, &["east"], 10).await);
+    assert_eq!(ok, 5);
+    assert_eq!(sim.counters().throttled, 0);
+    let ready = readyz(&host).await;
+    assert_eq!(ready["degraded"][0]["assets"], json!(["east"]), "{ready}");
+    assert!(!ready.to_string().contains(password));
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(
+        logs.contains("Redis cannot be reached"),
+        "no warning logged"
+    );
+    assert!(!logs.contains(password));
 }

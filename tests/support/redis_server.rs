@@ -27,7 +27,10 @@ fn find(name: &str) -> Option<PathBuf> {
         .iter()
         .flat_map(std::env::split_paths)
         .map(|d| d.join(name))
-        .chain([PathBuf::from("/usr/bin").join(name), PathBuf::from("/usr/sbin").join(name)])
+        .chain([
+            PathBuf::from("/usr/bin").join(name),
+            PathBuf::from("/usr/sbin").join(name),
+        ])
         .find(|p| p.is_file())
 }
 
@@ -37,7 +40,9 @@ impl RedisServer {
     pub fn start() -> Option<RedisServer> {
         let Some(program) = find("redis-server") else {
             if std::env::var_os("CI").is_some() {
-                panic!("redis-server is not installed (apt-get install -y redis-server; .ci/run does this)");
+                panic!(
+                    "redis-server is not installed (apt-get install -y redis-server; .ci/run does this)"
+                );
             }
             eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
             return None;
@@ -65,7 +70,14 @@ impl RedisServer {
         let child = Command::new(&self.program)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.path().display().to_string()])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -91,7 +103,11 @@ impl RedisServer {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
