@@ -9,8 +9,8 @@ use secrecy::SecretString;
 
 use crate::actions;
 use crate::auth::TokenManager;
-use crate::config::{AssetConfig, BudgetConfig, Config, ServerConfig};
-use crate::defender::{Budget, DEFAULT_ACTIONS_FLOOR_PERCENT, DefenderClient};
+use crate::config::{AssetConfig, Config, ServerConfig};
+use crate::defender::{DefenderClient, RequestBudget, TenantBudgets};
 use crate::state::StateStore;
 
 /// One configured tenant with its token manager and API client.
@@ -56,14 +56,13 @@ impl KeyedLocks {
 }
 
 impl Asset {
-    /// Builds an asset's token manager (over `store`) and API client (with its request
-    /// `budget`, whose windows keep `actions_floor_percent` free of background calls) from its
+    /// Builds an asset's token manager (over `store`) and API clients, drawing on `budget`
+    /// (its registration's request budget, [`TenantBudgets::for_asset`]), from its
     /// configuration.
     pub fn build(
         config: AssetConfig,
         server: &ServerConfig,
-        budget: &BudgetConfig,
-        actions_floor_percent: u8,
+        budget: RequestBudget,
         store: StateStore,
     ) -> Result<Asset, String> {
         let http = DefenderClient::http_client(
@@ -78,12 +77,12 @@ impl Asset {
             TokenManager::for_graph(&config, server, store, http.clone())
                 .map_err(|e| e.to_string())?,
         );
-        // One budget for both clients: each family has its own windows.
-        let budget = Arc::new(Budget::new(budget).with_actions_floor(actions_floor_percent));
+        // One budget for both clients (and every asset of the registration): each family
+        // has its own windows.
         let defender = DefenderClient::new(http.clone(), &config.api_url, tokens.clone())
-            .with_shared_budget(budget.clone());
+            .with_request_budget(budget.clone());
         let graph = DefenderClient::new(http, &config.graph_url, graph_tokens.clone())
-            .with_shared_budget(budget);
+            .with_request_budget(budget);
         Ok(Asset {
             config,
             tokens,
@@ -137,6 +136,9 @@ pub struct App {
     pub redis: Option<Arc<crate::redis_link::RedisLink>>,
     /// This process's random id (its presence in Redis).
     pub instance_id: String,
+    /// One request budget per app registration (tenant, client id), shared by its assets
+    /// and, on Redis, by every host.
+    pub budgets: TenantBudgets,
 }
 
 impl App {
@@ -158,6 +160,7 @@ impl App {
             Some(link) => state.with_redis(link.clone()),
             None => state,
         };
+        let budgets = TenantBudgets::build(&config, redis.as_ref());
         let mut assets = BTreeMap::new();
         for (id, asset) in &config.assets {
             for action in &asset.disabled_actions {
@@ -177,10 +180,9 @@ impl App {
                 Arc::new(Asset::build(
                     asset.clone(),
                     &config.server,
-                    &config.budget(id),
-                    config
-                        .ingestion(id)
-                        .map_or(DEFAULT_ACTIONS_FLOOR_PERCENT, |i| i.actions_floor_percent),
+                    budgets
+                        .for_asset(id)
+                        .ok_or_else(|| format!("assets.{id}: no request budget"))?,
                     state.clone(),
                 )?),
             );
@@ -224,6 +226,7 @@ impl App {
             console: Default::default(),
             redis,
             instance_id,
+            budgets,
         }))
     }
 

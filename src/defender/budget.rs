@@ -29,14 +29,14 @@ use tokio::time::Instant;
 use crate::config::{BudgetConfig, RateLimit};
 
 /// Added to each window: a request reaches Defender a little after it is reserved.
-const WINDOW_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 /// One minute.
-const MINUTE: Duration = Duration::from_secs(60);
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
 /// One hour.
-const HOUR: Duration = Duration::from_secs(3600);
+pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 /// Reads may use all but a tenth of each window (integer division, so families of fewer than
 /// ten calls keep no headroom): the rest is kept for state-changing calls.
-const HEADROOM_DIVISOR: usize = 10;
+pub(crate) const HEADROOM_DIVISOR: usize = 10;
 /// Upper bound of the longest wait without a deadline (config allows at most an hour).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 3600);
 /// The share of each window kept for playbook actions unless configured otherwise.
@@ -136,7 +136,7 @@ impl Family {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Family::Default => 0,
             Family::LiveResponse => 1,
@@ -337,6 +337,19 @@ impl Budget {
                 .record(family, at);
         }
         granted
+    }
+
+    /// Counts `count` calls of `family` as sent at `at` (a moment in the past): a fallback
+    /// budget starts out knowing what the shared one had already granted.
+    pub(crate) fn seed(&self, family: Family, at: Instant, count: usize) {
+        let mut log = self.families[family.index()]
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let at_index = log.partition_point(|t| *t <= at);
+        for _ in 0..count {
+            log.insert(at_index, at);
+        }
     }
 
     /// What each family used: calls in the rolling minute up to now and in the last hour.
@@ -547,7 +560,7 @@ impl Window {
 
 /// The calls of a window of `limit` that background calls may fill: the share above the
 /// actions floor, rounded down, at least one.
-fn background_share(limit: usize, floor_percent: u8) -> usize {
+pub(crate) fn background_share(limit: usize, floor_percent: u8) -> usize {
     let share = 100usize.saturating_sub(usize::from(floor_percent));
     (limit.saturating_mul(share) / 100).max(1)
 }

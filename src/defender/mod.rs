@@ -33,7 +33,9 @@ pub mod kql;
 mod models;
 pub mod odata;
 mod paging;
+mod request_budget;
 mod retry;
+mod shared_budget;
 mod urls;
 
 #[cfg(test)]
@@ -59,7 +61,9 @@ pub use models::{
 };
 pub use odata::Filter;
 pub use paging::{ListQuery, MAX_TOP};
+pub use request_budget::{DegradedBudget, RequestBudget, TenantBudgets, strictest};
 pub use retry::RetryPolicy;
+pub use shared_budget::SharedBudget;
 pub use urls::{encode_query, path_with_query};
 
 /// Largest response body read into memory (hunting results reach 124 MB).
@@ -99,7 +103,7 @@ struct Inner {
     tokens: Arc<dyn TokenSource>,
     retry: RetryPolicy,
     /// Shared by every clone of the client (deadline-bound ones included).
-    budget: Arc<Budget>,
+    budget: RequestBudget,
 }
 
 impl fmt::Debug for DefenderClient {
@@ -208,7 +212,7 @@ impl DefenderClient {
                 base,
                 tokens,
                 retry: RetryPolicy::standard(),
-                budget: Arc::new(Budget::standard()),
+                budget: RequestBudget::from(Budget::standard()),
             }),
             deadline: None,
             request_timeout: None,
@@ -225,6 +229,12 @@ impl DefenderClient {
     /// The same client drawing on `budget`, which other clients may share (each endpoint
     /// family keeps its own windows).
     pub fn with_shared_budget(self, budget: Arc<Budget>) -> DefenderClient {
+        self.with_request_budget(RequestBudget::local(budget))
+    }
+
+    /// The same client drawing on `budget`: local or kept in Redis, shared by every asset of
+    /// the registration ([`TenantBudgets::for_asset`]).
+    pub fn with_request_budget(self, budget: RequestBudget) -> DefenderClient {
         let inner = &self.inner;
         DefenderClient {
             inner: Arc::new(Inner {
@@ -242,7 +252,7 @@ impl DefenderClient {
     }
 
     /// The asset's request budget (its limits tell pollers how often they may call).
-    pub fn budget(&self) -> &Budget {
+    pub fn budget(&self) -> &RequestBudget {
         &self.inner.budget
     }
 
@@ -667,11 +677,13 @@ impl DefenderClient {
     async fn permit(&self, family: Family, priority: Priority) -> Result<(), DefenderError> {
         let mut now = tokio::time::Instant::now();
         let (latest, gave_up) = self.wait_limit(now);
-        // A background call reserves nothing ahead: it asks again, within the wait limit,
-        // until its family's windows have room above the actions floor.
+        let budget = &self.inner.budget;
+        // A background call reserves nothing ahead, nor does any call on a budget shared
+        // through Redis: it asks again, within the wait limit, until there is room.
+        let asks_again = priority == Priority::Background || budget.asks_again();
         let mut waited = false;
-        let mut reserved = self.inner.budget.reserve(family, priority, now, latest);
-        while priority == Priority::Background
+        let mut reserved = budget.reserve(family, priority, now, latest).await;
+        while asks_again
             && let Err(spent) = &reserved
             && spent.at <= latest
         {
@@ -681,12 +693,12 @@ impl DefenderClient {
                 tracing::debug!(
                     family = family.name(),
                     wait_ms = millis(spent.at - now),
-                    "request budget above the actions floor spent; waiting"
+                    "request budget spent; waiting to ask again"
                 );
             }
             tokio::time::sleep_until(spent.at).await;
             now = tokio::time::Instant::now();
-            reserved = self.inner.budget.reserve(family, priority, now, latest);
+            reserved = budget.reserve(family, priority, now, latest).await;
         }
         match reserved {
             Ok(at) if at <= now => Ok(()),

@@ -45,6 +45,7 @@ use crate::actions::{Definition, definitions};
         super::routes::ActionSummary,
         super::routes::Health,
         super::routes::Readiness,
+        super::routes::DegradedPart,
         super::vault::VaultInfo,
         crate::audit::AuditPage,
     ))

@@ -61,6 +61,26 @@ pub struct Readiness {
     /// Why the host is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// What works in a reduced way while the host stays ready: request budgets kept in Redis
+    /// that this host enforces on its own share because Redis could not be reached at the
+    /// last permit. Absent when nothing is degraded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<DegradedPart>,
+}
+
+/// One part of the host working in a reduced way (`GET /readyz`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DegradedPart {
+    /// What is degraded: `request_budget`.
+    pub component: &'static str,
+    /// The tenant of the app registration whose budget it is.
+    pub tenant_id: String,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// The assets using that registration.
+    pub assets: Vec<String>,
+    /// What happens meanwhile, in words.
+    pub detail: String,
 }
 
 /// Liveness.
@@ -71,9 +91,11 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Readiness: configuration loaded, the state directory a writable directory and its file
-/// system not full. Nothing is written: the check reads permissions and free space only.
+/// system not full. Nothing is written: the check reads permissions and free space only. A
+/// ready host lists under `degraded` the request budgets it enforces on its own share while
+/// Redis cannot be reached (still 200).
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "Ready: the configuration is loaded and the state directory is writable", body = Readiness),
+    (status = 200, description = "Ready: the configuration is loaded and the state directory is writable; `degraded` names request budgets enforced locally while Redis is lost", body = Readiness),
     (status = 503, description = "Not ready: the state directory is not writable or its file system is full", body = Readiness)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     match state_dir_ready(&app.config.server.state_dir) {
@@ -81,6 +103,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             status: "ready",
             assets: Some(app.assets.len()),
             reason: None,
+            degraded: degraded_parts(&app),
         })
         .into_response(),
         Err(reason) => (
@@ -89,10 +112,30 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
                 status: "not ready",
                 assets: None,
                 reason: Some(reason),
+                degraded: degraded_parts(&app),
             }),
         )
             .into_response(),
     }
+}
+
+/// The request budgets this host enforces on its own share while Redis is lost (in-memory
+/// flags only: nothing is sent or written).
+fn degraded_parts(app: &App) -> Vec<DegradedPart> {
+    app.budgets
+        .degraded()
+        .into_iter()
+        .map(|d| DegradedPart {
+            component: "request_budget",
+            detail: format!(
+                "Redis cannot be reached: the request budget shared by every host is enforced on this host alone, at {}% of each limit",
+                d.share_percent
+            ),
+            tenant_id: d.tenant_id,
+            client_id: d.client_id,
+            assets: d.assets,
+        })
+        .collect()
 }
 
 /// Free space below which the state directory is not ready (token and state writes).

@@ -610,6 +610,27 @@ pub async fn spawn_configured(scenario: Scenario, configure: impl FnOnce(&mut Co
     let addr = listener.local_addr().unwrap();
     config.server.public_url = format!("http://{addr}").parse().unwrap();
     configure(&mut config);
+    // Assets of one app registration share one budget, the strictest of theirs: the
+    // standard assets on the registration of an asset given a budget get the same one, so
+    // the budget a test sets is the one that applies.
+    let registration = |a: &AssetConfig| {
+        (
+            a.tenant_id.to_ascii_lowercase(),
+            a.client_id.to_ascii_lowercase(),
+        )
+    };
+    let given: Vec<_> = config
+        .budgets
+        .iter()
+        .filter_map(|(id, b)| Some((registration(config.assets.get(id)?), *b)))
+        .collect();
+    for (id, a) in &config.assets {
+        if !config.budgets.contains_key(id)
+            && let Some((_, b)) = given.iter().find(|(r, _)| *r == registration(a))
+        {
+            config.budgets.insert(id.clone(), *b);
+        }
+    }
     let app = App::build(config, SecretString::from(API_KEY.to_string())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(defender_soar::http::serve(

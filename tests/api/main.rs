@@ -32,6 +32,7 @@ mod scopes;
 mod secrets;
 mod shared_dir;
 mod shared_state;
+mod tenant_budget;
 mod throttling;
 mod token_manager;
 mod tokens;

@@ -115,9 +115,11 @@ async fn a_spent_budget_answers_503_and_sends_nothing() {
     let counters = app.sim.counters();
     assert_eq!(counters.route("GET", "/api/machines"), 3);
     assert_eq!(counters.throttled, 0);
-    // Another asset has a budget of its own.
+    // Another asset on the same app registration draws on the same budget (Microsoft counts
+    // calls per application and tenant): refused too, nothing sent.
     let (status, _, body) = list_devices(&app, "contoso_v1").await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(app.sim.counters().route("GET", "/api/machines"), 3);
 }
 
 #[tokio::test]
