@@ -378,7 +378,7 @@ async fn migrate_state(to: MigrateTarget, config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let redis = files.with_redis(link);
+    let redis = files.with_redis(link.clone());
     let (source, target) = match to {
         MigrateTarget::Redis => (&files, &redis),
         MigrateTarget::Files => (&redis, &files),
@@ -395,6 +395,24 @@ async fn migrate_state(to: MigrateTarget, config: Option<PathBuf>) -> ExitCode {
         let outcome = match source.load(asset).await {
             Ok(state) => target.replace_and_verify(asset, state).await,
             Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(true) => migrate_journal(to, &config.server.state_dir, &link, asset)
+                .await
+                .map(|journal| {
+                    if let Some(n) = journal {
+                        eprintln!(
+                            "defender-soar: {asset}: alert journal ({n} events) copied and verified"
+                        );
+                    }
+                    true
+                })
+                .map_err(|e| crate::state::StateError::Backend {
+                    asset: asset.clone(),
+                    op: "migrate the alert journal of",
+                    message: e,
+                }),
+            other => other,
         };
         match outcome {
             Ok(true) => eprintln!("defender-soar: {asset}: copied and verified"),
@@ -421,6 +439,50 @@ async fn migrate_state(to: MigrateTarget, config: Option<PathBuf>) -> ExitCode {
             assets.len()
         );
         ExitCode::FAILURE
+    }
+}
+
+/// Copies an asset's alert journal (the feed and the webhooks' outbox) the way `to` says,
+/// keeping its sequence numbers so the webhook cursors in the asset's state stay right; reads
+/// it back and compares. `Ok(None)` when the source has none.
+async fn migrate_journal(
+    to: MigrateTarget,
+    state_dir: &std::path::Path,
+    link: &std::sync::Arc<crate::redis_link::RedisLink>,
+    asset: &str,
+) -> Result<Option<usize>, String> {
+    use crate::ingest::journal::{Journal, journal_path};
+    const ALL: usize = usize::MAX / 2;
+    let path = journal_path(state_dir, asset);
+    let redis = crate::ingest::redis_journal::RedisJournal::new(link.clone(), asset, ALL);
+    let (copy, back) = match to {
+        MigrateTarget::Redis => {
+            if !path.exists() {
+                return Ok(None);
+            }
+            let copy = Journal::open(&path, ALL)
+                .and_then(|j| j.export())
+                .map_err(|e| e.to_string())?;
+            redis.import(&copy).await.map_err(|e| e.to_string())?;
+            let back = redis.export().await.map_err(|e| e.to_string())?;
+            (copy, back)
+        }
+        MigrateTarget::Files => {
+            let copy = redis.export().await.map_err(|e| e.to_string())?;
+            if copy.records.is_empty() && copy.base == 0 && copy.alert_ids.is_empty() {
+                return Ok(None);
+            }
+            Journal::import(&path, &copy).map_err(|e| e.to_string())?;
+            let back = Journal::open(&path, ALL)
+                .and_then(|j| j.export())
+                .map_err(|e| e.to_string())?;
+            (copy, back)
+        }
+    };
+    if back.same_as(&copy) {
+        Ok(Some(copy.records.len()))
+    } else {
+        Err("the copy of the alert journal reads back different".into())
     }
 }
 

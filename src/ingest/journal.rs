@@ -321,6 +321,49 @@ impl Journal {
         Ok(())
     }
 
+    /// Everything the journal holds, for `migrate-state`: the sequence number before its
+    /// first record, its records, and every alert id journaled (sorted).
+    pub fn export(&self) -> Result<JournalCopy, JournalError> {
+        let mut alert_ids: Vec<String> = self.alert_ids.iter().cloned().collect();
+        alert_ids.sort();
+        Ok(JournalCopy {
+            base: self.base,
+            records: self.read_from(0, usize::MAX)?,
+            alert_ids,
+        })
+    }
+
+    /// Writes `copy` as the journal at `path` (replacing any: temporary file, fsync, rename),
+    /// keeping its sequence numbers.
+    pub fn import(path: &Path, copy: &JournalCopy) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut bytes = serde_json::to_vec(&Header {
+            base: copy.base,
+            alert_ids: copy.alert_ids.clone(),
+        })
+        .map_err(|e| io(e.into()))?;
+        bytes.push(b'\n');
+        for r in &copy.records {
+            serde_json::to_writer(&mut bytes, r).map_err(|e| io(e.into()))?;
+            bytes.push(b'\n');
+        }
+        let tmp = path.with_extension("journal.importing");
+        let mut out = File::create(&tmp).map_err(io)?;
+        out.write_all(&bytes).map_err(io)?;
+        out.sync_all().map_err(io)?;
+        drop(out);
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
     /// Whether an event key is in the journal.
     pub fn contains(&self, event_key: &str) -> bool {
         self.keys.contains(event_key)
@@ -392,6 +435,37 @@ impl Journal {
             out.push(record);
         }
         Ok(out)
+    }
+}
+
+/// A whole journal, moved between the file and Redis by `migrate-state`.
+#[derive(Debug, Clone, Default)]
+pub struct JournalCopy {
+    /// The sequence number before the first record.
+    pub base: u64,
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Every alert id journaled, sorted.
+    pub alert_ids: Vec<String>,
+}
+
+impl JournalCopy {
+    /// The last sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.records.last().map_or(self.base, |r| r.seq)
+    }
+
+    /// Whether `other` holds the same records (by sequence number and event key) and the same
+    /// alert ids.
+    pub fn same_as(&self, other: &JournalCopy) -> bool {
+        self.base == other.base
+            && self.alert_ids == other.alert_ids
+            && self.records.len() == other.records.len()
+            && self
+                .records
+                .iter()
+                .zip(&other.records)
+                .all(|(a, b)| a.seq == b.seq && a.event == b.event)
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::journal::{Event, JournalError, JournalStats, Record};
+use super::journal::{Event, JournalCopy, JournalError, JournalStats, Record};
 use crate::redis_link::{RedisError, RedisLink};
 
 /// Appends events: `ARGV[1]` = max events, then triples (event key, alert id or "", event
@@ -220,5 +220,66 @@ impl RedisJournal {
             .await
             .map_err(|e| self.error(e))?;
         Ok(seq.unwrap_or(0))
+    }
+}
+
+impl RedisJournal {
+    /// Everything the journal holds (`migrate-state`).
+    pub async fn export(&self) -> Result<JournalCopy, JournalError> {
+        let stats = self.stats().await?;
+        let records = self.read_from(0, usize::MAX / 2).await?;
+        let mut conn = self.link.conn().await.map_err(|e| self.error(e))?;
+        let mut alert_ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key("alerts"))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        alert_ids.sort();
+        Ok(JournalCopy {
+            base: stats.first_kept_after,
+            records,
+            alert_ids,
+        })
+    }
+
+    /// Replaces the journal with `copy`, keeping its sequence numbers (`migrate-state`; run
+    /// while no host ingests the asset).
+    pub async fn import(&self, copy: &JournalCopy) -> Result<(), JournalError> {
+        let mut conn = self.link.conn().await.map_err(|e| self.error(e))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for part in ["seq", "events", "keys", "alerts", "dropped", "base"] {
+            pipe.cmd("DEL").arg(self.key(part)).ignore();
+        }
+        pipe.cmd("SET")
+            .arg(self.key("seq"))
+            .arg(copy.last_seq())
+            .ignore();
+        pipe.cmd("SET")
+            .arg(self.key("base"))
+            .arg(copy.base)
+            .ignore();
+        for chunk in copy.records.chunks(500) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(self.key("events"));
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(self.key("keys"));
+            for r in chunk {
+                let line =
+                    serde_json::to_string(r).map_err(|e| self.error(RedisError(e.to_string())))?;
+                zadd.arg(r.seq).arg(line);
+                sadd.arg(&r.event.event_key);
+            }
+            pipe.add_command(zadd).ignore();
+            pipe.add_command(sadd).ignore();
+        }
+        for chunk in copy.alert_ids.chunks(500) {
+            pipe.cmd("SADD").arg(self.key("alerts")).arg(chunk).ignore();
+        }
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }

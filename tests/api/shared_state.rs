@@ -4,6 +4,8 @@
 
 use defender_sim::{Scenario, SimHandle};
 use defender_soar::config::{Config, StateBackend};
+use defender_soar::ingest::journal::{Event, EventKind, Journal, journal_path};
+use defender_soar::ingest::redis_journal::RedisJournal;
 use defender_soar::state::{AssetState, StateStore, StoredTokens};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -248,6 +250,23 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
             .unwrap();
     }
     let source_bytes = std::fs::read(files_dir.path().join("alpha_state.json")).unwrap();
+    // alpha ingests alerts: its journal goes along, with its sequence numbers.
+    let journal_file = journal_path(files_dir.path(), "alpha");
+    let events: Vec<Event> = (1..=3)
+        .map(|i| Event {
+            event_key: format!("da{i}@2026-11-01T00:00:0{i}Z"),
+            kind: EventKind::Created,
+            asset: "alpha".into(),
+            source: "graph".into(),
+            alert: json!({"id": format!("da{i}"), "title": "<script>x</script>"}),
+        })
+        .collect();
+    Journal::open(&journal_file, 100)
+        .unwrap()
+        .append(&events)
+        .unwrap();
+    let journal_bytes = std::fs::read(&journal_file).unwrap();
+    let journal_copy = Journal::open(&journal_file, 100).unwrap().export().unwrap();
 
     let config_for = |dir: &std::path::Path| {
         let path = dir.join("config.toml");
@@ -297,6 +316,18 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
         .with_redis(std::sync::Arc::new(link));
     assert_eq!(in_redis.assets().await.unwrap(), vec!["alpha", "beta"]);
     assert!(
+        text.contains("alpha: alert journal (3 events) copied and verified"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&journal_file).unwrap(), journal_bytes);
+    let link = defender_soar::redis_link::RedisLink::of(&state)
+        .unwrap()
+        .unwrap();
+    let redis_journal = RedisJournal::new(std::sync::Arc::new(link), "alpha", 100);
+    let exported = redis_journal.export().await.unwrap();
+    assert!(exported.same_as(&journal_copy));
+    assert_eq!(exported.last_seq(), 3);
+    assert!(
         in_redis
             .load("beta")
             .await
@@ -310,6 +341,11 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     let back = StateStore::with_key(back_dir.path(), key).unwrap();
+    let back_journal = Journal::open(&journal_path(back_dir.path(), "alpha"), 100)
+        .unwrap()
+        .export()
+        .unwrap();
+    assert!(back_journal.same_as(&journal_copy));
     assert!(back.load("alpha").await.unwrap().same_as(&sample_state()));
     assert!(
         in_redis
