@@ -178,8 +178,11 @@ pub struct AssetView {
     pub permissions: [Permissions; 2],
     /// Ingestion, when enabled.
     pub ingestion: Option<IngestionView>,
-    /// Request budget use per family.
+    /// Request budget use per family (this host's calls).
     pub budget: Vec<FamilyUse>,
+    /// Whether the budget is shared with other hosts (Redis), so the figures are this host's
+    /// share of what the registration used.
+    pub budget_shared: bool,
     /// The newest audit lines about it (newest first).
     pub audit: Vec<AuditLine>,
     /// Why the audit lines could not be read, if so.
@@ -373,6 +376,7 @@ async fn asset_view(app: &App, asset: &Arc<Asset>) -> AssetView {
         permissions: permissions(defender_granted, graph_granted),
         ingestion,
         budget: asset.defender.budget().usage(),
+        budget_shared: app.redis.is_some(),
         audit,
         audit_error,
     }

@@ -251,6 +251,7 @@ pub struct Followed {
 pub async fn follow(ctx: &ActionContext, action: MachineAction, deadline: Instant) -> Followed {
     if action.is_final() {
         ctx.asset.tracker.remember(&action);
+        super::waiting::share_final(ctx, &action);
         return Followed {
             action,
             existing: false,

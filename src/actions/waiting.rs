@@ -450,6 +450,55 @@ pub fn observe(asset: &Arc<Asset>, action: &MachineAction) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Final actions shared through Redis
+
+/// How long a final action stays in Redis for the other hosts.
+pub const SHARED_FINAL_TTL_SECS: u64 = 24 * 3600;
+
+/// The key of a final action in Redis.
+fn final_key(link: &crate::redis_link::RedisLink, asset: &str, event_id: &str) -> String {
+    link.key(&["final", asset, &key_of(event_id)])
+}
+
+/// The action another host saw final (Redis backend); `None` without Redis, when unknown, or
+/// when Redis cannot answer (the poller then asks Defender).
+async fn shared_final(ctx: &ActionContext, event_id: &str) -> Option<MachineAction> {
+    let link = ctx.app.redis.as_ref()?;
+    let mut conn = link.conn().await.ok()?;
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(final_key(link, &ctx.asset.config.id, event_id))
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_str(&raw?).ok()?;
+    MachineAction::parse(&value)
+        .ok()
+        .filter(|a| a.is_final() && key_of(&a.id) == key_of(event_id))
+}
+
+/// Tells the other hosts (Redis backend) that `action` is final, in the background.
+pub fn share_final(ctx: &ActionContext, action: &MachineAction) {
+    let Some(link) = ctx.app.redis.clone() else {
+        return;
+    };
+    let key = final_key(&link, &ctx.asset.config.id, &action.id);
+    let Ok(raw) = serde_json::to_string(&action.raw) else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Ok(mut conn) = link.conn().await {
+            let _: Result<(), _> = redis::cmd("SET")
+                .arg(key)
+                .arg(raw)
+                .arg("EX")
+                .arg(SHARED_FINAL_TTL_SECS)
+                .query_async(&mut conn)
+                .await;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Waiting
 
 /// What a caller waits for.
@@ -489,6 +538,10 @@ pub enum Waited {
 pub async fn wait(ctx: &ActionContext, spec: WaitSpec) -> Result<Waited, DefenderError> {
     if let Some(done) = ctx.asset.tracker.final_action(&spec.event_id) {
         return Ok(Waited::Final(done.as_ref().clone()));
+    }
+    if let Some(done) = shared_final(ctx, &spec.event_id).await {
+        ctx.asset.tracker.remember(&done);
+        return Ok(Waited::Final(done));
     }
     if let Some(known) = &spec.known {
         ctx.asset.tracker.remember(known);
@@ -536,6 +589,7 @@ pub async fn wait(ctx: &ActionContext, spec: WaitSpec) -> Result<Waited, Defende
         if let Some(a) = &last
             && a.is_final()
         {
+            share_final(ctx, a);
             return Ok(Waited::Final(a.clone()));
         }
         if snap.ended {

@@ -213,6 +213,63 @@ async fn redis_restarted_mid_run_loses_no_token_and_actions_resume() {
     assert_eq!(shared.tokens_issued(), 1);
 }
 
+#[tokio::test]
+async fn a_final_status_seen_on_one_host_is_answered_by_the_other_without_a_call() {
+    let mut scenario = Scenario::default_scenario();
+    scenario.timings.pending_ms = 0;
+    scenario.timings.in_progress_ms = 0;
+    let Some(shared) = Shared::new(scenario).await else {
+        return;
+    };
+    let a = shared.host().await;
+    let b = shared.host().await;
+    let (status, isolated) = call(
+        &a,
+        "quarantine_device",
+        json!({"device_id": DEV, "comment": "IR-2", "timeout": 30}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{isolated}");
+    assert_eq!(isolated["status"], "success", "{isolated}");
+    let event = isolated["summary"]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Host A shares the final action in the background: wait until it is in Redis.
+    let client = redis::Client::open(shared.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("test:final:contoso:{}", event.to_ascii_lowercase());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if held.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never shared");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let before = shared
+        .sim
+        .counters()
+        .route("GET", "/api/machineactions/{id}");
+    let (status, body) = call(&b, "get_status", json!({"event_id": event}), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"]["event_status"], "Succeeded", "{body}");
+    assert_eq!(
+        shared
+            .sim
+            .counters()
+            .route("GET", "/api/machineactions/{id}"),
+        before,
+        "host B asked Defender nothing"
+    );
+}
+
 /// A state worth migrating: tokens, an idempotency record, a checkpoint.
 fn sample_state() -> AssetState {
     let mut s = AssetState {

@@ -305,8 +305,13 @@ fn asset_section(session: &Session, a: &AssetView) -> String {
     out.push_str(&format!(
         "<div class=\"grid\">\n<div><h3>Connection</h3><table>\n{rows}</table></div>\n"
     ));
+    let scope = if a.budget_shared {
+        "<p class=\"muted\">Shared by every host on the Redis and every asset of this app registration; the figures count this host's calls.</p>"
+    } else {
+        "<p class=\"muted\">Shared by every asset of this app registration.</p>"
+    };
     out.push_str(&format!(
-        "<div><h3>Request budget</h3>{}</div>\n</div>\n",
+        "<div><h3>Request budget</h3>{scope}{}</div>\n</div>\n",
         budget_table(&a.budget)
     ));
     out.push_str("<h3>Permissions</h3>\n<div class=\"grid\">\n");
