@@ -315,6 +315,17 @@ pub struct TokenLock {
     _lock: HeldLock,
 }
 
+/// A claim across hosts (see [`StateStore::claim`]), released when dropped.
+pub struct Claim {
+    _lock: shared::RedisLock,
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Claim")
+    }
+}
+
 /// The lock behind a [`TokenLock`].
 enum HeldLock {
     /// An advisory file lock.
@@ -495,6 +506,23 @@ impl StateStore {
             Ok(Err(e)) => Err(UpdateError::Inner(e)),
             Err(e) => Err(UpdateError::State(e)),
         }
+    }
+
+    /// With the Redis backend, waits for the asset's claim on `name` (e.g. an Idempotency-Key)
+    /// across hosts and holds it until the answer is dropped; with files, `None` at once (one
+    /// process: its own locks suffice). The name is hashed into the lock's key.
+    pub async fn claim(&self, asset_id: &str, name: &str) -> Result<Option<Claim>, StateError> {
+        check_asset_id(asset_id)?;
+        let Some(shared) = &self.inner.shared else {
+            return Ok(None);
+        };
+        use sha2::Digest as _;
+        let digest: String = sha2::Sha256::digest(name.as_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let lock = shared.lock(&format!("claim-{digest}"), asset_id).await?;
+        Ok(Some(Claim { _lock: lock }))
     }
 
     /// Writes `state` as the asset's whole state (replacing what is there) and reads it back;

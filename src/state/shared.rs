@@ -19,7 +19,8 @@ use crate::redis_link::{RedisError, RedisLink};
 
 /// Lease of the state lock (a read-modify-write takes milliseconds).
 const STATE_LEASE: Duration = Duration::from_secs(15);
-/// Lease of the token lock (a token request may take the HTTP timeout).
+/// Lease of the token lock and of claims (a token request may take the HTTP timeout; a claimed
+/// submission may wait for the request budget).
 pub(crate) const TOKEN_LEASE: Duration = Duration::from_secs(90);
 /// How long a lock is waited for before the operation fails.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -149,7 +150,7 @@ impl SharedState {
 
     /// Waits for the asset's lock of `kind` (`state` or `tokens`).
     pub(crate) async fn lock(&self, kind: &str, asset: &str) -> Result<RedisLock, StateError> {
-        let lease = if kind == "tokens" {
+        let lease = if kind == "tokens" || kind.starts_with("claim-") {
             TOKEN_LEASE
         } else {
             STATE_LEASE

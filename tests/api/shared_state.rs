@@ -14,6 +14,8 @@ use crate::helpers::*;
 use crate::redis_server::RedisServer;
 
 const DEV: &str = "f1eb97a430ca4c315e219960cd146874419fbefc";
+/// The scenario's second machine.
+const DEV2: &str = "8cfcc2dff88df3eed6a4227926412e6147aff567";
 const LR_ROUTE: &str = "/api/machines/{id}/runliveresponse";
 
 /// A simulator, a Redis and the configuration of hosts sharing it (one `contoso` asset).
@@ -157,15 +159,22 @@ async fn an_idempotency_key_retried_on_the_other_host_resumes_the_same_live_resp
     assert_eq!(again["summary"]["event_id"], event.as_str(), "{again}");
     assert_eq!(again["summary"]["idempotent_replay"], true, "{again}");
     assert_eq!(shared.sim.counters().route("POST", LR_ROUTE), 1);
-    // Concurrent first requests with one new key over both hosts: one live response.
+    // Concurrent first requests with one new key over both hosts (another device): the key is
+    // claimed across hosts, so one request is sent and the other resumes it.
+    let other = json!({"device_id": DEV2, "script_name": "collect-triage.ps1", "comment": "IR-1", "timeout": 1});
     let (x, y) = tokio::join!(
-        call(&a, "run_script", params.clone(), Some("pb-run-43")),
-        call(&b, "run_script", params.clone(), Some("pb-run-43")),
+        call(&a, "run_script", other.clone(), Some("pb-run-43")),
+        call(&b, "run_script", other.clone(), Some("pb-run-43")),
     );
     assert_eq!(
         x.1["summary"]["event_id"], y.1["summary"]["event_id"],
         "{} {}",
         x.1, y.1
+    );
+    assert_eq!(
+        shared.sim.counters().route("POST", LR_ROUTE),
+        2,
+        "one POST per key"
     );
 }
 

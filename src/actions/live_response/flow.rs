@@ -315,7 +315,9 @@ async fn start(
             );
             let lock = idempotency::key_lock(ctx, key);
             let guard = lock.lock().await;
+            let claim = idempotency::claim(ctx, key).await?;
             if let Some(event_id) = idempotency::lookup(ctx, key, kind.action_id(), &hash).await? {
+                drop(claim);
                 drop(guard);
                 return replay(ctx, kind, &event_id, session, deadline, timeout).await;
             }
@@ -331,6 +333,7 @@ async fn start(
                     );
                 }
             }
+            drop(claim);
             drop(guard);
             submitted
         }

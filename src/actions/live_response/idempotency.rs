@@ -9,8 +9,10 @@
 //! ignored and pruned whenever a record is written.
 //!
 //! Within one process, requests with the same key run the lookup, the POST and the write one
-//! at a time. Between processes the one-session-per-device rule of Defender stands in: a second
-//! POST is answered `ActiveRequestAlreadyExists` and resolved to the same session.
+//! at a time; with the Redis backend, so do hosts sharing the Redis (the key's claim there).
+//! Between processes sharing a state directory the one-session-per-device rule of Defender
+//! stands in: a second POST is answered `ActiveRequestAlreadyExists` and resolved to the same
+//! session.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +49,23 @@ pub fn params_hash(action: &str, device_id: &str, command: &LiveCommand, comment
 /// time within this process.
 pub fn key_lock(ctx: &ActionContext, key: &str) -> Arc<tokio::sync::Mutex<()>> {
     ctx.asset.idempotency_locks.get(key)
+}
+
+/// With the Redis backend, the key's claim across hosts (held until dropped), so requests with
+/// the same key on different hosts also look up, submit and record one at a time.
+pub async fn claim(
+    ctx: &ActionContext,
+    key: &str,
+) -> Result<Option<crate::state::Claim>, ActionError> {
+    ctx.app
+        .state
+        .claim(&ctx.asset.config.id, &format!("idempotency:{key}"))
+        .await
+        .map_err(|e| {
+            ActionError::Internal(format!(
+                "the Idempotency-Key cannot be claimed in the shared state: {e}"
+            ))
+        })
 }
 
 /// Whether a record is still within [`RETENTION_SECS`] at `now`.

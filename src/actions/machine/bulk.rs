@@ -186,11 +186,12 @@ impl Bulk<'_> {
             Some(k) => {
                 let lock = idempotency::key_lock(ctx, k);
                 let guard = lock.lock_owned().await;
+                let claim = idempotency::claim(ctx, k).await?;
                 // The key with other parameters (or of another action) is refused. The call is
                 // recorded once a first device's action was accepted: a call that sent nothing
                 // leaves no record.
                 idempotency::lookup(ctx, k, self.action, &hash).await?;
-                Some(guard)
+                Some((guard, claim))
             }
             None => None,
         };
