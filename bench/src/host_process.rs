@@ -21,6 +21,10 @@ pub const ASSET: &str = "bench";
 const API_KEY_ENV: &str = "DEFENDER_BENCH_API_KEY";
 /// Environment variable carrying the asset's client secret.
 const SECRET_ENV: &str = "DEFENDER_BENCH_CLIENT_SECRET";
+/// Environment variable carrying the Redis URL of `[server.state]`.
+const REDIS_URL_ENV: &str = "DEFENDER_BENCH_REDIS_URL";
+/// Environment variable the host reads its state key from.
+const STATE_KEY_ENV: &str = "DEFENDER_SOAR_STATE_KEY";
 /// How long the host may take to answer `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two readiness probes.
@@ -44,6 +48,46 @@ pub struct HostSpec {
     pub ingestion: Option<IngestionSpec>,
     /// `[server] max_connections` (the host's default when `None`).
     pub max_connections: Option<usize>,
+    /// `[server.state]` on Redis, when the host shares its state with other hosts (the files
+    /// backend in its temporary state directory when `None`).
+    pub shared_state: Option<SharedState>,
+}
+
+/// `[server.state] backend = "redis"`: what hosts sharing one budget and one state must agree
+/// on.
+#[derive(Clone)]
+pub struct SharedState {
+    /// `redis://127.0.0.1:<port>/0`, passed through an environment variable.
+    pub redis_url: String,
+    /// `key_prefix`: hosts with the same prefix (and the same asset) share state and budget.
+    pub key_prefix: String,
+    /// `DEFENDER_SOAR_STATE_KEY`, base64 of 32 bytes, the same on every sharing host.
+    pub state_key: String,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("redis_url", &self.redis_url)
+            .field("key_prefix", &self.key_prefix)
+            .field("state_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SharedState {
+    /// Redis at `redis_url` under `key_prefix`, with a new random state key.
+    pub fn new(redis_url: &str, key_prefix: &str) -> Result<SharedState, BoxError> {
+        use base64::Engine as _;
+        use std::io::Read as _;
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        Ok(SharedState {
+            redis_url: redis_url.to_string(),
+            key_prefix: key_prefix.to_string(),
+            state_key: base64::engine::general_purpose::STANDARD.encode(key),
+        })
+    }
 }
 
 /// `[assets.bench.ingestion]` of the generated configuration (`enabled = true`).
@@ -70,6 +114,7 @@ impl HostSpec {
             log_level: log_level.to_string(),
             ingestion: None,
             max_connections: None,
+            shared_state: None,
         }
     }
 }
@@ -96,13 +141,20 @@ pub fn config_toml(
     spec: &HostSpec,
 ) -> String {
     let mut out = format!(
-        "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n{}\n\
+        "[server]\nlisten = \"127.0.0.1:{listen_port}\"\nstate_dir = {}\napi_key_env = \"{API_KEY_ENV}\"\n{}{}\n\
          [assets.{ASSET}]\ntenant_id = {}\nclient_id = {}\nclient_secret_env = \"{SECRET_ENV}\"\n\
          auth = \"client_credentials\"\ntoken_endpoint = \"v2\"\nlogin_url = {}\napi_url = {}\n\
          graph_url = {}\ndownload_hosts = [\"http://127.0.0.1\"]\n\n[assets.{ASSET}.budget]\nper_minute = {}\nper_hour = {}\n",
         toml_str(&state_dir.display().to_string()),
         spec.max_connections
             .map(|n| format!("max_connections = {n}\n"))
+            .unwrap_or_default(),
+        spec.shared_state
+            .as_ref()
+            .map(|s| format!(
+                "\n[server.state]\nbackend = \"redis\"\nredis_url_env = \"{REDIS_URL_ENV}\"\nkey_prefix = {}\n",
+                toml_str(&s.key_prefix)
+            ))
             .unwrap_or_default(),
         toml_str(&app.tenant_id),
         toml_str(&app.client_id),
@@ -183,6 +235,10 @@ impl HostProcess {
             if k.to_string_lossy().starts_with("DEFENDER_SOAR") {
                 cmd.env_remove(&k);
             }
+        }
+        if let Some(shared) = &spec.shared_state {
+            cmd.env(REDIS_URL_ENV, &shared.redis_url)
+                .env(STATE_KEY_ENV, &shared.state_key);
         }
         cmd.env(API_KEY_ENV, &api_key)
             .env(SECRET_ENV, &app.secret)
@@ -436,6 +492,7 @@ mod tests {
         assert!(text.contains("graph_url = \"http://127.0.0.1:1\""));
         assert!(!text.contains("never-written"));
         assert!(!text.contains("ingestion"));
+        assert!(!text.contains("[server.state]"));
         let spec = HostSpec {
             ingestion: Some(IngestionSpec {
                 source: "graph",
@@ -450,5 +507,18 @@ mod tests {
             "[assets.bench.ingestion]\nenabled = true\nsource = \"graph\"\ninterval_secs = 10\n\
              first_run_lookback = \"1h\"\nmax_per_poll = 1000\n"
         ));
+        let shared = SharedState::new("redis://127.0.0.1:1/0", "bench-a").unwrap();
+        assert!(!format!("{shared:?}").contains(&shared.state_key));
+        let spec = HostSpec {
+            shared_state: Some(shared.clone()),
+            ..HostSpec::unlimited("warn")
+        };
+        let text = config_toml(8080, Path::new("/s"), "http://127.0.0.1:1", &app, &spec);
+        assert!(text.contains(
+            "api_key_env = \"DEFENDER_BENCH_API_KEY\"\n\n[server.state]\nbackend = \"redis\"\n\
+             redis_url_env = \"DEFENDER_BENCH_REDIS_URL\"\nkey_prefix = \"bench-a\"\n\n[assets.bench]\n"
+        ));
+        assert!(!text.contains(&shared.state_key));
+        assert!(!text.contains("redis://"));
     }
 }

@@ -3,7 +3,8 @@
 //! Module map: [`scenarios`] holds one module per benchmark (each starts the processes it
 //! measures and returns a [`report::Section`]) and [`scenarios::Stack`], a simulator plus a
 //! host; [`sim_process`] and [`host_process`] run `defender-sim` and `defender-soar serve` as
-//! child processes (killed on drop); [`simctl`] talks to the simulator's control and Defender
+//! child processes (killed on drop), [`redis_process`] runs `redis-server` for the scenarios
+//! with several hosts on shared state; [`simctl`] talks to the simulator's control and Defender
 //! APIs; [`process`] reads CPU time and memory from `/proc`; [`load`] is the load generator;
 //! [`report`] and [`machine`] build the markdown report.
 //!
@@ -15,6 +16,7 @@ mod host_process;
 mod load;
 mod machine;
 mod process;
+mod redis_process;
 mod report;
 mod scenarios;
 mod sim_process;
@@ -49,6 +51,9 @@ struct Cli {
     /// Seconds of offered load in overload (default 30, 15 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
     overload_secs: Option<u64>,
+    /// Seconds of offered load in two-hosts (default 90, 25 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+    two_hosts_secs: Option<u64>,
     /// Actions per duration and side in completion-lag (default 20, 4 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=200))]
     lag_runs: Option<u64>,
@@ -144,6 +149,7 @@ async fn main() -> ExitCode {
         pollers: 500,
         events: 50,
         overload: Duration::from_secs(cli.overload_secs.unwrap_or(if quick { 15 } else { 30 })),
+        two_hosts: Duration::from_secs(cli.two_hosts_secs.unwrap_or(if quick { 25 } else { 90 })),
         lag_runs: cli.lag_runs.unwrap_or(if quick { 4 } else { 20 }) as usize,
         file_bytes: cli.file_mib.unwrap_or(if quick { 256 } else { 1024 }) * 1024 * 1024,
         startup_runs: cli.startup_runs as usize,

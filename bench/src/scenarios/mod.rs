@@ -15,6 +15,7 @@ pub mod shared_polling;
 pub mod sim_throughput;
 pub mod startup;
 pub mod token_coalescing;
+pub mod two_hosts;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,11 +59,14 @@ pub enum ScenarioName {
     Bulk,
     /// 2,000 idle and 200 slow-body connections while 64 callers run get_status.
     EdgeLoad,
+    /// Two hosts on one Redis, each offered 5× the tenant budget: upstream 429s, calls sent
+    /// against the budget, throughput and p99 per host vs one host.
+    TwoHosts,
 }
 
 impl ScenarioName {
     /// Every scenario, in run order.
-    pub const ALL: [ScenarioName; 13] = [
+    pub const ALL: [ScenarioName; 14] = [
         ScenarioName::HostOverhead,
         ScenarioName::TokenCoalescing,
         ScenarioName::SharedPolling,
@@ -76,6 +80,7 @@ impl ScenarioName {
         ScenarioName::Ingestion,
         ScenarioName::EdgeLoad,
         ScenarioName::Bulk,
+        ScenarioName::TwoHosts,
     ];
 
     /// The name as given on the command line.
@@ -94,6 +99,7 @@ impl ScenarioName {
             ScenarioName::Ingestion => "ingestion",
             ScenarioName::Bulk => "bulk",
             ScenarioName::EdgeLoad => "edge-load",
+            ScenarioName::TwoHosts => "two-hosts",
         }
     }
 
@@ -129,6 +135,9 @@ impl ScenarioName {
             ScenarioName::EdgeLoad => {
                 "10. edge-load: 2,000 idle and 200 slow-body connections while 64 callers run get_status"
             }
+            ScenarioName::TwoHosts => {
+                "12. two-hosts: 2 × 5× the tenant budget over two hosts sharing Redis"
+            }
         }
     }
 
@@ -147,6 +156,7 @@ impl ScenarioName {
             ScenarioName::Ingestion => ingestion::TARGETS,
             ScenarioName::Bulk => bulk::TARGETS,
             ScenarioName::EdgeLoad => edge_load::TARGETS,
+            ScenarioName::TwoHosts => two_hosts::TARGETS,
             ScenarioName::SimThroughput | ScenarioName::Hunting => &[],
         }
     }
@@ -170,6 +180,8 @@ pub struct Options {
     pub events: usize,
     /// Offered-load time of overload.
     pub overload: Duration,
+    /// Offered-load time of two-hosts.
+    pub two_hosts: Duration,
     /// Actions per duration in completion-lag (as many again for the 5 s poller).
     pub lag_runs: usize,
     /// Size of the large-file download, in bytes.
@@ -215,6 +227,7 @@ pub async fn run(name: ScenarioName, options: &Options, shared: &mut Shared) -> 
         ScenarioName::Ingestion => ingestion::run(options).await,
         ScenarioName::Bulk => bulk::run(options).await,
         ScenarioName::EdgeLoad => edge_load::run(options).await,
+        ScenarioName::TwoHosts => two_hosts::run(options).await,
     };
     match result {
         Ok(mut section) => {

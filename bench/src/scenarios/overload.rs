@@ -68,6 +68,7 @@ pub async fn run(options: &Options) -> Result<Section, BoxError> {
         log_level: options.host_log.clone(),
         ingestion: None,
         max_connections: None,
+        shared_state: None,
     };
     let stack = Stack::start(
         options,
