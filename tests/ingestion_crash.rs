@@ -6,6 +6,8 @@
 //! receiver acknowledged came again only when it was in the one batch whose acknowledgement the
 //! killed host may not have recorded; the journal (the feed) holds each event exactly once.
 
+#[path = "support/alert_feed.rs"]
+mod alert_feed;
 #[path = "support/host_process.rs"]
 mod host_process;
 #[path = "support/webhook_receiver.rs"]
@@ -15,10 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use alert_feed::{create_alerts, feed};
 use defender_sim::Scenario;
 use host_process::{HostProcess, More, serve_contoso};
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use webhook_receiver::Receiver;
 
 const API_KEY: &str = "ingestion-crash-api-key-9e2f";
@@ -50,47 +53,6 @@ fn start_host(
             ..More::default()
         },
     )
-}
-
-async fn create_alerts(client: &reqwest::Client, sim_base: &str, body: Value) -> Vec<String> {
-    let resp = client
-        .post(format!("{sim_base}/_sim/alerts"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let created: Value = resp.json().await.unwrap();
-    created["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Every event of the host's feed.
-async fn feed(client: &reqwest::Client, host: &HostProcess) -> Vec<Value> {
-    let mut cursor = "0".to_string();
-    let mut out = Vec::new();
-    loop {
-        let resp = client
-            .get(host.url(&format!(
-                "/assets/contoso/alerts/feed?cursor={cursor}&limit=1000"
-            )))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let body: Value = resp.json().await.unwrap();
-        let events = body["events"].as_array().unwrap().clone();
-        if events.is_empty() {
-            return out;
-        }
-        cursor = body["next_cursor"].as_str().unwrap().to_string();
-        out.extend(events);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +188,7 @@ async fn ingestion_survives_twenty_kills_without_losing_or_repeating_acknowledge
     eprintln!("{repeated} acknowledged events came again");
 
     // The journal holds each event once, and every alert.
-    let events = feed(&client, &host).await;
+    let events = feed(&client, &host, API_KEY).await;
     let mut keys: Vec<&str> = events
         .iter()
         .map(|e| e["event_key"].as_str().unwrap())

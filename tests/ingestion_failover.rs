@@ -4,6 +4,8 @@
 //! the kill. Every alert reaches the webhook exactly once by event key, and the feed of the
 //! surviving host holds every event of both.
 
+#[path = "support/alert_feed.rs"]
+mod alert_feed;
 #[path = "support/host_process.rs"]
 mod host_process;
 #[path = "support/redis_server.rs"]
@@ -14,6 +16,7 @@ mod webhook_receiver;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use alert_feed::{create_alerts, feed};
 use defender_sim::Scenario;
 use host_process::{HostProcess, More, serve_contoso};
 use redis_server::RedisServer;
@@ -25,47 +28,6 @@ const HOOK_SECRET_ENV: &str = "INGESTION_FAILOVER_HOOK_SECRET";
 const HOOK_SECRET: &str = "ingestion-failover-hook-secret-77a1";
 const REDIS_ENV: &str = "INGESTION_FAILOVER_REDIS";
 const LEASE_SECS: u64 = 2;
-
-async fn create_alerts(client: &reqwest::Client, sim_base: &str, count: usize) -> Vec<String> {
-    let resp = client
-        .post(format!("{sim_base}/_sim/alerts"))
-        .json(&json!({ "count": count }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let created: Value = resp.json().await.unwrap();
-    created["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Every event of a host's feed.
-async fn feed(client: &reqwest::Client, host: &HostProcess) -> Vec<Value> {
-    let mut cursor = "0".to_string();
-    let mut out = Vec::new();
-    loop {
-        let resp = client
-            .get(host.url(&format!(
-                "/assets/contoso/alerts/feed?cursor={cursor}&limit=1000"
-            )))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let body: Value = resp.json().await.unwrap();
-        let events = body["events"].as_array().unwrap().clone();
-        if events.is_empty() {
-            return out;
-        }
-        cursor = body["next_cursor"].as_str().unwrap().to_string();
-        out.extend(events);
-    }
-}
 
 /// Who holds the ingestion lease (`<public_url> <instance>`), read from Redis directly.
 async fn lease_holder(redis: &RedisServer) -> Option<String> {
@@ -126,7 +88,7 @@ async fn the_other_host_takes_ingestion_over_when_the_lease_holder_is_killed() {
     b.wait_ready(&client).await;
 
     // Phase 1: alerts delivered by whichever host holds the lease.
-    let first = create_alerts(&client, &base, 60).await;
+    let first = create_alerts(&client, &base, json!({"count": 60})).await;
     receiver
         .wait_for_keys(first.len(), Duration::from_secs(60))
         .await;
@@ -142,7 +104,7 @@ async fn the_other_host_takes_ingestion_over_when_the_lease_holder_is_killed() {
     let posts_before = receiver.posts().len();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let fed = feed(&client, &other).await;
+        let fed = feed(&client, &other, API_KEY).await;
         let last_seq = fed.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
         let state = state_cursor(&client, &other).await;
         if state >= last_seq && last_seq >= first.len() as u64 {
@@ -157,7 +119,7 @@ async fn the_other_host_takes_ingestion_over_when_the_lease_holder_is_killed() {
     leader.kill();
 
     // Phase 2: new alerts after the kill reach the receiver through the other host.
-    let second = create_alerts(&client, &base, 40).await;
+    let second = create_alerts(&client, &base, json!({"count": 40})).await;
     receiver
         .wait_for_keys(first.len() + second.len(), Duration::from_secs(60))
         .await;
@@ -191,7 +153,7 @@ async fn the_other_host_takes_ingestion_over_when_the_lease_holder_is_killed() {
         assert!(alerts.contains(id), "alert {id} never delivered");
     }
     // The survivor's feed (the shared journal) holds each event once.
-    let fed = feed(&client, &other).await;
+    let fed = feed(&client, &other, API_KEY).await;
     let keys: HashSet<&str> = fed.iter().filter_map(|e| e["event_key"].as_str()).collect();
     assert_eq!(keys.len(), fed.len());
     assert!(fed.len() >= first.len() + second.len());
