@@ -153,6 +153,8 @@ pub struct IngestionView {
     pub dropped: u64,
     /// The webhooks.
     pub webhooks: Vec<WebhookView>,
+    /// With Redis: who holds the ingestion lease, in words.
+    pub lease: Option<String>,
 }
 
 /// Everything the console shows of one asset.
@@ -471,7 +473,17 @@ async fn ingestion_view(
             }
         })
         .collect();
+    let lease = match ing.lease() {
+        None => None,
+        Some(l) => Some(match l.holder().await {
+            Ok(Some(h)) if h == l.name() => "this host polls and delivers".to_string(),
+            Ok(Some(h)) => format!("the host {h} polls and delivers"),
+            Ok(None) => "free: the next host to try takes it".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        }),
+    };
     IngestionView {
+        lease,
         interval_secs: ing.config().interval_secs,
         last_poll_at: st.last_poll_at,
         last_outcome: st.last_outcome,

@@ -124,6 +124,11 @@ impl Lease {
         true
     }
 
+    /// The name this host holds the lease under.
+    pub fn name(&self) -> &str {
+        &self.holder
+    }
+
     /// Whether this host holds the lease now (as of its last renewal).
     pub fn leading(&self) -> bool {
         *self.leading.borrow()

@@ -421,3 +421,38 @@ async fn migrate_state_copies_both_ways_and_leaves_the_source_untouched() {
             .same_as(&sample_state())
     );
 }
+
+#[tokio::test]
+async fn the_console_names_the_ingestion_lease_holder() {
+    let Some(mut shared) = Shared::new(Scenario::default_scenario()).await else {
+        return;
+    };
+    shared.config.ingestion.insert(
+        "contoso".into(),
+        defender_soar::config::IngestionConfig {
+            enabled: true,
+            interval_secs: 3600,
+            ..Default::default()
+        },
+    );
+    shared.config.server.state.lease_secs = 2;
+    let a = shared.host().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let views = defender_soar::overview::assets(&a.app, |_| true).await;
+        let lease = views[0].ingestion.as_ref().unwrap().lease.clone().unwrap();
+        if lease == "this host polls and delivers" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{lease}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A second host sees the first one holding it.
+    let b = shared.host().await;
+    let views = defender_soar::overview::assets(&b.app, |_| true).await;
+    let lease = views[0].ingestion.as_ref().unwrap().lease.clone().unwrap();
+    assert!(
+        lease.starts_with(&format!("the host {}", a.url("/"))),
+        "{lease}"
+    );
+}

@@ -419,6 +419,9 @@ fn ingestion_block(i: Option<&IngestionView>) -> String {
         ),
         None => "none yet".into(),
     };
+    if let Some(lease) = &i.lease {
+        rows.push_str(&row("Lease", &e(lease)));
+    }
     rows.push_str(&row("Last poll", &last_poll));
     if let Some(err) = &i.last_error {
         rows.push_str(&row(
