@@ -1392,6 +1392,60 @@ async fn run_script_on_documented_bytes() {
 }
 
 #[tokio::test]
+async fn get_file_on_documented_bytes() {
+    // Microsoft documents no completed GetFile: the documented live response answer (Pending)
+    // is what the host follows until its timeout, handing back the id to resume later.
+    let (replay, _, env) = run(
+        "get_file",
+        json!({"device_id": DEVICE, "file_path": "C:\\windows\\TEMP\\OfficeClickToRun.dmp.zip", "comment": "Testing Live Response API", "timeout": 1}),
+        &["mde/machine.json", "mde/run_live_response.json"],
+    )
+    .await;
+    let post = &replay.requests_to("POST /api/machines/{id}/runliveresponse")[0];
+    assert_eq!(
+        post.body["Commands"][0]["type"], "GetFile",
+        "{:?}",
+        post.body
+    );
+    assert_eq!(
+        post.body["Commands"][0]["params"][0]["value"],
+        "C:\\windows\\TEMP\\OfficeClickToRun.dmp.zip",
+        "{:?}",
+        post.body
+    );
+    assert!(
+        env["message"]
+            .as_str()
+            .unwrap()
+            .contains("{machine_action_id}"),
+        "{env:#}"
+    );
+}
+
+#[tokio::test]
+async fn put_file_on_documented_bytes() {
+    let (replay, _, env) = run(
+        "put_file",
+        json!({"device_id": DEVICE, "file_name": "script1.ps1", "comment": "Testing Live Response API", "timeout": 1}),
+        &["mde/machine.json", "mde/library_files.json", "mde/run_live_response.json"],
+    )
+    .await;
+    let post = &replay.requests_to("POST /api/machines/{id}/runliveresponse")[0];
+    assert_eq!(
+        post.body["Commands"][0]["type"], "PutFile",
+        "{:?}",
+        post.body
+    );
+    assert!(
+        env["message"]
+            .as_str()
+            .unwrap()
+            .contains("{machine_action_id}"),
+        "{env:#}"
+    );
+}
+
+#[tokio::test]
 async fn get_live_response_result_on_documented_bytes() {
     // The documented live response answer names its id with a placeholder
     // ({machine_action_id}); the host does not take an answer about another id as the action
@@ -1530,6 +1584,8 @@ const REPLAYED: &[&str] = &[
     "test_connectivity",
     "list_sessions",
     "run_script",
+    "get_file",
+    "put_file",
     "get_live_response_result",
     "upload_library_file",
     "on_poll",
@@ -1542,14 +1598,6 @@ const NOT_REPLAYED: &[(&str, &str)] = &[
     (
         "ingestion_status",
         "calls no API (reports the host's own ingestion state)",
-    ),
-    (
-        "get_file",
-        "Microsoft documents no completed GetFile live response to replay",
-    ),
-    (
-        "put_file",
-        "Microsoft documents no completed PutFile live response to replay",
     ),
 ];
 
