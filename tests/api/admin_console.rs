@@ -304,7 +304,7 @@ async fn the_console_shows_each_asset_and_starts_a_ticketed_consent() {
             name: "console-admin".into(),
             secret: secrecy::SecretString::from(ADMIN.to_string()),
             assets: defender_soar::config::AssetScope::Only(
-                ["contoso", "interactive", "bad_secret"]
+                ["contoso", "interactive", "bad_secret", "devcode"]
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
@@ -315,6 +315,10 @@ async fn the_console_shows_each_asset_and_starts_a_ticketed_consent() {
         interactive.id = "interactive".into();
         interactive.auth = AuthKind::AuthorizationCode;
         c.assets.insert("interactive".into(), interactive);
+        let mut devcode = c.assets["contoso"].clone();
+        devcode.id = "devcode".into();
+        devcode.auth = AuthKind::DeviceCode;
+        c.assets.insert("devcode".into(), devcode);
     })
     .await;
     // contoso fetches a token and makes a call; interactive has none.
@@ -432,6 +436,18 @@ async fn the_console_shows_each_asset_and_starts_a_ticketed_consent() {
         again.body.contains("single-use consent link issued"),
         "{}",
         again.body
+    );
+
+    // A device code asset: the page shows the code and where to enter it.
+    let device = b
+        .post("/admin/assets/devcode/connect", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(device.status, 200, "{}", device.body);
+    assert!(device.body.contains("id=\"user-code\""), "{}", device.body);
+    assert!(
+        device.body.contains("id=\"verification-uri\""),
+        "{}",
+        device.body
     );
 
     // A client-credentials asset has nothing to consent to.
