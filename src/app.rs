@@ -139,6 +139,8 @@ pub struct App {
     /// One request budget per app registration (tenant, client id), shared by its assets
     /// and, on Redis, by every host.
     pub budgets: TenantBudgets,
+    /// The HTTP client webhooks and completion callbacks are POSTed with (pooled connections).
+    pub deliveries: reqwest::Client,
 }
 
 impl App {
@@ -227,6 +229,7 @@ impl App {
             redis,
             instance_id,
             budgets,
+            deliveries: crate::ingest::webhook::delivery_client(),
         }))
     }
 

@@ -42,8 +42,6 @@ pub const SECRET_PARAM: &str = "callback_secret_ref";
 const GIVE_UP_AFTER_SECS: i64 = 24 * 3600;
 /// Longest wait between failed POSTs.
 const MAX_RETRY: Duration = Duration::from_secs(300);
-/// Longest a POST may take.
-const POST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delivered records are kept this long (for `get_status`), then pruned.
 const KEEP_DELIVERED_SECS: i64 = 7 * 24 * 3600;
 /// How long one wait on the shared poller holds before it is renewed.
@@ -448,7 +446,7 @@ async fn deliver(app: &App, asset: &str, event_id: &str, record: &CallbackRecord
         .await;
         return;
     };
-    let http = crate::defender::DefenderClient::http_client(Duration::from_secs(10), POST_TIMEOUT);
+    let http = &app.deliveries;
     let mut failures = 0u32;
     loop {
         let t = OffsetDateTime::now_utc().unix_timestamp();

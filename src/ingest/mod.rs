@@ -19,7 +19,8 @@ pub fn start(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     for ingestor in app.ingestors.values() {
         tasks.push(tokio::spawn(ingestor.clone().run()));
         for hook in &ingestor.config().webhooks {
-            let delivery = webhook::Delivery::new(ingestor.clone(), hook.clone());
+            let delivery =
+                webhook::Delivery::new(ingestor.clone(), hook.clone(), app.deliveries.clone());
             tasks.push(tokio::spawn(delivery.run()));
         }
     }

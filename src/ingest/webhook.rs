@@ -101,6 +101,12 @@ fn updated_at(record: &Record) -> Option<OffsetDateTime> {
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
 }
 
+/// The HTTP client the host POSTs webhooks and completion callbacks with: one for every
+/// receiver, so connections to a receiver are pooled (10 s to connect, 30 s per POST).
+pub fn delivery_client() -> reqwest::Client {
+    crate::defender::DefenderClient::http_client(Duration::from_secs(10), POST_TIMEOUT)
+}
+
 /// The delivery task of one webhook.
 pub struct Delivery {
     ingestor: Arc<Ingestor>,
@@ -118,10 +124,9 @@ enum Posted {
 }
 
 impl Delivery {
-    /// The task of `hook` on `ingestor`'s journal.
-    pub fn new(ingestor: Arc<Ingestor>, hook: WebhookConfig) -> Delivery {
-        let http =
-            crate::defender::DefenderClient::http_client(Duration::from_secs(10), POST_TIMEOUT);
+    /// The task of `hook` on `ingestor`'s journal, POSTing with `http` (the host's client for
+    /// deliveries, see [`delivery_client`]).
+    pub fn new(ingestor: Arc<Ingestor>, hook: WebhookConfig, http: reqwest::Client) -> Delivery {
         let id = hook.id();
         Delivery {
             ingestor,
