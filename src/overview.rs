@@ -332,19 +332,23 @@ fn granted_of(t: Option<&StoredTokens>) -> Option<Vec<String>> {
 async fn asset_view(app: &App, asset: &Arc<Asset>) -> AssetView {
     let cfg = &asset.config;
     let (state, state_error) = match app.state.load(&cfg.id).await {
-        Ok(s) => (s, false),
+        Ok(s) => (s, None),
         Err(e) => {
-            tracing::warn!(asset = %cfg.id, error = %e, "admin console: the asset's state file cannot be read");
-            (AssetState::default(), true)
+            tracing::warn!(asset = %cfg.id, error = %e, "admin console: the asset's state cannot be read");
+            let unreachable = matches!(e, crate::state::StateError::Backend { .. });
+            (AssetState::default(), Some(unreachable))
         }
     };
-    let (connection, advice) = if state_error {
-        (
+    let (connection, advice) = match state_error {
+        Some(true) => (
+            Connection::StateBroken,
+            "The shared state (Redis) cannot be reached, so actions that need the asset's state fail until it is back. Check that Redis runs and is reachable at the URL in server.state.redis_url_env; the host reconnects by itself.".to_string(),
+        ),
+        Some(false) => (
             Connection::StateBroken,
             "The asset's state file cannot be read, so no action can run on it. The host's log names the file and what is wrong: most often the state key changed (DEFENDER_SOAR_STATE_KEY or state.key). Restore the key; or move the file aside and connect the asset again.".to_string(),
-        )
-    } else {
-        connection(asset, &state).await
+        ),
+        None => connection(asset, &state).await,
     };
     let defender_granted = granted_of(state.tokens.as_ref());
     let graph_granted = granted_of(state.graph_tokens.as_ref());

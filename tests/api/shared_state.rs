@@ -199,6 +199,10 @@ async fn redis_restarted_mid_run_loses_no_token_and_actions_resume() {
     let message = down.unwrap_err().to_string();
     assert!(message.contains("Redis"), "{message}");
     assert!(!message.contains(&shared.redis.url()), "{message}");
+    // The admin console says what is wrong.
+    let views = defender_soar::overview::assets(&b.app, |_| true).await;
+    assert_eq!(views[0].connection.code(), "state_broken");
+    assert!(views[0].advice.contains("Redis"), "{}", views[0].advice);
 
     shared.redis.restart();
     // Back: the same token pair, decrypted intact, and both hosts work without a new token.
