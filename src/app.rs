@@ -190,6 +190,15 @@ impl App {
             );
         }
         let instance_id = crate::http::admin::session::random_token()[..12].to_string();
+        if let Some(link) = &redis {
+            for (id, asset) in &assets {
+                asset.tracker.share(
+                    link.clone(),
+                    format!("{} {instance_id}", config.server.public_url),
+                    id,
+                );
+            }
+        }
         let mut ingestors = BTreeMap::new();
         for (id, asset) in &assets {
             if let Some(settings) = config.ingestion(id) {

@@ -14,6 +14,10 @@
 //! the next check forward. The poller stops when the action is final, when the API gives a
 //! permanent error, or when nobody listens any more.
 //!
+//! With the Redis backend the checks are also shared across hosts: the host holding an
+//! action's poll lease asks Defender and publishes each answer; the others read it (see
+//! [`POLL_LEASE`]).
+//!
 //! A final MachineAction never changes: the tracker remembers the last
 //! [`FINAL_CACHE_ENTRIES`] seen final, and [`wait`] answers them without any upstream call.
 //!
@@ -57,6 +61,80 @@ pub const FINAL_CACHE_ENTRIES: usize = 10_000;
 pub struct Tracker {
     pollers: Mutex<HashMap<String, Weak<Poller>>>,
     finals: Mutex<FinalCache>,
+    /// With the Redis backend: the checks of an action are taken in turn across hosts.
+    shared: std::sync::OnceLock<SharedChecks>,
+}
+
+/// Status checks shared by the hosts on one Redis: of the hosts following an in-flight action,
+/// the one holding its poll lease (`<prefix>:poll:<asset>:<event>`, renewed at each check) asks
+/// Defender and publishes each answer (`<prefix>:status:<asset>:<event>`); the others read the
+/// published answer instead of asking. A lease left by a host that stopped following runs out
+/// after [`POLL_LEASE`], and another host takes the checks over.
+struct SharedChecks {
+    link: Arc<crate::redis_link::RedisLink>,
+    holder: String,
+    asset: String,
+}
+
+/// How long a host keeps the checks of an action after its last one.
+pub const POLL_LEASE: Duration = Duration::from_secs(10);
+/// How long a published answer is kept.
+const PUBLISHED_TTL_SECS: u64 = 600;
+
+/// Takes the poll lease when free, renews it when ours; 1 when held afterwards.
+const TAKE_OR_RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Whose turn a check is.
+enum Turn {
+    /// This host asks Defender.
+    Mine,
+    /// Another host asks; its last published answer, if any.
+    Other(Option<serde_json::Value>),
+}
+
+impl SharedChecks {
+    async fn turn(&self, event: &str) -> Result<Turn, crate::redis_link::RedisError> {
+        let mut conn = self.link.conn().await?;
+        let held: i64 = redis::Script::new(TAKE_OR_RENEW)
+            .key(self.link.key(&["poll", &self.asset, event]))
+            .arg(&self.holder)
+            .arg(u64::try_from(POLL_LEASE.as_millis()).unwrap_or(10_000))
+            .invoke_async(&mut conn)
+            .await?;
+        if held == 1 {
+            return Ok(Turn::Mine);
+        }
+        let published: Option<String> = redis::cmd("GET")
+            .arg(self.link.key(&["status", &self.asset, event]))
+            .query_async(&mut conn)
+            .await?;
+        Ok(Turn::Other(
+            published.and_then(|p| serde_json::from_str(&p).ok()),
+        ))
+    }
+
+    async fn publish(&self, event: &str, answer: &serde_json::Value) {
+        let Ok(mut conn) = self.link.conn().await else {
+            return;
+        };
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(self.link.key(&["status", &self.asset, event]))
+            .arg(answer.to_string())
+            .arg("EX")
+            .arg(PUBLISHED_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+    }
 }
 
 impl Default for Tracker {
@@ -91,7 +169,18 @@ impl Tracker {
                 order: VecDeque::new(),
                 capacity: capacity.max(1),
             }),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares the status checks of `asset` with the other hosts on `link`, as `holder` (once;
+    /// the Redis backend).
+    pub fn share(&self, link: Arc<crate::redis_link::RedisLink>, holder: String, asset: &str) {
+        let _ = self.shared.set(SharedChecks {
+            link,
+            holder,
+            asset: asset.to_string(),
+        });
     }
 
     /// The action, when it was seen in a final status.
@@ -207,6 +296,30 @@ fn is_permanent(e: &DefenderError, seen: bool) -> bool {
 }
 
 impl Poller {
+    /// One status check: Defender's answer, or with shared checks another host's published
+    /// one (Redis unreachable: Defender's).
+    async fn check(
+        &self,
+        client: &crate::defender::DefenderClient,
+    ) -> Result<serde_json::Value, DefenderError> {
+        let Some(shared) = self.asset.tracker.shared.get() else {
+            return client.get(&self.call).await;
+        };
+        match shared.turn(&self.key).await {
+            Ok(Turn::Other(Some(answer))) => Ok(answer),
+            Ok(Turn::Other(None)) => Err(DefenderError::Transport(
+                "another host checks this action and has not published an answer yet".into(),
+            )),
+            Ok(Turn::Mine) | Err(_) => {
+                let answer = client.get(&self.call).await;
+                if let Ok(v) = &answer {
+                    shared.publish(&self.key, v).await;
+                }
+                answer
+            }
+        }
+    }
+
     /// Removes this poller from the registry when nobody listens (or always with `force`);
     /// answers whether it must stop. Runs under the registry lock, as subscribing does, so a
     /// subscriber never joins a poller that is about to stop.
@@ -254,7 +367,7 @@ impl Poller {
                 c.deadline
             };
             let client = self.asset.defender.with_deadline(deadline);
-            let answer = client.get(&self.call).await;
+            let answer = self.check(&client).await;
             let now = Instant::now();
             let mut stop = false;
             let mut at_least = Duration::ZERO;

@@ -283,6 +283,32 @@ async fn a_final_status_seen_on_one_host_is_answered_by_the_other_without_a_call
     );
 }
 
+#[tokio::test]
+async fn one_host_checks_an_in_flight_action_for_every_host() {
+    let Some(shared) = Shared::new(manual()).await else {
+        return;
+    };
+    let a = shared.host().await;
+    let b = shared.host().await;
+    // Host A submits and follows the isolation for a second: it takes the action's checks.
+    let (status, pending) = call(
+        &a,
+        "quarantine_device",
+        json!({"device_id": DEV, "comment": "IR-3", "timeout": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{pending}");
+    let event = pending["summary"]["event_id"].as_str().unwrap().to_string();
+    // Host B follows it too: it reads what host A published and asks Defender nothing.
+    let calls_before = b.app.assets["contoso"].defender.budget().usage()[0].last_minute;
+    let (status, body) = call(&b, "get_status", json!({"event_id": event}), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"]["event_status"], "Pending", "{body}");
+    let calls_after = b.app.assets["contoso"].defender.budget().usage()[0].last_minute;
+    assert_eq!(calls_after, calls_before, "host B made no Defender call");
+}
+
 /// A state worth migrating: tokens, an idempotency record, a checkpoint.
 fn sample_state() -> AssetState {
     let mut s = AssetState {
