@@ -190,13 +190,11 @@ impl App {
             );
         }
         let instance_id = crate::http::admin::session::random_token()[..12].to_string();
+        // How this host names itself in leases other hosts read.
+        let holder = format!("{} {instance_id}", config.server.public_url);
         if let Some(link) = &redis {
             for (id, asset) in &assets {
-                asset.tracker.share(
-                    link.clone(),
-                    format!("{} {instance_id}", config.server.public_url),
-                    id,
-                );
+                asset.tracker.share(link.clone(), holder.clone(), id);
             }
         }
         let mut ingestors = BTreeMap::new();
@@ -208,7 +206,7 @@ impl App {
                         settings.clone(),
                         state.clone(),
                         link.clone(),
-                        format!("{} {instance_id}", config.server.public_url),
+                        holder.clone(),
                         std::time::Duration::from_secs(config.server.state.lease_secs),
                     ),
                     None => crate::ingest::poller::Ingestor::open(

@@ -1,7 +1,8 @@
 //! What the admin console shows: where each asset's connection, permissions, ingestion and
 //! request budget stand, its recent audit lines, and the host's own figures. Everything comes
-//! from memory and the state files; building an overview sends nothing to Entra ID or
-//! Defender, and nothing in it is a secret (tokens are only decoded for their permissions).
+//! from memory and the stored state (files or Redis); building an overview sends nothing to
+//! Entra ID or Defender, and nothing in it is a secret (tokens are only decoded for their
+//! permissions).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -286,14 +287,14 @@ fn needed(audience: Audience) -> Vec<String> {
 /// Granted against needed for both APIs; what is blocked is counted only for an API whose
 /// grants are known.
 fn permissions(defender: Option<Vec<String>>, graph: Option<Vec<String>>) -> [Permissions; 2] {
+    let needed_defender = needed(Audience::Defender);
+    let needed_graph = needed(Audience::Graph);
     // Unknown grants count as "everything" so they block nothing in the check.
-    let all = |a: Audience| needed(a);
     let check = check_permissions(
-        defender.as_deref().unwrap_or(&all(Audience::Defender)),
-        graph.as_deref().unwrap_or(&all(Audience::Graph)),
+        defender.as_deref().unwrap_or(&needed_defender),
+        graph.as_deref().unwrap_or(&needed_graph),
     );
-    let build = |audience: Audience, granted: Option<Vec<String>>| {
-        let needed = needed(audience);
+    let build = |audience: Audience, granted: Option<Vec<String>>, needed: Vec<String>| {
         let missing = match &granted {
             None => Vec::new(),
             Some(g) => needed
@@ -318,8 +319,8 @@ fn permissions(defender: Option<Vec<String>>, graph: Option<Vec<String>>) -> [Pe
         }
     };
     [
-        build(Audience::Defender, defender),
-        build(Audience::Graph, graph),
+        build(Audience::Defender, defender, needed_defender),
+        build(Audience::Graph, graph, needed_graph),
     ]
 }
 

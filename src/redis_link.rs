@@ -15,6 +15,19 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Takes a lease when free, renews it when ours; 1 when held afterwards.
+const TAKE_OR_RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
 /// A lazily opened connection to the configured Redis and its key prefix.
 pub struct RedisLink {
     client: redis::Client,
@@ -91,6 +104,25 @@ impl RedisLink {
             key.push_str(p);
         }
         key
+    }
+
+    /// Takes the lease `key` for `holder` when it is free, or renews it when `holder` has it;
+    /// answers whether `holder` holds it afterwards (for `ttl`). One script, so two hosts
+    /// never both take it.
+    pub async fn take_or_renew(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let mut conn = self.conn().await?;
+        let held: i64 = redis::Script::new(TAKE_OR_RENEW)
+            .key(key)
+            .arg(holder)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 
     /// Whether Redis answers a PING now.

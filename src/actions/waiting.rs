@@ -81,19 +81,6 @@ pub const POLL_LEASE: Duration = Duration::from_secs(10);
 /// How long a published answer is kept.
 const PUBLISHED_TTL_SECS: u64 = 600;
 
-/// Takes the poll lease when free, renews it when ours; 1 when held afterwards.
-const TAKE_OR_RENEW: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0";
-
 /// Whose turn a check is.
 enum Turn {
     /// This host asks Defender.
@@ -104,16 +91,15 @@ enum Turn {
 
 impl SharedChecks {
     async fn turn(&self, event: &str) -> Result<Turn, crate::redis_link::RedisError> {
-        let mut conn = self.link.conn().await?;
-        let held: i64 = redis::Script::new(TAKE_OR_RENEW)
-            .key(self.link.key(&["poll", &self.asset, event]))
-            .arg(&self.holder)
-            .arg(u64::try_from(POLL_LEASE.as_millis()).unwrap_or(10_000))
-            .invoke_async(&mut conn)
+        let key = self.link.key(&["poll", &self.asset, event]);
+        let held = self
+            .link
+            .take_or_renew(&key, &self.holder, POLL_LEASE)
             .await?;
-        if held == 1 {
+        if held {
             return Ok(Turn::Mine);
         }
+        let mut conn = self.link.conn().await?;
         let published: Option<String> = redis::cmd("GET")
             .arg(self.link.key(&["status", &self.asset, event]))
             .query_async(&mut conn)

@@ -9,19 +9,6 @@ use std::time::Duration;
 
 use crate::redis_link::{RedisError, RedisLink};
 
-/// Takes the lease when free, renews it when ours; answers 1 when we hold it afterwards.
-const TAKE_OR_RENEW: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0";
-
 /// One asset's ingestion lease, as seen by this host.
 pub struct Lease {
     link: Arc<RedisLink>,
@@ -56,14 +43,9 @@ impl Lease {
 
     /// One attempt to take or renew the lease.
     async fn take_or_renew(&self) -> Result<bool, RedisError> {
-        let mut conn = self.link.conn().await?;
-        let held: i64 = redis::Script::new(TAKE_OR_RENEW)
-            .key(&self.key)
-            .arg(&self.holder)
-            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(15_000))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(held == 1)
+        self.link
+            .take_or_renew(&self.key, &self.holder, self.ttl)
+            .await
     }
 
     /// Starts the task that takes and renews the lease (once; it ends when the lease is

@@ -122,6 +122,13 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
 }
 
+/// The 403 page for a signed-in form that is cross-site or lacks the session's CSRF token;
+/// `None` when the form may be acted on.
+fn refused_form(session: &Session, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    let fields = form(&body[..body.len().min(MAX_FORM_BYTES)]);
+    (cross_site(headers) || !session.csrf_ok(field(&fields, "csrf"))).then(|| forged(Some(session)))
+}
+
 /// A refusal of a form that did not come from this host's page.
 fn forged(session: Option<&Session>) -> Response {
     html(
@@ -306,9 +313,8 @@ pub async fn sign_out(
     let Some((id, session)) = session_of(&app, &headers) else {
         return back_to_console();
     };
-    let fields = form(&body[..body.len().min(MAX_FORM_BYTES)]);
-    if cross_site(&headers) || !session.csrf_ok(field(&fields, "csrf")) {
-        return forged(Some(&session));
+    if let Some(refused) = refused_form(&session, &headers, &body) {
+        return refused;
     }
     app.console.remove(&id);
     let addr = connect.map_or_else(|| "-".to_string(), |c| c.0.0.ip().to_string());
@@ -345,9 +351,8 @@ pub async fn connect(
             Some("Sign in first: the session ended or was never opened."),
         );
     };
-    let fields = form(&body[..body.len().min(MAX_FORM_BYTES)]);
-    if cross_site(&headers) || !session.csrf_ok(field(&fields, "csrf")) {
-        return forged(Some(&session));
+    if let Some(refused) = refused_form(&session, &headers, &body) {
+        return refused;
     }
     if !app.assets.contains_key(&asset_id) || !session.assets.allows(&asset_id) {
         return html(
